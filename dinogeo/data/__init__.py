@@ -1,9 +1,10 @@
 """Data layer: sensor specs, raster/zarr sources, samplers, chip datasets and statistics.
 
-Only the light, torch-free names are re-exported here; import the dataset and samplers from
+Only the torch-free names are re-exported here; import the dataset and samplers from
 ``dinogeo.data.dataset`` and ``dinogeo.data.samplers``.
 """
 
+from dinogeo.data.readers import RasterSource, open_source
 from dinogeo.data.sensors import Band, Sensor, list_sensors, load_sensor
 
-__all__ = ["Band", "Sensor", "list_sensors", "load_sensor"]
+__all__ = ["Band", "RasterSource", "Sensor", "list_sensors", "load_sensor", "open_source"]

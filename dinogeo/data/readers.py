@@ -1,0 +1,519 @@
+"""Lazy, windowed raster sources: GeoTIFF/COG, JPEG2000, VRT and world-file georeferenced images.
+
+:func:`open_source` inspects a file once and returns a :class:`RasterSource` (or a ``ZarrSource``
+for zarr stores) that reads pixel windows on demand. Dataset handles are opened lazily in the
+process that reads and cached per ``(process id, path)``, so a source can be pickled into
+DataLoader workers and a handle is never shared across a fork.
+
+Valid pixels: a pixel is valid when it lies inside the raster and, in order of precedence, its
+alpha is > 0 (the alpha band is never returned as data), or not all of its bands equal the nodata
+value (the file's, else the sensor's; GDAL's rule), or the file's internal mask (``dataset_mask``)
+marks it valid. A NaN in any band makes a pixel invalid.
+
+World files: GDAL reads ``.tfw/.pgw/.jgw/.wld`` transforms itself but ignores the ``.prj`` beside
+a PNG/JPEG/TIFF; the reader takes the CRS from that ``.prj`` when the file has none.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError, RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform
+from rasterio.windows import Window
+
+from dinogeo.data.sensors import Band, Sensor, generic_sensor, load_sensor
+from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
+
+if TYPE_CHECKING:
+    from dinogeo.data.zarr_source import ZarrSource
+
+__all__ = ["RasterSource", "is_zarr_path", "open_source"]
+
+#: most dataset handles kept open per process (least recently used are closed)
+MAX_OPEN_HANDLES = int(os.environ.get("DINOGEO_MAX_OPEN_FILES", "256"))
+
+
+def is_zarr_path(path: str | Path) -> bool:
+    """Return whether ``path`` names a zarr store (``*.zarr`` or a folder holding zarr metadata)."""
+    p = Path(path)
+    if p.suffix.lower() == ".zarr":
+        return True
+    return p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def open_source(
+    path: str | Path,
+    sensor: str | Path | Sensor | None = None,
+    bands: Sequence[str] | None = None,
+    *,
+    target_crs: Any = None,
+    target_res: float | tuple[float, float] | None = None,
+) -> RasterSource | ZarrSource:
+    """Open a raster file or zarr store as a lazy, windowed source.
+
+    Args:
+        path: GeoTIFF/COG, JPEG2000, VRT, PNG/JPEG/TIFF with a world file, or a zarr store.
+        sensor: a shipped sensor name, a sensor YAML path or a :class:`Sensor`; None infers a
+            generic sensor (bands ``band_1..n``, values divided by the dtype's maximum).
+        bands: band names or aliases to read, in output order. When the file holds fewer bands
+            than the sensor and its band descriptions do not name them, ``bands`` (one name per
+            file band, in file order) describes the file.
+        target_crs: reproject onto this CRS (anything ``rasterio.crs.CRS.from_user_input`` takes).
+        target_res: output resolution in target CRS units (one value or ``(xres, yres)``).
+
+    Returns:
+        A :class:`RasterSource`, or a ``ZarrSource`` for zarr stores.
+
+    Raises:
+        RasterReadError: the file is missing, corrupt, or lacks a CRS.
+        BandMismatchError: the file's band count does not fit the sensor.
+        SensorError: an unknown sensor or band name.
+    """
+    if is_zarr_path(path):
+        from dinogeo.data.zarr_source import open_zarr_source
+
+        if target_crs is not None or target_res is not None:
+            raise ValueError(
+                f"{path}: a zarr store is read on the grid it was ingested on; target_crs and "
+                "target_res apply to raster files (reproject the rasters before `dinogeo ingest`)"
+            )
+        return open_zarr_source(path, sensor=sensor, bands=bands)
+    return RasterSource(path, sensor, bands, target_crs=target_crs, target_res=target_res)
+
+
+# ---------------------------------------------------------------- handle cache (per process)
+
+_LOCK = threading.Lock()
+_HANDLES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_HANDLES_PID = os.getpid()
+
+
+def _cached_handle(key: tuple[Any, ...], opener: Any) -> Any:
+    """Return the open handle for ``key`` in this process, opening it with ``opener()``."""
+    global _HANDLES_PID
+    with _LOCK:
+        pid = os.getpid()
+        if pid != _HANDLES_PID:
+            # forked child: forget (never use) the parent's handles
+            _HANDLES.clear()
+            _HANDLES_PID = pid
+        handle = _HANDLES.get(key)
+        if handle is not None:
+            _HANDLES.move_to_end(key)
+            return handle
+        handle = opener()
+        _HANDLES[key] = handle
+        while len(_HANDLES) > MAX_OPEN_HANDLES:
+            _, old = _HANDLES.popitem(last=False)
+            for h in old if isinstance(old, tuple) else (old,):
+                h.close()
+        return handle
+
+
+def _prj_crs(path: Path) -> CRS | None:
+    """CRS from a ``.prj`` sidecar (world-file georeferencing), or None."""
+    for cand in (path.with_suffix(".prj"), Path(str(path) + ".prj")):
+        if cand.is_file():
+            try:
+                return CRS.from_user_input(cand.read_text(encoding="utf-8", errors="replace"))
+            except CRSError as err:
+                raise RasterReadError(
+                    f"{path}: the CRS in {cand.name} cannot be parsed ({err}); write a valid WKT "
+                    "into the .prj or assign a CRS with gdal_edit.py -a_srs EPSG:XXXX"
+                ) from err
+    return None
+
+
+def _open_dataset(path: Path) -> Any:
+    try:
+        return rasterio.open(path)
+    except RasterioError as err:
+        if not path.exists():
+            raise RasterReadError(f"{path}: no such file; check the path") from err
+        raise RasterReadError(
+            f"{path}: cannot be opened as a raster ({err}); the file is corrupt, truncated or not "
+            "a raster: re-download or re-export it (gdalinfo shows what GDAL sees)"
+        ) from err
+
+
+class RasterSource:
+    """A raster file read in pixel windows, in its native grid or warped onto a target grid.
+
+    Attributes:
+        path: the file.
+        sensor: the spec of the returned bands (in output order).
+        crs: CRS of the returned grid.
+        transform: affine transform of the returned grid.
+        width: grid width in pixels.
+        height: grid height in pixels.
+        bounds: grid bounds in ``crs`` units.
+        nodata: DN marking missing pixels (file's, else sensor's), or None.
+        dtype: dtype of the raw data returned by :meth:`read`.
+        mask_kind: how validity is derived: ``"alpha"``, ``"nodata"``, ``"internal"`` or ``"none"``.
+        warped: whether reads go through a WarpedVRT (only when the grid differs from the file's).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sensor: str | Path | Sensor | None = None,
+        bands: Sequence[str] | None = None,
+        *,
+        target_crs: Any = None,
+        target_res: float | tuple[float, float] | None = None,
+        resampling: str = "bilinear",
+    ) -> None:
+        """Inspect the file and resolve its bands (see :func:`open_source` for the arguments).
+
+        Args:
+            path: the raster file.
+            sensor: sensor name, YAML path or spec; None infers a generic one.
+            bands: names of the bands to return (see :func:`open_source`).
+            target_crs: optional CRS to reproject onto.
+            target_res: optional output resolution.
+            resampling: resampling used when warping (a ``rasterio.enums.Resampling`` name).
+        """
+        self.path = Path(path)
+        ds = _open_dataset(self.path)
+        try:
+            self._inspect(ds, sensor, bands)
+            self._setup_grid(ds, target_crs, target_res, resampling)
+        finally:
+            ds.close()
+
+    # ------------------------------------------------------------------ inspection
+    def _inspect(self, ds: Any, sensor: str | Path | Sensor | None, bands: Any) -> None:
+        crs = ds.crs
+        if crs is None:
+            crs = _prj_crs(self.path)
+        if crs is None:
+            raise RasterReadError(
+                f"{self.path}: the raster has no CRS; assign one with "
+                "'gdal_edit.py -a_srs EPSG:XXXX FILE', or place a .prj beside a world-file image"
+            )
+        if ds.transform == Affine.identity() and not ds.gcps[0]:
+            raise RasterReadError(
+                f"{self.path}: the raster has a CRS but no geotransform; add one with "
+                "'gdal_edit.py -a_ullr ...' or a world file (.tfw/.pgw/.jgw/.wld)"
+            )
+        self._file_crs = crs
+        self._file_has_crs = ds.crs is not None
+        interp = ds.colorinterp
+        alpha = [i + 1 for i, c in enumerate(interp) if c == ColorInterp.alpha]
+        self._alpha_index: int | None = alpha[0] if alpha else None
+        data_idx = [i + 1 for i in range(ds.count) if (i + 1) not in alpha]
+        if not data_idx:
+            raise RasterReadError(f"{self.path}: the raster has no data bands (only alpha)")
+        dtypes = {ds.dtypes[i - 1] for i in data_idx}
+        if len(dtypes) > 1:
+            raise RasterReadError(
+                f"{self.path}: bands have mixed dtypes {sorted(dtypes)}; convert with "
+                "gdal_translate -ot to one dtype"
+            )
+        self.dtype = np.dtype(ds.dtypes[data_idx[0] - 1])
+        descriptions = [ds.descriptions[i - 1] for i in data_idx]
+        out_sensor, positions = _resolve_bands(
+            self.path, len(data_idx), descriptions, self.dtype, ds.nodata, sensor, bands
+        )
+        self.sensor = out_sensor
+        self._read_indexes = [data_idx[p] for p in positions]
+        self.nodata: float | None = ds.nodata if ds.nodata is not None else out_sensor.nodata
+        flags = ds.mask_flag_enums[data_idx[0] - 1]
+        if self._alpha_index is not None:
+            self.mask_kind = "alpha"
+        elif self.nodata is not None:
+            self.mask_kind = "nodata"
+        elif MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+            self.mask_kind = "internal"
+        else:
+            self.mask_kind = "none"
+        self._file_res = ds.res
+        if sensor is not None and out_sensor.dtype != str(self.dtype):
+            warnings.warn(
+                f"{self.path}: the file is {self.dtype} but sensor {out_sensor.name!r} expects "
+                f"{out_sensor.dtype}; check that its scale/offset fit this file",
+                stacklevel=3,
+            )
+
+    def _setup_grid(self, ds: Any, target_crs: Any, target_res: Any, resampling: str) -> None:
+        dst_crs = self._file_crs if target_crs is None else _parse_crs(target_crs, self.path)
+        res = None
+        if target_res is not None:
+            if isinstance(target_res, (int, float)):
+                res = (float(target_res), float(target_res))
+            else:
+                res = (float(target_res[0]), float(target_res[1]))
+        same_crs = dst_crs == self._file_crs
+        same_res = res is None or np.allclose(res, self._file_res, rtol=1e-9, atol=0)
+        self.warped = not (same_crs and same_res)
+        self._vrt_kwargs: dict[str, Any] = {}
+        if not self.warped:
+            self.crs = self._file_crs
+            self.transform = ds.transform
+            self.width, self.height = ds.width, ds.height
+        else:
+            try:
+                resampling_enum = Resampling[resampling]
+            except KeyError as err:
+                raise ValueError(
+                    f"unknown resampling {resampling!r}; use one of {[r.name for r in Resampling]}"
+                ) from err
+            transform, width, height = calculate_default_transform(
+                self._file_crs, dst_crs, ds.width, ds.height, *ds.bounds, resolution=res
+            )
+            self.crs, self.transform = dst_crs, transform
+            self.width, self.height = int(width), int(height)
+            kw: dict[str, Any] = {
+                "crs": dst_crs,
+                "transform": transform,
+                "width": self.width,
+                "height": self.height,
+                "resampling": resampling_enum,
+            }
+            if not self._file_has_crs:
+                kw["src_crs"] = self._file_crs
+            if self.mask_kind == "nodata":
+                kw["src_nodata"] = self.nodata
+                kw["nodata"] = self.nodata
+            elif self.mask_kind in ("none", "internal"):
+                # the warper writes an alpha band: 0 outside the source footprint / mask
+                kw["add_alpha"] = True
+                self._alpha_index = ds.count + 1
+                self.mask_kind = "alpha"
+            self._vrt_kwargs = kw
+        self.bounds = BoundingBox(
+            *rasterio.transform.array_bounds(self.height, self.width, self.transform)
+        )
+
+    # ------------------------------------------------------------------ handles
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) of the returned grid in CRS units."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def count(self) -> int:
+        """Number of returned bands."""
+        return len(self.sensor.bands)
+
+    def _dataset(self) -> Any:
+        key = (str(self.path), tuple(sorted((k, str(v)) for k, v in self._vrt_kwargs.items())))
+        return _cached_handle(key, self._open_handle)
+
+    def _open_handle(self) -> Any:
+        ds = _open_dataset(self.path)
+        if not self.warped:
+            return ds
+        return WarpedVRT(ds, **self._vrt_kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        return (
+            f"RasterSource({str(self.path)!r}, sensor={self.sensor.name!r}, "
+            f"bands={list(self.sensor.band_names)}, {self.width}x{self.height}, crs={self.crs})"
+        )
+
+    # ------------------------------------------------------------------ reading
+    def _valid_from(self, data: np.ndarray, alpha: np.ndarray | None, mask: Any) -> np.ndarray:
+        if self.mask_kind == "alpha" and alpha is not None:
+            valid = alpha > 0
+        elif self.mask_kind == "nodata" and self.nodata is not None:
+            if math.isnan(self.nodata):
+                valid = ~np.isnan(data).all(axis=0)
+            else:
+                valid = (data != data.dtype.type(self.nodata)).any(axis=0)
+        elif self.mask_kind == "internal" and mask is not None:
+            valid = mask > 0
+        else:
+            valid = np.ones(data.shape[1:], dtype=bool)
+        if data.dtype.kind == "f":
+            valid &= ~np.isnan(data).any(axis=0)
+        return valid
+
+    def _read_inner(
+        self, window: Window, out_shape: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ds = self._dataset()
+        idx = list(self._read_indexes)
+        with_alpha = self.mask_kind == "alpha" and self._alpha_index is not None
+        if with_alpha and self._alpha_index is not None:
+            idx.append(self._alpha_index)
+        kw: dict[str, Any] = {"window": window}
+        if out_shape is not None:
+            kw["out_shape"] = (len(idx), *out_shape)
+            kw["resampling"] = Resampling.nearest
+        try:
+            arr = ds.read(idx, **kw)
+            mask = None
+            if self.mask_kind == "internal":
+                mkw = dict(kw)
+                if out_shape is not None:
+                    mkw["out_shape"] = out_shape
+                mask = ds.dataset_mask(**mkw)
+        except RasterioError as err:
+            raise RasterReadError(
+                f"{self.path}: reading window {window} failed ({err}); the file is corrupt or "
+                "truncated: re-download or re-export it"
+            ) from err
+        if with_alpha:
+            data, alpha = arr[:-1], arr[-1]
+        else:
+            data, alpha = arr, None
+        return data, self._valid_from(data, alpha, mask)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read raw digital numbers of a pixel window (boundless).
+
+        Args:
+            window: pixel window on the source grid; offsets and sizes are rounded to integers and
+                may extend beyond the raster (outside pixels are invalid and filled with nodata,
+                or 0).
+
+        Returns:
+            ``(data, valid)``: data (C, h, w) in sensor band order and the file's dtype, valid a
+            bool (h, w) mask.
+        """
+        c0, r0 = int(round(window.col_off)), int(round(window.row_off))
+        w, h = int(round(window.width)), int(round(window.height))
+        if w <= 0 or h <= 0:
+            raise ValueError(f"window {window} is empty; width and height must be positive")
+        ic0, ir0 = max(c0, 0), max(r0, 0)
+        ic1, ir1 = min(c0 + w, self.width), min(r0 + h, self.height)
+        if ic0 == c0 and ir0 == r0 and ic1 == c0 + w and ir1 == r0 + h:
+            return self._read_inner(Window(c0, r0, w, h))
+        fill = 0 if self.nodata is None or math.isnan(self.nodata) else self.nodata
+        data = np.full((self.count, h, w), fill, dtype=self.dtype)
+        if self.dtype.kind == "f" and self.nodata is not None and math.isnan(self.nodata):
+            data[...] = np.nan
+        valid = np.zeros((h, w), dtype=bool)
+        if ic1 > ic0 and ir1 > ir0:
+            inner, ivalid = self._read_inner(Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
+            sl = (slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0))
+            data[(slice(None), *sl)] = inner
+            valid[sl] = ivalid
+        return data, valid
+
+    def read_normalized(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window as normalised float32 (sensor scale/offset and mean/std).
+
+        Returns:
+            ``(image, valid)``: image (C, h, w) float32 with invalid pixels set to 0.0, and the
+            bool (h, w) valid mask.
+        """
+        data, valid = self.read(window)
+        out = self.sensor.normalize(data)
+        if not valid.all():
+            out[:, ~valid] = 0.0
+        return out, valid
+
+    def coarse_valid_mask(self, max_size: int = 256) -> np.ndarray:
+        """Valid mask of the whole grid from a decimated read (uses overviews when present).
+
+        Args:
+            max_size: longest side of the returned mask; each cell covers about
+                ``ceil(max(width, height) / max_size)`` pixels per side.
+
+        Returns:
+            bool array of shape about ``(height / f, width / f)``.
+        """
+        f = max(1, math.ceil(max(self.width, self.height) / max_size))
+        shape = (max(1, math.ceil(self.height / f)), max(1, math.ceil(self.width / f)))
+        if self.mask_kind == "none" and self.dtype.kind != "f":
+            return np.ones(shape, dtype=bool)
+        _, valid = self._read_inner(Window(0, 0, self.width, self.height), out_shape=shape)
+        return valid
+
+    def valid_fraction(self, max_size: int = 256) -> float:
+        """Estimated fraction of valid pixels, from :meth:`coarse_valid_mask`."""
+        return float(self.coarse_valid_mask(max_size).mean())
+
+
+def _parse_crs(value: Any, path: Path) -> CRS:
+    try:
+        return value if isinstance(value, CRS) else CRS.from_user_input(value)
+    except CRSError as err:
+        raise ValueError(f"{path}: target_crs {value!r} is not a valid CRS ({err})") from err
+
+
+def _resolve_bands(
+    path: Path,
+    n_file: int,
+    descriptions: Sequence[str | None],
+    dtype: np.dtype,
+    nodata: float | None,
+    sensor: str | Path | Sensor | None,
+    bands: Sequence[str] | None,
+) -> tuple[Sensor, list[int]]:
+    """Return the output sensor and the positions (among the file's data bands) to read."""
+    if isinstance(bands, str):
+        bands = [bands]
+    if sensor is None:
+        base = generic_sensor(n_file, str(dtype), nodata)
+        layout = replace(
+            base,
+            bands=tuple(
+                Band(name=b.name, aliases=(d,) if d and d != b.name else ())
+                for b, d in zip(base.bands, descriptions)
+            ),
+        )
+    else:
+        spec = load_sensor(sensor)
+        layout = _file_layout(path, n_file, descriptions, spec, bands)
+    if bands is None:
+        return layout, list(range(n_file))
+    positions = []
+    for b in bands:
+        try:
+            positions.append(layout.index(b))
+        except SensorError as err:
+            raise SensorError(
+                f"{path}: band {b!r} is not among the file's bands {list(layout.band_names)} "
+                f"(sensor {layout.name!r})"
+            ) from err
+    return layout.select(bands), positions
+
+
+def _file_layout(
+    path: Path,
+    n_file: int,
+    descriptions: Sequence[str | None],
+    spec: Sensor,
+    bands: Sequence[str] | None,
+) -> Sensor:
+    """The sensor describing the file's data bands in file order."""
+    if all(descriptions):
+        try:
+            described = spec.select([str(d) for d in descriptions])
+        except SensorError:
+            described = None
+        if described is not None:
+            return described
+    if len(spec.bands) == n_file:
+        return spec
+    if bands is not None and len(bands) == n_file:
+        return spec.select(bands)
+    example = list(spec.band_names[:n_file])
+    raise BandMismatchError(
+        f"{path}: the file has {n_file} data bands (alpha excluded) but sensor {spec.name!r} has "
+        f"{len(spec.bands)} ({', '.join(spec.band_names)}); pass bands= naming the file's "
+        f"{n_file} bands in file order (e.g. bands={example}) or a sensor YAML that describes "
+        f"the file (start from `dinogeo sensors {spec.name}`)"
+    )
