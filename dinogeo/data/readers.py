@@ -16,6 +16,7 @@ a PNG/JPEG/TIFF; the reader takes the CRS from that ``.prj`` when the file has n
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import threading
@@ -43,7 +44,7 @@ from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 if TYPE_CHECKING:
     from dinogeo.data.zarr_source import ZarrSource
 
-__all__ = ["RasterSource", "is_zarr_path", "open_source"]
+__all__ = ["RasterSource", "close_handles", "is_zarr_path", "open_source"]
 
 #: most dataset handles kept open per process (least recently used are closed)
 MAX_OPEN_HANDLES = int(os.environ.get("DINOGEO_MAX_OPEN_FILES", "256"))
@@ -120,10 +121,27 @@ def _cached_handle(key: tuple[Any, ...], opener: Any) -> Any:
         handle = opener()
         _HANDLES[key] = handle
         while len(_HANDLES) > MAX_OPEN_HANDLES:
-            _, old = _HANDLES.popitem(last=False)
-            for h in old if isinstance(old, tuple) else (old,):
-                h.close()
+            _close(_HANDLES.popitem(last=False)[1])
         return handle
+
+
+def _close(handle: Any) -> None:
+    inner = getattr(handle, "src_dataset", None)  # a WarpedVRT owns the dataset it wraps
+    handle.close()
+    if inner is not None:
+        inner.close()
+
+
+def close_handles() -> None:
+    """Close every dataset handle this process has cached (run at interpreter exit)."""
+    with _LOCK:
+        if os.getpid() == _HANDLES_PID:
+            for handle in _HANDLES.values():
+                _close(handle)
+        _HANDLES.clear()
+
+
+atexit.register(close_handles)
 
 
 def _prj_crs(path: Path) -> CRS | None:
