@@ -1,0 +1,205 @@
+"""Tests for dinogeo.models.backbone (timm Eva DINOv3 wrapper)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dinogeo.errors import BandMismatchError, ConfigError
+from dinogeo.models import Backbone, create_backbone, list_archs
+from dinogeo.models.registry import get_arch_config
+
+TEST_ARCH = "vit_test_patch16_dinov3"
+
+
+def _strong(bb: Backbone) -> Backbone:
+    """LayerScale starts at 1e-5; raise it so that the blocks visibly matter."""
+    with torch.no_grad():
+        for blk in bb.vit.blocks:
+            blk.gamma_1.fill_(1.0)
+            blk.gamma_2.fill_(1.0)
+    return bb
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Backbone:
+    torch.manual_seed(0)
+    return _strong(create_backbone(TEST_ARCH)).eval()
+
+
+def test_attributes(backbone):
+    assert backbone.embed_dim == 64
+    assert backbone.depth == 4
+    assert backbone.patch_size == 16
+    assert backbone.num_register_tokens == 4
+    assert backbone.in_chans == 3
+    assert backbone.mask_token.shape == (1, 64)
+    assert torch.count_nonzero(backbone.mask_token) == 0
+    assert backbone.vit.global_pool == "token"
+    assert backbone.vit.num_classes == 0
+    assert backbone.vit.blocks[0].attn.num_heads == 2
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 48), (16, 80)])
+def test_forward_features_equals_timm(backbone, size):
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        out = backbone.forward_features(x)
+        ref = backbone.vit.forward_features(x)
+    n = (size[0] // 16) * (size[1] // 16)
+    assert out["x_norm_clstoken"].shape == (2, 64)
+    assert out["x_norm_regtokens"].shape == (2, 4, 64)
+    assert out["x_norm_patchtokens"].shape == (2, n, 64)
+    assert torch.equal(out["x_norm_clstoken"], ref[:, 0])
+    assert torch.equal(out["x_norm_regtokens"], ref[:, 1:5])
+    assert torch.equal(out["x_norm_patchtokens"], ref[:, 5:])
+    with torch.no_grad():
+        cls = backbone(x)
+        timm_cls = backbone.vit(x)  # global_pool='token', num_classes=0 -> cls token
+    assert torch.equal(cls, timm_cls)
+
+
+def test_masks_act_only_through_mask_token(backbone):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 48, 48)
+    no_mask = torch.zeros(2, 9, dtype=torch.bool)
+    with torch.no_grad():
+        plain = backbone.forward_features(x)["x_norm_patchtokens"]
+        unmasked = backbone.forward_features(x, masks=no_mask)["x_norm_patchtokens"]
+    assert torch.equal(plain, unmasked)
+
+    masks = no_mask.clone()
+    masks[0, [0, 4]] = True
+    with torch.no_grad():
+        masked = backbone.forward_features(x, masks=masks)["x_norm_patchtokens"]
+        # a masked patch ignores its pixels: changing them changes nothing
+        x2 = x.clone()
+        x2[0, :, 0:16, 0:16] += 5.0
+        x2[0, :, 16:32, 16:32] -= 3.0
+        masked2 = backbone.forward_features(x2, masks=masks)["x_norm_patchtokens"]
+        # it equals feeding the mask token as that patch's embedding by hand
+        tokens = backbone.vit.patch_embed(x)
+        tokens[0, 0, 0] = backbone.mask_token[0]
+        tokens[0, 1, 1] = backbone.mask_token[0]
+        tokens, rope = backbone.vit._pos_embed(tokens)
+        for blk in backbone.vit.blocks:
+            tokens = blk(tokens, rope=rope)
+        manual = backbone.vit.norm(tokens)[:, 5:]
+    assert torch.allclose(masked, masked2, atol=1e-6)
+    assert torch.equal(masked, manual)
+    assert not torch.allclose(masked[0], plain[0])
+    assert torch.equal(masked[1], plain[1])  # the unmasked image is untouched
+
+    # a non-zero mask token changes masked outputs only through the masked positions
+    bb = _strong(create_backbone(TEST_ARCH)).eval()
+    with torch.no_grad():
+        bb.mask_token.fill_(0.5)
+        a = bb.forward_features(x, masks=masks)["x_norm_patchtokens"]
+        bb.mask_token.zero_()
+        b = bb.forward_features(x, masks=masks)["x_norm_patchtokens"]
+    assert not torch.allclose(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+
+
+def test_mask_token_gets_gradient(backbone):
+    bb = _strong(create_backbone(TEST_ARCH))
+    x = torch.randn(1, 3, 32, 32)
+    masks = torch.tensor([[True, False, False, True]])
+    out = bb.forward_features(x, masks=masks)["x_norm_patchtokens"]
+    (out * torch.randn_like(out)).sum().backward()
+    assert bb.mask_token.grad is not None and bb.mask_token.grad.abs().sum() > 0
+
+
+def test_intermediate_layers(backbone):
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        feats = backbone.get_intermediate_layers(x, [3, 0, -3])
+        last = backbone.forward_features(x)["x_norm_patchtokens"]
+    assert [f.shape for f in feats] == [(2, 64, 4, 2)] * 3
+    assert torch.allclose(feats[0].flatten(2).transpose(1, 2), last, atol=1e-6)
+    assert torch.equal(feats[1], backbone.get_intermediate_layers(x, [0])[0])
+    assert torch.equal(feats[2], backbone.get_intermediate_layers(x, [1])[0])
+    with pytest.raises(ConfigError, match="out of range"):
+        backbone.get_intermediate_layers(x, [4])
+
+
+def test_rope_rescale_train_only():
+    bb = _strong(create_backbone(TEST_ARCH, rope_rescale_coords=2.0))
+    x = torch.randn(1, 3, 32, 32)
+    bb.train()
+    torch.manual_seed(0)
+    a = bb(x)
+    torch.manual_seed(1)
+    b = bb(x)
+    assert not torch.allclose(a, b)  # random RoPE rescale in training
+    bb.eval()
+    assert torch.equal(bb(x), bb(x))
+    off = create_backbone(TEST_ARCH, rope_rescale_coords=None)
+    assert off.vit.rope.aug_active is False
+
+
+def test_drop_path_uniform():
+    bb = create_backbone(TEST_ARCH, drop_path_rate=0.2)
+    rates = [blk.drop_path1.drop_prob for blk in bb.vit.blocks]
+    assert rates == [0.2] * 4
+
+
+def test_multiband_and_errors(backbone):
+    bb = create_backbone(TEST_ARCH, in_chans=7).eval()
+    assert bb.forward_features(torch.randn(1, 7, 32, 32))["x_norm_patchtokens"].shape == (1, 4, 64)
+    with pytest.raises(BandMismatchError, match="expects 7 bands"):
+        bb(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ConfigError, match="multiple of the patch size"):
+        backbone(torch.randn(1, 3, 30, 32))
+    with pytest.raises(ConfigError, match="masks must have shape"):
+        backbone.forward_features(torch.randn(1, 3, 32, 32), masks=torch.zeros(1, 5, dtype=bool))
+    with pytest.raises(ConfigError, match="unknown backbone architecture"):
+        create_backbone("vit_small_patch16_dinov3")
+    with pytest.raises(ConfigError, match="sets"):
+        create_backbone(TEST_ARCH, num_classes=10)
+
+
+def test_grad_checkpointing_same_result():
+    torch.manual_seed(0)
+    bb = create_backbone(TEST_ARCH)
+    x = torch.randn(2, 3, 32, 32)
+    bb.eval()
+    ref = bb(x)
+    ref.sum().backward()
+    grad_ref = bb.vit.blocks[0].attn.qkv.weight.grad.clone()
+    bb.zero_grad()
+    bb.set_grad_checkpointing(True)
+    assert bb.grad_checkpointing
+    out = bb(x)
+    out.sum().backward()
+    assert torch.allclose(out, ref)
+    assert torch.allclose(bb.vit.blocks[0].attn.qkv.weight.grad, grad_ref, atol=1e-6)
+
+
+def test_freeze():
+    bb = create_backbone(TEST_ARCH)
+    bb.freeze(trainable_last_blocks=1)
+    trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("vit.blocks.3.", "vit.norm.")) for n in trainable)
+    bb.freeze()
+    assert not any(p.requires_grad for p in bb.parameters())
+    assert "mask_token" in bb.no_weight_decay()
+
+
+def test_registry():
+    names = list_archs()
+    for name in [
+        "vit_test_patch16_dinov3",
+        "vit_small_patch16_dinov3_qkvb",
+        "vit_small_plus_patch16_dinov3_qkvb",
+        "vit_base_patch16_dinov3_qkvb",
+        "vit_large_patch16_dinov3_qkvb",
+        "vit_huge_plus_patch16_dinov3_qkvb",
+    ]:
+        assert name in names
+    cfg = get_arch_config("vit_large_patch16_dinov3_qkvb")
+    assert (cfg["embed_dim"], cfg["depth"], cfg["num_heads"]) == (1024, 24, 16)
+    cfg["depth"] = 0  # a copy: the registry is untouched
+    assert get_arch_config("vit_large_patch16_dinov3_qkvb")["depth"] == 24
+    tiny = create_backbone("vit_tiny_patch16_dinov3_qkvb")
+    assert (tiny.embed_dim, tiny.depth) == (192, 12)
