@@ -1,0 +1,259 @@
+"""Chip datasets over raster/zarr sources, with a collate function, loader helper, torchgeo adapter.
+
+* :class:`ChipDataset` is map-style and indexed by :class:`~dinogeo.data.samplers.ChipQuery`
+  (from :class:`~dinogeo.data.samplers.RandomChipSampler` or ``GridChipSampler``). It returns
+  torchgeo-style sample dicts ``{"image", "valid", "crs", "bounds", "path"}``. Random chips whose
+  valid fraction is below ``min_valid`` are rejected and redrawn deterministically (never
+  zero-filled); grid chips are returned as they are, with their valid mask.
+* :func:`dataloader` builds a DataLoader with the right collate function; sources reopen their
+  file handles in each worker process.
+* :class:`SourceGeoDataset` exposes the same sources as a :class:`torchgeo.datasets.GeoDataset`
+  so torchgeo's samplers (``RandomGeoSampler``, ``GridGeoSampler``...) can query them.
+
+Lightning: the samplers subclass ``DistributedSampler``, so ``Trainer(use_distributed_sampler=True)``
+keeps them (and calls ``set_epoch``); pass them to :func:`dataloader` as ``sampler=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio.windows
+import shapely
+import torch
+from geopandas import GeoDataFrame
+from rasterio.coords import BoundingBox
+from rasterio.windows import Window
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchgeo.datasets import GeoDataset
+from torchgeo.datasets.utils import GeoSlice
+
+from dinogeo.data.samplers import ChipQuery, ValidityIndex, redraw_chip
+from dinogeo.errors import NoValidDataError
+
+__all__ = ["ChipDataset", "SourceGeoDataset", "collate_samples", "dataloader"]
+
+Sample = dict[str, Any]
+
+
+class ChipDataset(Dataset[Sample]):
+    """Chips read from a list of sources, addressed by :class:`ChipQuery`.
+
+    Args:
+        sources: RasterSource / ZarrSource objects (anything with ``read_normalized``).
+        min_valid: random chips (``query.seed >= 0``) whose valid fraction is below this are
+            redrawn in the same source.
+        max_retries: redraws before giving up with :class:`NoValidDataError`.
+        transforms: optional callable applied to each sample dict.
+        queries: optional fixed list of queries, making ``dataset[i]`` (int) and ``len`` work.
+        validity: coarse valid masks (e.g. ``sampler.validity``) to aim redraws at valid areas;
+            computed lazily per source when omitted.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Any],
+        *,
+        min_valid: float = 0.5,
+        max_retries: int = 20,
+        transforms: Callable[[Sample], Sample] | None = None,
+        queries: Sequence[ChipQuery] | None = None,
+        validity: ValidityIndex | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("ChipDataset needs at least one source")
+        self.sources = list(sources)
+        self.min_valid = float(min_valid)
+        self.max_retries = int(max_retries)
+        self.transforms = transforms
+        self.queries = list(queries) if queries is not None else None
+        self._coarse: dict[int, np.ndarray | None] = {}
+        if validity is not None:
+            self._coarse = dict(enumerate(validity.masks))
+
+    def __len__(self) -> int:
+        if self.queries is None:
+            raise TypeError(
+                "ChipDataset has no length without a fixed query list; iterate it through a "
+                "RandomChipSampler or GridChipSampler, or pass queries="
+            )
+        return len(self.queries)
+
+    def _coarse_mask(self, i: int) -> np.ndarray | None:
+        if i not in self._coarse:
+            fn = getattr(self.sources[i], "coarse_valid_mask", None)
+            self._coarse[i] = fn(64) if fn is not None else None
+        return self._coarse[i]
+
+    def read_chip(self, query: ChipQuery) -> tuple[ChipQuery, np.ndarray, np.ndarray]:
+        """Read a chip, redrawing random chips until the valid fraction reaches ``min_valid``.
+
+        Returns:
+            ``(query actually read, image (C,h,w) float32, valid (h,w) bool)``.
+
+        Raises:
+            NoValidDataError: if no acceptable chip was found in ``max_retries`` redraws.
+        """
+        src = self.sources[query.source]
+        q = query
+        for attempt in range(self.max_retries + 1):
+            image, valid = src.read_normalized(Window(q.col, q.row, q.width, q.height))
+            if q.seed < 0 or valid.mean() >= self.min_valid:
+                return q, image, valid
+            if attempt < self.max_retries:
+                q = redraw_chip(
+                    query, attempt, (src.height, src.width), self._coarse_mask(q.source)
+                )
+        raise NoValidDataError(
+            f"{src.path}: no {query.height}x{query.width} chip with valid fraction >= "
+            f"{self.min_valid} after {self.max_retries} redraws; the file is (almost) all nodata: "
+            "drop it from the archive or lower min_valid"
+        )
+
+    def __getitem__(self, index: ChipQuery | int) -> Sample:
+        """Return the sample dict of a chip query (or of ``queries[index]`` for an int)."""
+        if isinstance(index, ChipQuery):
+            query = index
+        elif isinstance(index, tuple):
+            query = ChipQuery(*index)
+        elif self.queries is not None:
+            query = self.queries[int(index)]
+        else:
+            raise TypeError(
+                f"ChipDataset[{index!r}]: index with a ChipQuery from a dinogeo sampler, or build "
+                "the dataset with queries= to index by position"
+            )
+        q, image, valid = self.read_chip(query)
+        src = self.sources[q.source]
+        window = Window(q.col, q.row, q.width, q.height)
+        sample: Sample = {
+            "image": torch.from_numpy(image),
+            "valid": torch.from_numpy(valid),
+            "crs": src.crs,
+            "bounds": BoundingBox(*rasterio.windows.bounds(window, src.transform)),
+            "path": str(src.path),
+        }
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+
+def collate_samples(samples: Sequence[Sample]) -> Sample:
+    """Collate sample dicts: tensors are stacked, other values (CRS, bounds, path) kept as lists."""
+    out: Sample = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+def dataloader(
+    dataset: Dataset[Sample],
+    sampler: Sampler[Any],
+    batch_size: int = 16,
+    num_workers: int = 0,
+    **kwargs: Any,
+) -> DataLoader[Sample]:
+    """Build a DataLoader for a chip dataset and one of the dinogeo samplers.
+
+    Uses :func:`collate_samples` and persistent workers when ``num_workers > 0``; the sources
+    reopen their handles in each worker. Extra keyword arguments go to ``DataLoader``.
+    """
+    kwargs.setdefault("collate_fn", collate_samples)
+    if num_workers > 0:
+        kwargs.setdefault("persistent_workers", True)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, **kwargs
+    )
+
+
+class SourceGeoDataset(GeoDataset):
+    """The sources as a torchgeo ``GeoDataset``, so torchgeo's samplers can query them.
+
+    All sources must share one CRS (open them with ``target_crs=`` otherwise). Queries are
+    torchgeo ``GeoSlice`` tuples ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax]``; where sources
+    overlap, the first valid pixel in source order wins. Samples follow torchgeo 0.10: all values
+    are tensors (``image``, ``valid``, ``bounds``, ``transform``) so ``stack_samples`` collates
+    them; the CRS is ``dataset.crs``.
+
+    Args:
+        sources: RasterSource / ZarrSource objects.
+        res: query resolution (default: the first source's pixel size).
+        transforms: optional callable applied to each sample.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Any],
+        res: float | tuple[float, float] | None = None,
+        transforms: Callable[[Sample], Sample] | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("SourceGeoDataset needs at least one source")
+        crs = sources[0].crs
+        for s in sources[1:]:
+            if s.crs != crs:
+                raise ValueError(
+                    f"{s.path} is in {s.crs} but {sources[0].path} in {crs}; torchgeo needs one "
+                    "CRS: open the sources with open_source(..., target_crs=...)"
+                )
+        self.sources = list(sources)
+        self.transforms = transforms
+        self.paths = [str(s.path) for s in sources]
+        geoms = [shapely.box(*s.bounds) for s in sources]
+        interval = (pd.Timestamp.min, pd.Timestamp.max)
+        index = pd.IntervalIndex.from_tuples(
+            [interval] * len(sources), closed="both", name="datetime"
+        )
+        self.index = GeoDataFrame(
+            {"source": range(len(sources))}, index=index, geometry=geoms, crs=crs.to_wkt()
+        )
+        if res is None:
+            res = (float(sources[0].res[0]), float(sources[0].res[1]))
+        if isinstance(res, (int, float)):
+            self._res = (float(res), float(res))
+        else:
+            self._res = (float(res[0]), float(res[1]))
+
+    def __getitem__(self, index: GeoSlice) -> Sample:
+        """Read the area of a torchgeo query, mosaicking overlapping sources."""
+        x, y, _ = self._disambiguate_slice(index)
+        xres, yres = x.step or self._res[0], y.step or self._res[1]
+        width = max(1, int(round((x.stop - x.start) / xres)))
+        height = max(1, int(round((y.stop - y.start) / yres)))
+        hits = self.index.cx[x.start : x.stop, y.start : y.stop]
+        if hits.empty:
+            raise IndexError(f"query {index} does not intersect any source: {self.bounds}")
+        image: np.ndarray | None = None
+        valid = np.zeros((height, width), dtype=bool)
+        for i in hits["source"]:
+            src = self.sources[int(i)]
+            win = rasterio.windows.from_bounds(x.start, y.start, x.stop, y.stop, src.transform)
+            part, pvalid = src.read_normalized(win)
+            if part.shape[1:] != (height, width):  # another resolution: nearest resize
+                ri = np.minimum(
+                    (np.arange(height) + 0.5) * part.shape[1] / height, part.shape[1] - 1
+                )
+                ci = np.minimum((np.arange(width) + 0.5) * part.shape[2] / width, part.shape[2] - 1)
+                part = part[:, ri.astype(int)][:, :, ci.astype(int)]
+                pvalid = pvalid[ri.astype(int)][:, ci.astype(int)]
+            if image is None:
+                image = np.zeros((part.shape[0], height, width), dtype=np.float32)
+            take = pvalid & ~valid
+            image[:, take] = part[:, take]
+            valid |= take
+            if valid.all():
+                break
+        transform = rasterio.transform.from_origin(x.start, y.stop, xres, yres)
+        sample: Sample = {
+            "image": torch.from_numpy(image if image is not None else np.zeros((0, height, width))),
+            "valid": torch.from_numpy(valid),
+            "bounds": self._slice_to_tensor(index),
+            "transform": torch.tensor(transform),
+        }
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample

@@ -1,0 +1,376 @@
+"""Distributed-aware chip samplers over a list of raster/zarr sources.
+
+Samplers yield :class:`ChipQuery` items (source index + pixel window) that
+:class:`dinogeo.data.dataset.ChipDataset` reads. Both samplers:
+
+* shard each epoch across ranks: every rank gets a disjoint, equally long slice of one global
+  sequence that all ranks compute identically from ``seed`` and the epoch;
+* reshuffle when ``set_epoch(e)`` is called (Lightning calls it at each epoch start);
+* take rank and world size from ``torch.distributed`` when it is initialised at iteration time,
+  unless given explicitly;
+* subclass :class:`torch.utils.data.DistributedSampler`, so Lightning's
+  ``use_distributed_sampler=True`` keeps them instead of silently replacing them.
+
+:class:`RandomChipSampler` draws sources weighted by their valid area and rejects candidate chips
+whose valid fraction, estimated on each source's coarse valid mask, is below ``min_valid``; the
+dataset checks the exact fraction and redraws deterministically with :func:`redraw_chip`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+from dinogeo.errors import NoValidDataError
+
+__all__ = [
+    "ChipQuery",
+    "GridChipSampler",
+    "RandomChipSampler",
+    "ValidityIndex",
+    "redraw_chip",
+]
+
+
+class ChipQuery(NamedTuple):
+    """One chip to read: a pixel window of one source.
+
+    Attributes:
+        source: index into the dataset's source list.
+        row: row offset of the window (may be negative: reads are boundless).
+        col: column offset of the window.
+        height: window height in pixels.
+        width: window width in pixels.
+        seed: seed for deterministic redraws when the chip is rejected; -1 for fixed (grid) chips,
+            which are never redrawn.
+    """
+
+    source: int
+    row: int
+    col: int
+    height: int
+    width: int
+    seed: int = -1
+
+
+class _Source(Protocol):
+    width: int
+    height: int
+
+
+def _size2(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[0]), int(size[1]))
+
+
+def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if world_size is None:
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if rank is None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
+    return rank, world_size
+
+
+class ValidityIndex:
+    """Coarse valid masks of all sources with summed-area tables for O(1) chip estimates.
+
+    Each source provides ``coarse_valid_mask(max_size)`` (a decimated read, cheap); sources
+    without it are assumed fully valid.
+
+    Args:
+        sources: the sources (anything with ``width``, ``height`` and optionally
+            ``coarse_valid_mask``).
+        max_size: longest side of each coarse mask.
+    """
+
+    def __init__(self, sources: Sequence[Any], max_size: int = 64) -> None:
+        self.shapes = [(int(s.height), int(s.width)) for s in sources]
+        self.masks: list[np.ndarray] = []
+        self._sat: list[np.ndarray] = []
+        for s in sources:
+            fn = getattr(s, "coarse_valid_mask", None)
+            m = np.asarray(fn(max_size), dtype=bool) if fn is not None else np.ones((1, 1), bool)
+            self.masks.append(m)
+            sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1), dtype=np.float64)
+            sat[1:, 1:] = np.cumsum(np.cumsum(m, axis=0), axis=1)
+            self._sat.append(sat)
+
+    def valid_fraction(self, i: int) -> float:
+        """Estimated valid fraction of source ``i``."""
+        return float(self.masks[i].mean())
+
+    def valid_pixels(self, i: int) -> float:
+        """Estimated number of valid pixels of source ``i``."""
+        h, w = self.shapes[i]
+        return self.valid_fraction(i) * h * w
+
+    def chip_fraction(self, q: ChipQuery) -> float:
+        """Estimated valid fraction of a chip (area outside the source counts as invalid)."""
+        h, w = self.shapes[q.source]
+        m = self.masks[q.source]
+        sy, sx = m.shape[0] / h, m.shape[1] / w
+        r0 = min(max(q.row * sy, 0.0), m.shape[0])
+        r1 = min(max((q.row + q.height) * sy, 0.0), m.shape[0])
+        c0 = min(max(q.col * sx, 0.0), m.shape[1])
+        c1 = min(max((q.col + q.width) * sx, 0.0), m.shape[1])
+        r0i, r1i = int(math.floor(r0)), int(math.ceil(r1))
+        c0i, c1i = int(math.floor(c0)), int(math.ceil(c1))
+        if r1i <= r0i or c1i <= c0i:
+            return 0.0
+        sat = self._sat[q.source]
+        valid = sat[r1i, c1i] - sat[r0i, c1i] - sat[r1i, c0i] + sat[r0i, c0i]
+        cells = (r1i - r0i) * (c1i - c0i)
+        inside = ((r1 - r0) * (c1 - c0)) / max((q.height * sy) * (q.width * sx), 1e-12)
+        return float(valid / cells) * min(inside, 1.0)
+
+
+def _random_position(
+    rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]
+) -> tuple[int, int]:
+    h, w = shape
+    row = int(rng.integers(0, h - size[0] + 1)) if h >= size[0] else 0
+    col = int(rng.integers(0, w - size[1] + 1)) if w >= size[1] else 0
+    return row, col
+
+
+def redraw_chip(
+    query: ChipQuery, attempt: int, shape: tuple[int, int], coarse: np.ndarray | None = None
+) -> ChipQuery:
+    """Draw a replacement for a rejected chip, deterministically from ``(query.seed, attempt)``.
+
+    The replacement lies in the same source; when its coarse valid mask is given, the chip's
+    centre falls on a valid coarse cell.
+
+    Args:
+        query: the rejected chip (``seed >= 0``).
+        attempt: 0 for the first redraw, 1 for the next...
+        shape: ``(height, width)`` of the source.
+        coarse: the source's coarse valid mask, or None.
+    """
+    rng = np.random.default_rng([query.seed, attempt + 1])
+    size = (query.height, query.width)
+    h, w = shape
+    cells = np.flatnonzero(coarse) if coarse is not None else np.empty(0, dtype=np.int64)
+    if coarse is None or cells.size == 0:
+        row, col = _random_position(rng, (h, w), size)
+        return query._replace(row=row, col=col)
+    cell = int(cells[rng.integers(0, cells.size)])
+    cy, cx = divmod(cell, coarse.shape[1])
+    fy, fx = h / coarse.shape[0], w / coarse.shape[1]
+    centre_r = (cy + rng.random()) * fy
+    centre_c = (cx + rng.random()) * fx
+    row = int(np.clip(round(centre_r - size[0] / 2), min(0, h - size[0]), max(0, h - size[0])))
+    col = int(np.clip(round(centre_c - size[1] / 2), min(0, w - size[1]), max(0, w - size[1])))
+    return query._replace(row=row, col=col)
+
+
+class _ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
+    """Shared epoch and rank handling.
+
+    ``DistributedSampler.__init__`` is not called (it needs a process group at construction);
+    the attributes that Lightning and PyTorch read are provided here instead.
+    """
+
+    def __init__(self, seed: int, shuffle: bool, rank: int | None, world_size: int | None) -> None:
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.drop_last = False
+        self._rank = rank
+        self._world_size = world_size
+
+    @property  # type: ignore[override]
+    def rank(self) -> int:
+        """This process's rank (explicit, else from torch.distributed, else 0)."""
+        return _dist_info(self._rank, self._world_size)[0]
+
+    @rank.setter
+    def rank(self, value: int) -> None:
+        self._rank = value
+
+    @property  # type: ignore[override]
+    def num_replicas(self) -> int:
+        """The world size (explicit, else from torch.distributed, else 1)."""
+        return _dist_info(self._rank, self._world_size)[1]
+
+    @num_replicas.setter
+    def num_replicas(self, value: int) -> None:
+        self._world_size = value
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: a new epoch gives a new order (and new random chips)."""
+        self.epoch = int(epoch)
+
+    def _global(self) -> list[ChipQuery]:
+        raise NotImplementedError
+
+    def _global_length(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return math.ceil(self._global_length() / self.num_replicas)
+
+    def __iter__(self) -> Iterator[ChipQuery]:  # type: ignore[override]
+        rank, world = _dist_info(self._rank, self._world_size)
+        queries = self._global()
+        per_rank = math.ceil(len(queries) / world)
+        total = per_rank * world
+        if total > len(queries):  # pad by repeating from the start so every rank has per_rank
+            queries = queries + queries[: total - len(queries)]
+        return iter(queries[rank:total:world])
+
+
+class RandomChipSampler(_ShardedSampler):
+    """Random chips weighted by valid area, rejecting chips that are mostly invalid.
+
+    Args:
+        sources: the dataset's sources (same order as the dataset).
+        size: chip size in pixels (``int`` or ``(height, width)``).
+        length: chips per epoch over all ranks (default: the number of non-overlapping chips
+            that fit in the valid area of all sources).
+        min_valid: candidate chips whose estimated valid fraction is below this are redrawn.
+        seed: base seed; the sequence is a function of ``(seed, epoch)`` only.
+        rank: this process's rank (default: from torch.distributed at iteration time, else 0).
+        world_size: number of ranks (default: from torch.distributed, else 1).
+        mask_size: longest side of the coarse valid masks used for weights and pre-checks.
+        max_tries: candidates drawn per chip before accepting the best one seen.
+
+    Raises:
+        NoValidDataError: if no source has any valid pixel.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Any],
+        size: int | tuple[int, int],
+        length: int | None = None,
+        *,
+        min_valid: float = 0.5,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        mask_size: int = 64,
+        max_tries: int = 50,
+    ) -> None:
+        super().__init__(seed, True, rank, world_size)
+        if not sources:
+            raise ValueError("RandomChipSampler needs at least one source")
+        self.sources = list(sources)
+        self.size = _size2(size)
+        self.min_valid = float(min_valid)
+        self.max_tries = int(max_tries)
+        self.validity = ValidityIndex(self.sources, mask_size)
+        weights = np.array([self.validity.valid_pixels(i) for i in range(len(self.sources))])
+        if weights.sum() <= 0:
+            names = ", ".join(str(getattr(s, "path", i)) for i, s in enumerate(self.sources[:5]))
+            raise NoValidDataError(
+                f"no valid pixels in any of the {len(self.sources)} sources ({names}...): check "
+                "their nodata value, alpha band or mask, or pass other files"
+            )
+        self.weights = weights / weights.sum()
+        chip_area = self.size[0] * self.size[1]
+        self.length = int(length) if length is not None else max(1, int(weights.sum() // chip_area))
+
+    def _global_length(self) -> int:
+        return self.length
+
+    def _global(self) -> list[ChipQuery]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        srcs = rng.choice(len(self.sources), size=self.length, p=self.weights)
+        out = []
+        for i in srcs:
+            best_frac, best = -1.0, ChipQuery(int(i), 0, 0, self.size[0], self.size[1])
+            for _ in range(self.max_tries):
+                row, col = _random_position(rng, self.validity.shapes[i], self.size)
+                q = ChipQuery(int(i), row, col, self.size[0], self.size[1])
+                frac = self.validity.chip_fraction(q)
+                if frac > best_frac:
+                    best_frac, best = frac, q
+                if frac >= self.min_valid:
+                    break
+            out.append(best._replace(seed=int(rng.integers(0, 2**62))))
+        return out
+
+
+class GridChipSampler(_ShardedSampler):
+    """Chips on a regular grid with overlap, covering every source fully.
+
+    The last row/column of chips is aligned with the source's far edge, so every pixel is read;
+    a source smaller than the chip gives one (boundless) chip.
+
+    Args:
+        sources: the dataset's sources (same order as the dataset).
+        size: chip size in pixels (``int`` or ``(height, width)``).
+        stride: step between chips (default: ``size``, no overlap); ``size - stride`` is the
+            overlap.
+        shuffle: shuffle the order each epoch (``set_epoch``) instead of source/row/column order.
+        seed: seed of the shuffle.
+        rank: this process's rank (default: from torch.distributed at iteration time, else 0).
+        world_size: number of ranks (default: from torch.distributed, else 1).
+        min_valid: drop chips whose estimated valid fraction (coarse mask) is below this; 0 keeps
+            every chip.
+        mask_size: longest side of the coarse valid masks (only used when ``min_valid > 0``).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Any],
+        size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        min_valid: float = 0.0,
+        mask_size: int = 64,
+    ) -> None:
+        super().__init__(seed, shuffle, rank, world_size)
+        self.sources = list(sources)
+        self.size = _size2(size)
+        self.stride = _size2(stride) if stride is not None else self.size
+        if min(self.stride) <= 0 or min(self.size) <= 0:
+            raise ValueError(f"size {self.size} and stride {self.stride} must be positive")
+        chips: list[ChipQuery] = []
+        for i, s in enumerate(self.sources):
+            rows = _starts(int(s.height), self.size[0], self.stride[0])
+            cols = _starts(int(s.width), self.size[1], self.stride[1])
+            chips += [ChipQuery(i, r, c, self.size[0], self.size[1]) for r in rows for c in cols]
+        if min_valid > 0:
+            validity = ValidityIndex(self.sources, mask_size)
+            chips = [q for q in chips if validity.chip_fraction(q) >= min_valid]
+        if not chips:
+            raise NoValidDataError(
+                f"the grid over {len(self.sources)} sources has no chip with valid fraction >= "
+                f"{min_valid}; lower min_valid or check the sources' nodata/mask"
+            )
+        self.chips = chips
+
+    def _global_length(self) -> int:
+        return len(self.chips)
+
+    def _global(self) -> list[ChipQuery]:
+        if not self.shuffle:
+            return list(self.chips)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.chips), generator=g).tolist()
+        return [self.chips[k] for k in order]
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Window offsets covering ``[0, length)`` with the last window ending at ``length``."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
