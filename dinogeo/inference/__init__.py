@@ -1,0 +1,7 @@
+"""Streaming prediction and embedding of rasters of any size into styled, georeferenced outputs."""
+
+from __future__ import annotations
+
+from dinogeo.inference.predict import PredictResult, load_model, predict_change, predict_raster
+
+__all__ = ["PredictResult", "load_model", "predict_change", "predict_raster"]

@@ -1,0 +1,212 @@
+"""Inputs of a prediction: expanding files/folders/globs, opening them for a model, aligning dates.
+
+Every input is opened with :func:`dinogeo.data.readers.open_source` using the sensor named by the
+model's weight card, with the card's band order and normalisation statistics, so band mismatches,
+missing CRSs and unreadable files fail before any work starts. A second date whose grid differs
+from the first is warped onto the first date's grid through a GDAL warped VRT.
+"""
+
+from __future__ import annotations
+
+import glob
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from dinogeo.data.readers import is_zarr_path, open_source
+from dinogeo.data.sensors import Sensor, load_sensor
+from dinogeo.errors import RasterReadError, SensorError
+
+__all__ = [
+    "RASTER_SUFFIXES",
+    "align_to",
+    "card_sensor",
+    "expand_inputs",
+    "open_for_card",
+    "window_reader",
+]
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg", ".img", ".zarr")
+_READ_LOCK = threading.Lock()
+
+
+def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Expand files, folders (their rasters and zarr stores) and glob patterns into paths.
+
+    Args:
+        inputs: one input or several.
+
+    Returns:
+        Paths in the given order (folder contents and glob matches sorted), without duplicates.
+
+    Raises:
+        RasterReadError: an input does not exist or a folder/glob matches no raster.
+    """
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if is_zarr_path(path) and path.exists():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith(".")
+            )
+        elif any(ch in text for ch in "*?["):
+            found = [Path(p) for p in sorted(glob.glob(text))]
+            found = [p for p in found if p.suffix.lower() in RASTER_SUFFIXES or p.is_file()]
+        elif path.exists():
+            found = [path]
+        else:
+            raise RasterReadError(f"input {text} does not exist: check the path")
+        if not found:
+            raise RasterReadError(
+                f"input {text} matches no raster ({', '.join(RASTER_SUFFIXES)}); check the folder "
+                "or pattern"
+            )
+        out.extend(p for p in found if p not in out)
+    return out
+
+
+def card_sensor(card: Any) -> Sensor:
+    """Return the card's sensor spec with the card's scaling and normalisation statistics.
+
+    Args:
+        card: a weight card (``sensor``, ``band_names``, ``mean``, ``std``, ``scale``, ``offset``).
+
+    Returns:
+        The full sensor spec (all bands) where the card's bands carry the card's mean/std.
+
+    Raises:
+        SensorError: the card names an unknown sensor or bands the sensor lacks.
+    """
+    try:
+        sensor = load_sensor(card.sensor)
+    except SensorError as err:
+        raise SensorError(
+            f"the model's weight card names sensor {card.sensor!r}, which is not shipped: {err}"
+        ) from err
+    bands = list(sensor.bands)
+    for name, mean, std in zip(card.band_names, card.mean, card.std, strict=True):
+        i = sensor.index(name)
+        bands[i] = replace(bands[i], mean=float(mean), std=float(std))
+    return replace(sensor, bands=tuple(bands), scale=float(card.scale), offset=float(card.offset))
+
+
+def open_for_card(path: Path, card: Any) -> Any:
+    """Open an input for a model and check its bands against the weight card.
+
+    Args:
+        path: raster file or zarr store.
+        card: the model's weight card.
+
+    Returns:
+        A raster source returning the card's bands, normalised with the card's statistics.
+
+    Raises:
+        RasterReadError, BandMismatchError, SensorError: before any work starts.
+    """
+    from dinogeo.models.card import check_bands
+
+    src = open_source(path, card_sensor(card), list(card.band_names))
+    check_bands(card, list(src.sensor.band_names), source=str(path))
+    if src.crs is None:
+        raise RasterReadError(
+            f"{path} has no CRS: outputs could not be georeferenced; assign one (gdal_edit.py "
+            "-a_srs EPSG:XXXX) or add a .prj"
+        )
+    return src
+
+
+def _same_grid(a: Any, b: Any) -> bool:
+    return (
+        a.crs == b.crs
+        and a.width == b.width
+        and a.height == b.height
+        and all(abs(x - y) < 1e-9 * max(1.0, abs(x)) for x, y in zip(a.transform, b.transform))
+    )
+
+
+def align_to(ref: Any, src: Any, card: Any, workdir: Path) -> Any:
+    """Return ``src`` resampled onto ``ref``'s grid (itself when the grids already match).
+
+    The warp is a GDAL warped VRT (bilinear) written into ``workdir`` and opened like any input.
+
+    Args:
+        ref: the source whose grid wins (date 1).
+        src: the source to align (date 2).
+        card: the model's weight card.
+        workdir: folder for the VRT.
+
+    Returns:
+        A source on ``ref``'s grid.
+    """
+    if _same_grid(ref, src):
+        return src
+    vrt = workdir / f"aligned_{Path(src.path).stem}.vrt"
+    try:
+        with (
+            rasterio.open(src.path) as ds,
+            WarpedVRT(
+                ds,
+                src_crs=ds.crs or src.crs,
+                crs=ref.crs,
+                transform=ref.transform,
+                width=ref.width,
+                height=ref.height,
+                resampling=Resampling.bilinear,
+            ) as warped,
+        ):
+            rasterio.shutil.copy(warped, vrt, driver="VRT")
+    except RasterioError as err:
+        raise RasterReadError(
+            f"cannot warp {src.path} onto the grid of {ref.path}: {err}; reproject it yourself "
+            "(gdalwarp) onto the first date's grid"
+        ) from err
+    return open_for_card(vrt, card)
+
+
+def window_reader(
+    sources: Sequence[Any],
+) -> Callable[[Window], tuple[tuple[np.ndarray, ...], np.ndarray]]:
+    """Return a function reading one window from every source (one per date).
+
+    Reads of the shared dataset handles are serialised with a lock (GDAL handles are not
+    thread-safe); normalisation runs outside the lock, so reader threads still overlap.
+
+    Args:
+        sources: sources on the same grid.
+
+    Returns:
+        ``read(window) -> (images, valid)`` with normalised float32 images (invalid pixels 0) and
+        the pixels valid in every date.
+    """
+
+    def read(window: Window) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        images = []
+        valid: np.ndarray | None = None
+        for src in sources:
+            with _READ_LOCK:
+                raw, ok = src.read(window)
+            img = src.sensor.normalize(raw)
+            valid = ok if valid is None else valid & ok
+            images.append(img)
+        assert valid is not None  # sources is never empty
+        for img in images:
+            img[:, ~valid] = 0.0
+        return tuple(images), valid
+
+    return read

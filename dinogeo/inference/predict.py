@@ -1,0 +1,520 @@
+"""``predict_raster`` / ``predict_change``: rasters of any size to seamless, styled COG predictions.
+
+Python first: the functions run unchanged in a notebook, a script or a QGIS Processing script;
+``dinogeo predict`` is a thin wrapper. For each input the raster is cut into overlapping windows
+(:mod:`~dinogeo.inference.tiling`), read ahead by background threads, run through the model in
+batches, blended with smooth nodata-aware weights (:mod:`~dinogeo.inference.blend`) and written
+strip by strip (:mod:`~dinogeo.inference.writer`) into a COG next to a ``.qml`` style, a ``.aux.xml``
+with category names and statistics and, for classes, a styled GeoPackage of polygons.
+
+Under ``torch.distributed`` (several GPUs), strips are shared out among ranks and rank 0 is the
+only writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dinogeo.errors import CheckpointError, ConfigError
+from dinogeo.inference.encode import OutputSpec, make_output_spec
+from dinogeo.inference.inputs import align_to, expand_inputs, open_for_card, window_reader
+from dinogeo.inference.qgis import (
+    footprint_area_km2,
+    layout_for,
+    merge_stats,
+    strip_stats,
+    write_styles,
+)
+from dinogeo.inference.stream import StreamSpec, stream_strips
+from dinogeo.inference.tiling import TileGrid
+from dinogeo.inference.writer import StripWriter, check_output_path, write_vrt
+from dinogeo.models.task_card import TaskCard
+
+__all__ = ["PredictModel", "PredictResult", "load_model", "predict_change", "predict_raster"]
+
+#: seconds to sleep after every written strip (test hook to interrupt a run mid-way)
+_STRIP_DELAY_ENV = "DINOGEO_TEST_STRIP_DELAY"
+
+
+@runtime_checkable
+class PredictModel(Protocol):
+    """What prediction needs from a model (a :class:`~dinogeo.models.bundle.ModelBundle` fits).
+
+    ``card`` is the weight card (``band_names``, ``sensor``, ``mean``, ``std``, ``scale``,
+    ``offset``, ``patch_size``), ``task`` the task card.
+    """
+
+    card: Any
+    task: TaskCard
+
+    def predict_batch(self, *images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel probabilities ``(B,K,H,W)`` or values ``(B,1,H,W)`` of normalised images."""
+        ...
+
+
+@dataclass
+class PredictResult:
+    """What a prediction wrote.
+
+    Attributes:
+        outputs: one COG per input (or per date pair).
+        vectors: GeoPackages of polygons (classification tasks with vectorising on).
+        styles: ``.qml`` styles written.
+        mosaic: VRT mosaic of the outputs, when asked for.
+        pixels: output pixels with a prediction (valid input).
+        area_km2: area of those pixels.
+        seconds: wall time.
+    """
+
+    outputs: list[Path] = field(default_factory=list)
+    vectors: list[Path] = field(default_factory=list)
+    styles: list[Path] = field(default_factory=list)
+    mosaic: Path | None = None
+    pixels: int = 0
+    area_km2: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def output(self) -> Path:
+        """The output of a single-input prediction."""
+        return self.outputs[0]
+
+    @property
+    def pixels_per_second(self) -> float:
+        """Throughput in predicted pixels per second."""
+        return self.pixels / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for humans."""
+        return (
+            f"{len(self.outputs)} output(s), {self.pixels:,} px ({self.area_km2:,.2f} km2) in "
+            f"{self.seconds:.1f} s ({self.pixels_per_second:,.0f} px/s)"
+        )
+
+
+def load_model(
+    model: str | Path | PredictModel, device: str | torch.device = "cpu"
+) -> PredictModel:
+    """Return a model ready for prediction on ``device``.
+
+    Args:
+        model: a model bundle path or an object with ``card``, ``task`` and ``predict_batch``.
+        device: torch device.
+
+    Returns:
+        The model in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: the object lacks the prediction interface.
+    """
+    if isinstance(model, str | Path):
+        from dinogeo.models.bundle import load_bundle
+
+        model = load_bundle(model)
+    if not isinstance(model, PredictModel):
+        raise CheckpointError(
+            f"{type(model).__name__} cannot predict: pass a model bundle path or an object with "
+            "'card', 'task' and 'predict_batch' (dinogeo.models.bundle.ModelBundle)"
+        )
+    net = getattr(model, "model", None)
+    if isinstance(net, torch.nn.Module):
+        net.to(device).eval()
+    return model
+
+
+def _model_hash(model: PredictModel) -> str:
+    h = hashlib.sha256()
+    net = getattr(model, "model", None)
+    if isinstance(net, torch.nn.Module):
+        for key, value in sorted(net.state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        h.update(repr(model).encode())
+    h.update(model.task.to_json().encode())
+    h.update(repr(getattr(model, "card", None)).encode())
+    return h.hexdigest()
+
+
+def _file_id(path: Path) -> list[Any]:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _runs(strips: Sequence[int]) -> list[tuple[int, int]]:
+    """Group sorted strip indices into contiguous ``[start, stop)`` runs."""
+    runs: list[tuple[int, int]] = []
+    for s in strips:
+        if runs and runs[-1][1] == s:
+            runs[-1] = (runs[-1][0], s + 1)
+        else:
+            runs.append((s, s + 1))
+    return runs
+
+
+def _make_infer(model: PredictModel, device: str, channels: int) -> Callable[..., np.ndarray]:
+    dev = torch.device(device)
+
+    def infer(images: tuple[np.ndarray, ...]) -> np.ndarray:
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(np.ascontiguousarray(im)).to(dev) for im in images]
+            out = model.predict_batch(*tensors)
+        if out.ndim != 4 or out.shape[1] != channels or out.shape[2:] != tensors[0].shape[2:]:
+            raise CheckpointError(
+                f"the model returned shape {tuple(out.shape)} for input {tuple(tensors[0].shape)}; "
+                f"task {model.task.name!r} needs (B, {channels}, H, W): the bundle's head does not "
+                "match its task card"
+            )
+        return out.float().cpu().numpy()
+
+    return infer
+
+
+def _validate(tile: int, overlap: int, batch_size: int, workers: int, patch: int) -> None:
+    if tile <= 0 or tile % patch:
+        raise ConfigError(f"tile {tile} must be a positive multiple of the patch size {patch}")
+    if not 0 <= overlap < tile // 2 + 1:
+        raise ConfigError(f"overlap {overlap} must be between 0 and half the tile ({tile // 2})")
+    if batch_size <= 0 or workers < 0:
+        raise ConfigError(f"batch_size ({batch_size}) must be > 0 and workers ({workers}) >= 0")
+
+
+def _output_paths(inputs: list[Any], dst: Path, task: TaskCard) -> list[Path]:
+    if len(inputs) == 1 and not dst.is_dir():
+        return [dst]
+    if dst.suffix.lower() in (".tif", ".tiff") and not dst.is_dir():
+        raise ConfigError(
+            f"{len(inputs)} inputs give {len(inputs)} outputs: pass an output folder, not {dst}"
+        )
+    dst.mkdir(parents=False, exist_ok=True)
+    return [dst / f"{Path(p[0]).stem}_{task.name}.tif" for p in inputs]
+
+
+def _predict_one(
+    model: PredictModel,
+    sources: list[Any],
+    dst: Path,
+    spec: OutputSpec,
+    opts: dict[str, Any],
+    bar: Any,
+) -> tuple[int, dict[str, Any]]:
+    """Predict one input (one source per date) into ``dst``; returns (valid pixels, stats)."""
+    ref = sources[0]
+    tile, overlap, strip_rows = opts["tile"], opts["overlap"], opts["strip_rows"]
+    grid = TileGrid(ref.height, ref.width, tile, overlap, strip_rows)
+    layout = layout_for(spec)
+    rank, world = _dist()
+    params = {
+        "format": 1,
+        "model": opts["model_hash"],
+        "inputs": [_file_id(Path(s.path)) for s in sources],
+        "tile": tile,
+        "overlap": overlap,
+        "margin": opts["margin"],
+        "strip_rows": strip_rows,
+        "bands": spec.descriptions,
+    }
+    writer = None
+    todo = list(range(grid.n_strips))
+    if rank == 0:
+        writer = StripWriter(
+            dst,
+            crs=ref.crs,
+            transform=ref.transform,
+            width=ref.width,
+            height=ref.height,
+            strip_rows=strip_rows,
+            layout=layout,
+            params=params,
+            overwrite=opts["overwrite"],
+            resume=opts["resume"],
+        )
+        todo = writer.todo
+    if world > 1:
+        box = [todo]
+        torch.distributed.broadcast_object_list(box, src=0)
+        todo = box[0]
+        lo, hi = (len(todo) * rank) // world, (len(todo) * (rank + 1)) // world
+        mine = todo[lo:hi]
+    else:
+        mine = todo
+    stream = StreamSpec(
+        channels=spec.channels,
+        bands=spec.bands,
+        dtype=spec.dtype,
+        fill=spec.nodata,
+        margin=opts["margin"],
+        batch_size=opts["batch_size"],
+        workers=opts["workers"],
+    )
+    infer = _make_infer(model, opts["device"], spec.channels)
+    delay = float(os.environ.get(_STRIP_DELAY_ENV, "0") or 0)
+
+    def computed() -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:
+        for run in _runs(mine):
+            for strip, data in stream_strips(
+                grid,
+                run,
+                lambda: window_reader(sources),
+                infer,
+                spec.finish,
+                stream,
+                on_batch=bar.update,
+            ):
+                yield strip, data, strip_stats(data[0], spec)
+
+    try:
+        if world == 1:
+            for strip, data, stats in computed():
+                assert writer is not None
+                writer.write(strip, data, stats)
+                if delay:
+                    time.sleep(delay)
+        else:
+            _gather_and_write(computed(), writer, len(todo), world)
+        if rank != 0 or writer is None:
+            return 0, {}
+        stats = merge_stats(list(writer.done.values()), spec)
+        writer.finish()
+    except BaseException:
+        if writer is not None and writer.abort():
+            print(
+                f"dinogeo: interrupted; finished strips are kept in {writer.dir}: rerun with "
+                "resume=True (--resume) to continue",
+                file=sys.stderr,
+            )
+        raise
+    return int(stats.get("count", 0)), stats
+
+
+def _merge_all(stats: list[dict[str, Any]], spec: OutputSpec) -> dict[str, Any]:
+    """Merge per-output statistics (already merged per raster) for a mosaic."""
+    if spec.task.is_classification:
+        return merge_stats(
+            [{"count": s.get("count", 0), "hist": s.get("hist", {})} for s in stats], spec
+        )
+    parts = [
+        {"count": s["count"], "sum": s["mean"] * s["count"],
+         "sumsq": (s["std"] ** 2 + s["mean"] ** 2) * s["count"], "min": s["min"], "max": s["max"]}
+        for s in stats if s.get("count")
+    ]  # fmt: skip
+    return merge_stats(parts, spec)
+
+
+def _gather_and_write(
+    items: Iterator[tuple[int, np.ndarray, dict[str, Any]]],
+    writer: StripWriter | None,
+    n_todo: int,
+    world: int,
+) -> None:
+    """Every rank computes its strips; rank 0 gathers them round by round and writes them."""
+    rounds = -(-n_todo // world) + 1
+    it = iter(items)
+    for _ in range(rounds):
+        item = next(it, None)
+        gathered: list[Any] = [None] * world if writer is not None else []
+        torch.distributed.gather_object(item, gathered if writer is not None else None, dst=0)
+        if writer is not None:
+            for got in gathered:
+                if got is not None:
+                    writer.write(*got)
+    torch.distributed.barrier()
+
+
+def _run(
+    model: str | Path | PredictModel,
+    inputs: list[list[Path]],
+    dst: str | Path,
+    *,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    device: str,
+    workers: int,
+    probabilities: bool,
+    confidence: bool,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+    vectorize: bool | None,
+    mosaic: bool,
+    strip_rows: int,
+) -> PredictResult:
+    t0 = time.perf_counter()
+    bundle = load_model(model, device)
+    task = bundle.task
+    patch = int(getattr(bundle.card, "patch_size", 1) or 1)
+    _validate(tile, overlap, batch_size, workers, patch)
+    n_dates = 2 if task.kind == "change" else 1
+    if any(len(p) != n_dates for p in inputs):
+        raise ConfigError(
+            f"task {task.name!r} ({task.kind}) takes {n_dates} raster(s) per prediction: "
+            + ("use predict_change(model, t1, t2, dst)" if n_dates == 2 else "use predict_raster")
+        )
+    spec = make_output_spec(task, probabilities=probabilities, confidence=confidence)
+    outs = _output_paths(inputs, Path(dst), task)
+    rank, _ = _dist()
+    with tempfile.TemporaryDirectory(prefix="dinogeo-align-") as workdir:
+        # open and check everything before any work starts
+        opened = []
+        for paths, out in zip(inputs, outs, strict=True):
+            srcs = [open_for_card(p, bundle.card) for p in paths]
+            srcs = [srcs[0]] + [align_to(srcs[0], s, bundle.card, Path(workdir)) for s in srcs[1:]]
+            if rank == 0 and not resume:
+                check_output_path(out, overwrite=overwrite)
+            opened.append(srcs)
+        opts = {
+            "tile": tile,
+            "overlap": overlap,
+            "margin": overlap // 4,
+            "strip_rows": strip_rows,
+            "batch_size": batch_size,
+            "workers": workers,
+            "device": device,
+            "overwrite": overwrite,
+            "resume": resume,
+            "model_hash": _model_hash(bundle),
+        }
+        grids = [TileGrid(s[0].height, s[0].width, tile, overlap, strip_rows) for s in opened]
+        total = sum(sum(len(b) for b in g.batches(0, g.n_strips, batch_size)) for g in grids)
+        result = PredictResult()
+        all_stats: list[dict[str, Any]] = []
+        do_vectors = task.is_classification if vectorize is None else vectorize
+        with tqdm(
+            total=total, unit="tile", disable=not progress or rank != 0, desc="predict"
+        ) as bar:
+            for srcs, out in zip(opened, outs, strict=True):
+                pixels, stats = _predict_one(bundle, srcs, out, spec, opts, bar)
+                if rank != 0:
+                    continue
+                result.outputs.append(out)
+                result.pixels += pixels
+                ref = srcs[0]
+                result.area_km2 += footprint_area_km2(ref) * pixels / (ref.width * ref.height)
+                result.styles += write_styles(out, spec, stats, pixels=ref.width * ref.height)
+                all_stats.append(stats)
+                if do_vectors and task.is_classification:
+                    from dinogeo.inference.vectorize import vectorize_classes
+
+                    result.vectors.append(
+                        vectorize_classes(out, task, out.with_suffix(".gpkg"), overwrite=True)
+                    )
+    if mosaic and rank == 0 and result.outputs:
+        vrt = result.outputs[0].parent / f"{task.name}_mosaic.vrt"
+        if vrt.exists() and not overwrite:
+            check_output_path(vrt, overwrite=False)
+        result.mosaic = write_vrt(vrt, result.outputs, layout_for(spec))
+        result.styles += write_styles(vrt, spec, _merge_all(all_stats, spec), aux=False)
+    result.seconds = time.perf_counter() - t0
+    if progress and rank == 0:
+        print(f"dinogeo predict: {result.summary()}", file=sys.stderr)
+        for p in result.outputs + result.vectors + ([result.mosaic] if result.mosaic else []):
+            print(f"  {p}", file=sys.stderr)
+    return result
+
+
+def predict_raster(
+    model: str | Path | PredictModel,
+    src: str | Path | Sequence[str | Path],
+    dst: str | Path,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 8,
+    device: str = "cpu",
+    workers: int = 2,
+    probabilities: bool = False,
+    confidence: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    vectorize: bool | None = None,
+    mosaic: bool = False,
+    strip_rows: int = 512,
+) -> PredictResult:
+    """Predict rasters with a model bundle into styled COGs, streaming in constant memory.
+
+    Args:
+        model: a model bundle path (``dinogeo fit`` output) or a loaded bundle.
+        src: a raster file, VRT, zarr store, folder, glob, or a list of them.
+        dst: output COG for one input, or an output folder for several
+            (``<stem>_<task>.tif`` each).
+        tile: window side in pixels (a multiple of the model's patch size).
+        overlap: overlap between windows in pixels, blended smoothly.
+        batch_size: windows per model call.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        workers: background reader threads (0 reads in the main thread).
+        probabilities: add one probability band per class.
+        confidence: add a band with the top class probability.
+        overwrite: replace existing outputs.
+        resume: continue an interrupted run, keeping its finished strips.
+        progress: show a progress bar and print a summary.
+        vectorize: write a styled GeoPackage of class polygons next to each output (default:
+            for segmentation and change tasks).
+        mosaic: also write ``<task>_mosaic.vrt`` over the outputs.
+        strip_rows: output rows per strip, the unit of writing and resuming.
+
+    Returns:
+        A :class:`PredictResult` with the paths written and the throughput.
+
+    Raises:
+        OutputExistsError, BandMismatchError, RasterReadError, ConfigError: before any work.
+    """
+    paths = [[p] for p in expand_inputs(src)]
+    return _run(
+        model, paths, dst, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+        workers=workers, probabilities=probabilities, confidence=confidence, overwrite=overwrite,
+        resume=resume, progress=progress, vectorize=vectorize, mosaic=mosaic, strip_rows=strip_rows,
+    )  # fmt: skip
+
+
+def predict_change(
+    model: str | Path | PredictModel,
+    src_t1: str | Path,
+    src_t2: str | Path,
+    dst: str | Path,
+    **kwargs: Any,
+) -> PredictResult:
+    """Predict change between two dates; date 2 is warped onto date 1's grid when they differ.
+
+    Args:
+        model: a change-detection model bundle (``predict_batch(t1, t2)``) or its path.
+        src_t1: date 1 raster (its grid is the output grid).
+        src_t2: date 2 raster.
+        dst: output COG.
+        **kwargs: the keyword options of :func:`predict_raster`.
+
+    Returns:
+        A :class:`PredictResult`.
+    """
+    t1, t2 = expand_inputs(src_t1), expand_inputs(src_t2)
+    if len(t1) != 1 or len(t2) != 1:
+        raise ConfigError(f"change detection takes one raster per date, got {t1} and {t2}")
+    opts: dict[str, Any] = {
+        "tile": 512, "overlap": 64, "batch_size": 8, "device": "cpu", "workers": 2,
+        "probabilities": False, "confidence": False, "overwrite": False, "resume": False,
+        "progress": True, "vectorize": None, "mosaic": False, "strip_rows": 512,
+    }  # fmt: skip
+    unknown = set(kwargs) - set(opts)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}; use {sorted(opts)}")
+    opts.update(kwargs)
+    return _run(model, [[t1[0], t2[0]]], dst, **opts)

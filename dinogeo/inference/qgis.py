@@ -1,0 +1,399 @@
+"""QGIS-ready sidecars: ``.qml`` styles, GDAL ``.aux.xml`` (PAM) and GeoPackage ``layer_styles``.
+
+* Classes (segmentation, change): a paletted raster style with the task card's class names and
+  colours, a palette embedded in the COG itself, and category names in the ``.aux.xml``.
+* Regression (heights): a pseudocolour ramp in task units between ``valid_range`` (or the data's
+  minimum and maximum).
+* Polygons: a categorized fill style stored as the default in the GeoPackage's ``layer_styles``
+  table (the table QGIS itself writes), so the layer opens styled.
+
+Statistics are gathered strip by strip while predicting (:func:`strip_stats`) and merged at the
+end; sidecars are written to a temporary name and renamed, replacing stale ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import shapely
+from rasterio.crs import CRS
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_geom
+
+from dinogeo.inference.encode import OutputSpec
+from dinogeo.inference.writer import BandLayout
+from dinogeo.models.task_card import TaskCard
+
+__all__ = [
+    "equal_area_crs",
+    "footprint_area_km2",
+    "layout_for",
+    "merge_stats",
+    "raster_qml",
+    "strip_stats",
+    "vector_qml",
+    "vector_sld",
+    "write_layer_style",
+    "write_styles",
+]
+
+QGIS_VERSION = "3.34.0"
+_RAMP = ["#ffffcc", "#c2e699", "#78c679", "#31a354", "#006837"]
+
+
+def _rgba(color: str, alpha: int = 255) -> tuple[int, int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), alpha
+
+
+def layout_for(spec: OutputSpec) -> BandLayout:
+    """Return the writer's band layout (palette, category names, overview resampling)."""
+    task = spec.task
+    colormap = categories = None
+    resampling = "average"
+    if task.is_classification:
+        resampling = "nearest"
+        if spec.dtype == "uint8":
+            colormap = {c.value: _rgba(c.color) for c in task.classes}
+        categories = {c.value: c.name for c in task.classes}
+    return BandLayout(
+        dtype=spec.dtype,
+        nodata=spec.nodata,
+        descriptions=list(spec.descriptions),
+        scales=list(spec.scales),
+        offsets=list(spec.offsets),
+        colormap=colormap,
+        categories=categories,
+        resampling=resampling,
+    )
+
+
+def strip_stats(band: np.ndarray, spec: OutputSpec) -> dict[str, Any]:
+    """Statistics of the first output band of one strip (JSON-ready).
+
+    Args:
+        band: ``(rows, width)`` output values.
+        spec: the output spec (nodata, task kind).
+
+    Returns:
+        ``{"count", "hist"}`` for classes, ``{"count", "sum", "sumsq", "min", "max"}`` (raw
+        stored values) for regression.
+    """
+    nodata = spec.nodata
+    valid = ~np.isnan(band) if math.isnan(nodata) else band != band.dtype.type(nodata)
+    values = band[valid]
+    if spec.task.is_classification:
+        uniq, counts = np.unique(values, return_counts=True)
+        return {
+            "count": int(values.size),
+            "hist": {str(int(u)): int(c) for u, c in zip(uniq, counts)},
+        }
+    v = values.astype(np.float64)
+    return {
+        "count": int(v.size),
+        "sum": float(v.sum()),
+        "sumsq": float((v * v).sum()),
+        "min": float(v.min()) if v.size else None,
+        "max": float(v.max()) if v.size else None,
+    }
+
+
+def merge_stats(parts: list[dict[str, Any]], spec: OutputSpec) -> dict[str, Any]:
+    """Merge strip statistics into raster statistics (adds ``mean``, ``std``, ``valid_percent``)."""
+    count = sum(int(p.get("count", 0)) for p in parts)
+    out: dict[str, Any] = {"count": count}
+    if spec.task.is_classification:
+        hist: dict[int, int] = {}
+        for p in parts:
+            for k, v in p.get("hist", {}).items():
+                hist[int(k)] = hist.get(int(k), 0) + int(v)
+        out["hist"] = dict(sorted(hist.items()))
+        total = sum(hist.values())
+        if total:
+            vals = np.array(list(hist), dtype=np.float64)
+            w = np.array(list(hist.values()), dtype=np.float64)
+            out["min"], out["max"] = float(vals.min()), float(vals.max())
+            out["mean"] = float((vals * w).sum() / total)
+            out["std"] = float(math.sqrt(max(0.0, (w * (vals - out["mean"]) ** 2).sum() / total)))
+        return out
+    if count:
+        s = sum(float(p["sum"]) for p in parts)
+        sq = sum(float(p["sumsq"]) for p in parts)
+        out["min"] = min(float(p["min"]) for p in parts if p.get("min") is not None)
+        out["max"] = max(float(p["max"]) for p in parts if p.get("max") is not None)
+        out["mean"] = s / count
+        out["std"] = math.sqrt(max(0.0, sq / count - out["mean"] ** 2))
+    return out
+
+
+def equal_area_crs(src_crs: CRS, x: float, y: float) -> CRS:
+    """Return a Lambert azimuthal equal-area CRS centred on point ``(x, y)`` of ``src_crs``."""
+    lon, lat = warp_transform(src_crs, "EPSG:4326", [x], [y])
+    return CRS.from_proj4(
+        f"+proj=laea +lat_0={lat[0]:.6f} +lon_0={lon[0]:.6f} +datum=WGS84 +units=m"
+    )
+
+
+def footprint_area_km2(src: Any) -> float:
+    """Return the area of a raster's footprint in km2 (computed in a local equal-area CRS)."""
+    b = src.bounds
+    box = shapely.box(b.left, b.bottom, b.right, b.top)
+    box = shapely.segmentize(box, max(b.right - b.left, b.top - b.bottom) / 32)
+    laea = equal_area_crs(src.crs, (b.left + b.right) / 2, (b.bottom + b.top) / 2)
+    geom = shapely.geometry.shape(transform_geom(src.crs, laea, shapely.geometry.mapping(box)))
+    return float(geom.area) / 1e6
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _xml(root: ET.Element) -> str:
+    ET.indent(root)
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(
+        root, encoding="unicode"
+    )
+
+
+def _pipe_tail(pipe: ET.Element) -> None:
+    ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
+    ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0")
+    ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
+
+
+def raster_qml(spec: OutputSpec, stats: dict[str, Any]) -> str:
+    """Return a QGIS raster style: a paletted legend for classes, a colour ramp for values.
+
+    Args:
+        spec: output spec (task card, dtype, scale/offset).
+        stats: merged statistics (used for the ramp when the task has no ``valid_range``).
+
+    Returns:
+        The ``.qml`` XML text.
+    """
+    task = spec.task
+    root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="AllStyleCategories")
+    pipe = ET.SubElement(root, "pipe")
+    if task.is_classification:
+        rr = ET.SubElement(
+            pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1"
+        )
+        ET.SubElement(rr, "rasterTransparency")
+        pal = ET.SubElement(rr, "colorPalette")
+        for c in task.classes:
+            ET.SubElement(
+                pal, "paletteEntry", value=str(c.value), color=c.color, label=c.name, alpha="255"
+            )
+    else:
+        lo, hi = _ramp_range(spec, stats)
+        rr = ET.SubElement(
+            pipe,
+            "rasterrenderer",
+            type="singlebandpseudocolor",
+            band="1",
+            opacity="1",
+            alphaBand="-1",
+            classificationMin=repr(lo),
+            classificationMax=repr(hi),
+        )
+        ET.SubElement(rr, "rasterTransparency")
+        mmo = ET.SubElement(rr, "minMaxOrigin")
+        for tag, text in (("limits", "None"), ("extent", "WholeRaster")):
+            ET.SubElement(mmo, tag).text = text
+        shader = ET.SubElement(ET.SubElement(rr, "rastershader"), "colorrampshader")
+        shader.attrib.update(
+            colorRampType="INTERPOLATED",
+            classificationMode="1",
+            clip="0",
+            minimumValue=repr(lo),
+            maximumValue=repr(hi),
+            labelPrecision="1",
+        )
+        units = f" {task.units}" if task.units else ""
+        scale, offset = spec.scales[0], spec.offsets[0]
+        for i, color in enumerate(_RAMP):
+            v = lo + (hi - lo) * i / (len(_RAMP) - 1)
+            physical = v * scale + offset
+            ET.SubElement(
+                shader,
+                "item",
+                value=repr(v),
+                color=color,
+                alpha="255",
+                label=f"{physical:.1f}{units}",
+            )
+    _pipe_tail(pipe)
+    ET.SubElement(root, "blendMode").text = "0"
+    return _xml(root)
+
+
+def _ramp_range(spec: OutputSpec, stats: dict[str, Any]) -> tuple[float, float]:
+    """Ramp limits in stored values: the data's min/max clipped to the valid range, else the range."""
+    scale, offset = spec.scales[0], spec.offsets[0]
+    vr = spec.task.valid_range
+    stored = None if vr is None else ((vr[0] - offset) / scale, (vr[1] - offset) / scale)
+    if stats.get("min") is None or stats.get("max") is None:
+        return stored if stored is not None else (0.0, 1.0)
+    lo, hi = float(stats["min"]), float(stats["max"])
+    if stored is not None:
+        lo, hi = max(lo, stored[0]), min(hi, stored[1])
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def _aux_xml(spec: OutputSpec, stats: dict[str, Any], pixels: int | None) -> str:
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    ET.SubElement(band, "Description").text = spec.descriptions[0]
+    if spec.task.is_classification:
+        cats = ET.SubElement(band, "CategoryNames")
+        names = {c.value: c.name for c in spec.task.classes}
+        for v in range(max(names) + 1):
+            ET.SubElement(cats, "Category").text = names.get(v, "")
+    if stats.get("count"):
+        md = ET.SubElement(band, "Metadata")
+        items = {
+            "STATISTICS_MINIMUM": stats["min"],
+            "STATISTICS_MAXIMUM": stats["max"],
+            "STATISTICS_MEAN": stats["mean"],
+            "STATISTICS_STDDEV": stats["std"],
+        }
+        if pixels:
+            items["STATISTICS_VALID_PERCENT"] = 100.0 * stats["count"] / pixels
+        for key, value in items.items():
+            ET.SubElement(md, "MDI", key=key).text = repr(float(value))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_styles(
+    path: Path,
+    spec: OutputSpec,
+    stats: dict[str, Any],
+    *,
+    aux: bool = True,
+    pixels: int | None = None,
+) -> list[Path]:
+    """Write ``<path stem>.qml`` and (optionally) ``<path>.aux.xml`` next to a raster.
+
+    Args:
+        path: the raster (COG or VRT).
+        spec: output spec.
+        stats: merged statistics.
+        aux: write the PAM ``.aux.xml`` (category names and statistics), replacing a stale one.
+        pixels: total pixels of the raster (for ``STATISTICS_VALID_PERCENT``).
+
+    Returns:
+        The files written.
+    """
+    out = [_write_text(path.with_suffix(".qml"), raster_qml(spec, stats))]
+    if aux:
+        if pixels is None:
+            import rasterio
+
+            with rasterio.open(path) as ds:
+                pixels = ds.width * ds.height
+        out.append(_write_text(Path(str(path) + ".aux.xml"), _aux_xml(spec, stats, pixels)))
+    return out
+
+
+def vector_qml(task: TaskCard, field: str = "class_name") -> str:
+    """Return a categorized polygon style (one fill colour per class of the task card)."""
+    root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="Symbology")
+    rend = ET.SubElement(
+        root,
+        "renderer-v2",
+        type="categorizedSymbol",
+        attr=field,
+        symbollevels="0",
+        enableorderby="0",
+        forceraster="0",
+    )
+    cats = ET.SubElement(rend, "categories")
+    syms = ET.SubElement(rend, "symbols")
+    for i, c in enumerate(task.classes):
+        ET.SubElement(cats, "category", value=c.name, symbol=str(i), label=c.name, render="true")
+        sym = ET.SubElement(
+            syms, "symbol", type="fill", name=str(i), alpha="1", clip_to_extent="1", force_rhr="0"
+        )
+        layer = ET.SubElement(
+            sym,
+            "layer",
+            attrib={"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"},
+        )
+        opts = ET.SubElement(layer, "Option", type="Map")
+        r, g, b, a = _rgba(c.color)
+        for name, value in (
+            ("color", f"{r},{g},{b},{a}"),
+            ("outline_color", "35,35,35,255"),
+            ("outline_style", "solid"),
+            ("outline_width", "0.1"),
+            ("outline_width_unit", "MM"),
+            ("style", "solid"),
+        ):
+            ET.SubElement(opts, "Option", type="QString", name=name, value=value)
+    return _xml(root)
+
+
+def vector_sld(task: TaskCard, layer: str, field: str = "class_name") -> str:
+    """Return an OGC SLD 1.1 with one rule per class (used by tools other than QGIS)."""
+    ns = {
+        "xmlns": "http://www.opengis.net/sld",
+        "xmlns:ogc": "http://www.opengis.net/ogc",
+        "xmlns:se": "http://www.opengis.net/se",
+        "version": "1.1.0",
+    }
+    root = ET.Element("StyledLayerDescriptor", ns)
+    nl = ET.SubElement(root, "NamedLayer")
+    ET.SubElement(nl, "se:Name").text = layer
+    fts = ET.SubElement(ET.SubElement(nl, "UserStyle"), "se:FeatureTypeStyle")
+    for c in task.classes:
+        rule = ET.SubElement(fts, "se:Rule")
+        ET.SubElement(rule, "se:Name").text = c.name
+        flt = ET.SubElement(ET.SubElement(rule, "ogc:Filter"), "ogc:PropertyIsEqualTo")
+        ET.SubElement(flt, "ogc:PropertyName").text = field
+        ET.SubElement(flt, "ogc:Literal").text = c.name
+        fill = ET.SubElement(ET.SubElement(rule, "se:PolygonSymbolizer"), "se:Fill")
+        ET.SubElement(fill, "se:SvgParameter", name="fill").text = c.color
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def write_layer_style(
+    gpkg: Path, layer: str, qml: str, sld: str, *, geometry_column: str = "geometry"
+) -> None:
+    """Store a default style for ``layer`` in the GeoPackage's ``layer_styles`` table (QGIS schema)."""
+    con = sqlite3.connect(gpkg)
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
+            "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
+            "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), "
+            "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
+        )
+        con.execute(
+            "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, description, "
+            "last_change) VALUES ('layer_styles', 'attributes', 'layer_styles', '', "
+            "strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+        )
+        con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
+        con.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
+            "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, owner, "
+            "ui) VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', '')",
+            (layer, geometry_column, layer, qml, sld, "dinogeo default style"),
+        )
+        con.commit()
+    finally:
+        con.close()
