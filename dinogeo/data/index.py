@@ -1,0 +1,624 @@
+"""Scan a raster archive into a GeoParquet index: one row per raster, footprints in EPSG:4326.
+
+Usage::
+
+    from dinogeo.data.index import build_index, write_index, load_index, open_index_sources
+
+    index = build_index(["archive/", "more/**/*.jp2", "store.zarr"], workers=8)
+    write_index(index, "index.parquet")          # + index.skipped.csv listing unreadable files
+    sources = open_index_sources(load_index("index.parquet"))
+
+Inputs are files, folders (walked recursively) and globs, expanded once. Folders yield GeoTIFF/COG,
+JPEG2000, VRT and ERDAS files, PNG/JPEG/GIF images that have a world file beside them, and zarr
+stores (one row per raster group). Files are scanned in a thread pool with a bounded number in
+flight, so a 100k-file archive costs one pass and constant extra memory per file.
+
+Columns: ``path format native_crs native_crs_wkt transform minx miny maxx maxy res_x res_y width height count
+alpha_band dtype has_nodata nodata mask band_names sensor datetime time_source valid_fraction
+area_km2 size_bytes mtime geometry``. ``count`` excludes an alpha band; ``mask`` says how validity
+is known (``none``, ``nodata``, ``alpha``, ``internal``); ``geometry`` is the valid-data footprint
+(polygonised from a decimated mask read, simplified) in EPSG:4326, the native bounds stay in
+``minx..maxy``. Unreadable files are listed in ``index.attrs["skipped"]`` with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import math
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import rasterio.warp
+import shapely
+from affine import Affine
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError, RasterioError
+from shapely.geometry import box, mapping, shape
+from tqdm.auto import tqdm
+
+from dinogeo.errors import RasterReadError
+
+__all__ = ["build_index", "iter_raster_paths", "load_index", "open_index_sources", "write_index"]
+
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ntf"})
+#: plain images are archive members only with a world file beside them
+WORLD_FILES = {
+    ".png": (".pgw", ".pngw"),
+    ".jpg": (".jgw", ".jpgw"),
+    ".jpeg": (".jgw", ".jpegw"),
+    ".gif": (".gfw", ".gifw"),
+}
+#: longest side of the decimated mask read used for footprints
+FOOTPRINT_SIZE = 512
+_GEOD = Geod(ellps="WGS84")
+
+
+# ----------------------------------------------------------------------------- names and tags
+#: (regex on the file name, sensor): first match wins; the band count must fit the sensor
+_SENSOR_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"MSIL1C|S2[AB]?_?L1C|_L1C_", "sentinel2_l1c"),
+    (r"MSIL2A|S2[AB]?_?L2A|_L2A_", "sentinel2_l2a"),
+    (r"L[CO]0[89]_L2S[PR]|L[CO]0[89]_\w*_SR", "landsat89_oli_l2"),
+    (r"L[CO]0?[89]_?L1[TG][PST]|L[CO][89]\d{13}LGN|LC0?8", "landsat89_oli_l1"),
+    (r"LE0?7_L2S[PR]", "landsat7_etm_l2"),
+    (r"LE0?7|lsat7|landsat7", "landsat7_etm"),
+    (r"(?i)^m_\d{7}_(ne|nw|se|sw)_|naip", "naip"),
+    (r"(?i)planetscope|_3B_AnalyticMS_SR|_AnalyticMS_SR", "planetscope_sr_4band"),
+)
+
+
+def guess_sensor(name: str, count: int, dtype: str, band_names: Sequence[str] = ()) -> str | None:
+    """Guess the shipped sensor of a raster from its file name, band count, dtype and band names.
+
+    Returns a sensor name only when a name pattern (Sentinel-2/Landsat product IDs, NAIP tiles...)
+    or the band descriptions identify it and the band count and dtype fit; 3-band uint8 rasters
+    default to ``rgb_uint8``. Otherwise None (readers then use a generic spec).
+    """
+    from dinogeo.data.sensors import list_sensors, load_sensor
+
+    specs = {n: load_sensor(n) for n in list_sensors()}
+
+    def fits(sensor: str) -> bool:
+        spec = specs.get(sensor)
+        if spec is None or spec.dtype != str(dtype):
+            return False
+        if count == len(spec.bands):
+            return True
+        names = [n for n in band_names if n]
+        return len(names) == count and all(any(b.matches(n) for b in spec.bands) for n in names)
+
+    for pattern, sensor in _SENSOR_PATTERNS:
+        if re.search(pattern, name) and fits(sensor):
+            return sensor
+    if count == 3 and str(dtype) == "uint8":
+        return "rgb_uint8"
+    return None
+
+
+_NAME_TIMES: tuple[tuple[str, str], ...] = (
+    (r"MSIL[12][AC]_(\d{8}T\d{6})", "%Y%m%dT%H%M%S"),  # Sentinel-2 product ID
+    (r"L[COTEM]0\d_L[12][A-Z]{2}_\d{6}_(\d{8})_\d{8}_\d{2}_[A-Z0-9]{2}", "%Y%m%d"),  # Landsat
+    (r"L[COTEM]\d\d{6}(\d{7})[A-Z]{3}\d{2}", "%Y%j"),  # Landsat scene ID: year + day of year
+    (r"(?<!\d)((?:19|20)\d{2}-\d{2}-\d{2})(?!\d)", "%Y-%m-%d"),
+    (r"(?<!\d)((?:19|20)\d{6}T\d{6})(?!\d)", "%Y%m%dT%H%M%S"),
+    (r"(?<!\d)((?:19|20)\d{6})(?!\d)", "%Y%m%d"),
+)
+
+
+def parse_datetime(
+    name: str, tags: dict[str, str], imagery_tags: dict[str, str]
+) -> tuple[datetime | None, str | None]:
+    """Acquisition time of a raster and where it came from (``"tag"``, ``"name"``, ``"tiff"``).
+
+    Precedence: the ``ACQUISITIONDATETIME`` tag (IMAGERY domain), then the file name (Sentinel-2
+    and Landsat product IDs, ``YYYY-MM-DD``, ``YYYYMMDD[THHMMSS]``), then ``TIFFTAG_DATETIME``
+    (often the processing time). Times are UTC.
+    """
+    acq = imagery_tags.get("ACQUISITIONDATETIME") or tags.get("ACQUISITIONDATETIME")
+    if acq:
+        try:
+            when = _utc(datetime.fromisoformat(acq.strip().replace("Z", "+00:00")))
+        except ValueError:
+            when = None
+        if (
+            when is not None and when.year > 1970
+        ):  # GDAL reports 1970-01-01 when the time is unknown
+            return when, "tag"
+    for pattern, fmt in _NAME_TIMES:
+        for match in re.finditer(pattern, name):
+            try:
+                return _utc(datetime.strptime(match.group(1), fmt)), "name"
+            except ValueError:
+                continue
+    stamp = tags.get("TIFFTAG_DATETIME")
+    if stamp:
+        try:
+            return _utc(datetime.strptime(stamp.strip(), "%Y:%m:%d %H:%M:%S")), "tiff"
+        except ValueError:
+            pass
+    return None, None
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ----------------------------------------------------------------------------- path expansion
+def _has_world_file(path: Path) -> bool:
+    sidecars = (*WORLD_FILES.get(path.suffix.lower(), ()), ".wld")
+    return any(
+        path.with_suffix(s).exists() or path.with_suffix(s.upper()).exists() for s in sidecars
+    )
+
+
+def _is_zarr_dir(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file()
+
+
+def _member(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in RASTER_SUFFIXES:
+        return True
+    return suffix in WORLD_FILES and _has_world_file(path)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        d = Path(dirpath)
+        zarrs = [n for n in dirnames if _is_zarr_dir(d / n)]
+        dirnames[:] = sorted(n for n in dirnames if n not in zarrs and not n.startswith("."))
+        for name in sorted(zarrs):
+            yield d / name
+        for name in sorted(filenames):
+            if _member(d / name):
+                yield d / name
+
+
+def iter_raster_paths(paths_or_globs: Sequence[str | Path] | str | Path) -> Iterator[Path]:
+    """Expand files, folders and globs into raster paths, once, without duplicates.
+
+    Explicitly named files are always yielded (so an unreadable one is reported); files found by
+    walking folders or globs are yielded when their suffix is a raster format, or when a plain
+    image has a world file.
+    """
+    items = [paths_or_globs] if isinstance(paths_or_globs, str | Path) else list(paths_or_globs)
+    seen: set[str] = set()
+    for item in items:
+        text = str(Path(item).expanduser())
+        if glob.has_magic(text):
+            candidates: Iterator[Path] = (Path(p) for p in sorted(glob.iglob(text, recursive=True)))
+            explicit = False
+        else:
+            candidates = iter([Path(text)])
+            explicit = True
+        for cand in candidates:
+            if cand.is_dir() and not _is_zarr_dir(cand):
+                found: Iterator[Path] = _walk(cand)
+            elif explicit or cand.is_dir() or _member(cand):
+                found = iter([cand])
+            else:
+                continue
+            for p in found:
+                key = str(p.absolute())
+                if key not in seen:
+                    seen.add(key)
+                    yield Path(key)
+
+
+# ----------------------------------------------------------------------------- one raster
+def _prj_crs(path: Path) -> CRS | None:
+    for cand in (path.with_suffix(".prj"), Path(f"{path}.prj")):
+        if cand.is_file():
+            return CRS.from_user_input(cand.read_text(encoding="utf-8", errors="replace"))
+    return None
+
+
+def _layout(ds: Any) -> tuple[list[int], int | None, str]:
+    """Data band indexes (1-based), the alpha band index and how validity is known."""
+    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+    data = [i + 1 for i in range(ds.count) if (i + 1) not in alpha]
+    if alpha:
+        return data, alpha[0], "alpha"
+    if ds.nodata is not None:
+        return data, None, "nodata"
+    flags = ds.mask_flag_enums[data[0] - 1] if data else []
+    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+        return data, None, "internal"
+    return data, None, "none"
+
+
+def _valid_decimated(
+    ds: Any, data: list[int], alpha: int | None, mask: str, shp: tuple[int, int]
+) -> np.ndarray:
+    kw = {"out_shape": shp, "resampling": Resampling.nearest}
+    if mask == "alpha" and alpha is not None:
+        return np.asarray(ds.read(alpha, **kw) > 0)
+    if mask == "internal":
+        return np.asarray(ds.dataset_mask(**kw) > 0)
+    arr = ds.read(data, out_shape=(len(data), *shp), resampling=Resampling.nearest)
+    valid = np.ones(shp, dtype=bool)
+    if mask == "nodata":
+        nd = ds.nodata
+        if not math.isnan(nd):  # GDAL's rule: invalid where all bands equal nodata
+            valid &= (arr != arr.dtype.type(nd)).any(axis=0)
+    if arr.dtype.kind == "f":
+        valid &= ~np.isnan(arr).any(axis=0)
+    return valid
+
+
+def _footprint(valid: np.ndarray, transform: Affine, width: int, height: int) -> shapely.Geometry:
+    sy, sx = height / valid.shape[0], width / valid.shape[1]
+    t = transform * Affine.scale(sx, sy)
+    if valid.all():
+        w, h = width, height
+        return shapely.Polygon(
+            [transform * (0, 0), transform * (w, 0), transform * (w, h), transform * (0, h)]
+        )
+    polys = [
+        shape(geom)
+        for geom, value in rasterio.features.shapes(valid.astype("uint8"), mask=valid, transform=t)
+        if value == 1
+    ]
+    if not polys:
+        return shapely.Polygon()
+    merged = shapely.unary_union(polys)
+    pixel = max(abs(t.a), abs(t.e), abs(t.b), abs(t.d))
+    return merged.simplify(pixel, preserve_topology=True)
+
+
+def _to_4326(geom: shapely.Geometry, crs: CRS) -> shapely.Geometry:
+    if geom.is_empty:
+        return geom
+    minx, miny, maxx, maxy = geom.bounds
+    dense = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 32 or 1.0)
+    out = rasterio.warp.transform_geom(crs, "EPSG:4326", mapping(dense), precision=-1)
+    return shapely.make_valid(shape(out))
+
+
+def _area_km2(geom: shapely.Geometry) -> float:
+    if geom.is_empty:
+        return 0.0
+    area, _ = _GEOD.geometry_area_perimeter(geom)
+    return abs(area) / 1e6
+
+
+def _crs_label(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def scan_raster(path: Path, sensor: str | None = None) -> dict[str, Any]:
+    """Describe one raster file as an index row.
+
+    Raises:
+        RasterReadError: the file cannot be read, has no CRS or no geotransform (the message is
+            the reason listed among the skipped files).
+    """
+    try:
+        with rasterio.open(path) as ds:
+            return _describe(path, ds, sensor)
+    except RasterioError as err:
+        raise RasterReadError(f"cannot be read as a raster: {err}") from err
+    except CRSError as err:
+        raise RasterReadError(
+            f"invalid CRS ({err}); fix the .prj or assign one with gdal_edit.py -a_srs"
+        ) from err
+
+
+def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
+    crs = ds.crs or _prj_crs(path)
+    if crs is None:
+        raise RasterReadError(
+            "no CRS: assign one with 'gdal_edit.py -a_srs EPSG:XXXX FILE' (or add a .prj beside a "
+            "world-file image)"
+        )
+    if ds.transform == Affine.identity():
+        raise RasterReadError("no geotransform: add one with gdal_edit.py -a_ullr or a world file")
+    data, alpha, mask = _layout(ds)
+    if not data:
+        raise RasterReadError("only an alpha band, no data bands")
+    dtypes = {ds.dtypes[i - 1] for i in data}
+    if len(dtypes) > 1:
+        raise RasterReadError(
+            f"mixed band dtypes {sorted(dtypes)}; convert with gdal_translate -ot"
+        )
+    dtype = ds.dtypes[data[0] - 1]
+    if mask == "none" and np.dtype(dtype).kind != "f":
+        valid = np.ones((1, 1), dtype=bool)
+    else:
+        f = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_SIZE))
+        shp = (max(1, math.ceil(ds.height / f)), max(1, math.ceil(ds.width / f)))
+        valid = _valid_decimated(ds, data, alpha, mask, shp)
+    native = _footprint(valid, ds.transform, ds.width, ds.height)
+    geom = _to_4326(native, crs)
+    names = [ds.descriptions[i - 1] or "" for i in data]
+    when, time_source = parse_datetime(path.name, ds.tags(), ds.tags(ns="IMAGERY"))
+    stat = path.stat()
+    return {
+        "path": str(path),
+        "format": ds.driver,
+        "native_crs": _crs_label(crs),
+        "native_crs_wkt": crs.to_wkt(),
+        "transform": [float(v) for v in tuple(ds.transform)[:6]],
+        "minx": ds.bounds.left,
+        "miny": ds.bounds.bottom,
+        "maxx": ds.bounds.right,
+        "maxy": ds.bounds.top,
+        "res_x": float(abs(ds.res[0])),
+        "res_y": float(abs(ds.res[1])),
+        "width": ds.width,
+        "height": ds.height,
+        "count": len(data),
+        "alpha_band": alpha or 0,
+        "dtype": dtype,
+        "has_nodata": ds.nodata is not None,
+        "nodata": float("nan") if ds.nodata is None else float(ds.nodata),
+        "mask": mask,
+        "band_names": names,
+        "sensor": sensor or guess_sensor(path.name, len(data), dtype, names),
+        "datetime": when,
+        "time_source": time_source,
+        "valid_fraction": float(valid.mean()),
+        "area_km2": _area_km2(geom),
+        "size_bytes": stat.st_size,
+        "mtime": stat.st_mtime,
+        "geometry": geom,
+    }
+
+
+def scan_zarr(path: Path, sensor: str | None = None) -> list[dict[str, Any]]:
+    """Describe every raster group of a zarr store as index rows."""
+    from dinogeo.data.zarr_source import open_zarr_store
+
+    rows = []
+    for src in open_zarr_store(path):
+        info = src.info
+        if info.footprint_wkt:
+            geom = shapely.from_wkt(info.footprint_wkt)
+        else:
+            geom = _to_4326(box(*src.bounds), src.crs)
+        when, time_source = parse_datetime(Path(info.source or src.group).name, {}, {})
+        t = info.transform
+        meta = src.path / "zarr.json"
+        rows.append(
+            {
+                "path": str(src.path),
+                "format": "zarr",
+                "native_crs": _crs_label(src.crs),
+                "native_crs_wkt": info.crs_wkt,
+                "transform": [float(v) for v in t],
+                "minx": src.bounds.left,
+                "miny": src.bounds.bottom,
+                "maxx": src.bounds.right,
+                "maxy": src.bounds.top,
+                "res_x": float(math.hypot(t[0], t[3])),
+                "res_y": float(math.hypot(t[1], t[4])),
+                "width": info.width,
+                "height": info.height,
+                "count": info.count,
+                "alpha_band": 0,
+                "dtype": info.dtype,
+                "has_nodata": info.nodata is not None,
+                "nodata": float("nan") if info.nodata is None else float(info.nodata),
+                "mask": info.mask,
+                "band_names": list(info.band_names),
+                "sensor": sensor or info.sensor,
+                "datetime": when,
+                "time_source": time_source,
+                "valid_fraction": 1.0 if info.valid_fraction is None else info.valid_fraction,
+                "area_km2": _area_km2(geom),
+                "size_bytes": meta.stat().st_size,
+                "mtime": meta.stat().st_mtime,
+                "geometry": geom,
+            }
+        )
+    return rows
+
+
+def _scan(path: Path, sensor: str | None) -> list[dict[str, Any]]:
+    if path.is_dir():
+        return scan_zarr(path, sensor)
+    if not path.exists():
+        raise RasterReadError("no such file")
+    return [scan_raster(path, sensor)]
+
+
+# ----------------------------------------------------------------------------- the archive
+def build_index(
+    paths_or_globs: Sequence[str | Path] | str | Path,
+    *,
+    sensor: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> gpd.GeoDataFrame:
+    """Scan rasters and zarr stores into a GeoDataFrame (see the module docstring for columns).
+
+    Args:
+        paths_or_globs: files, folders (walked recursively) and glob patterns.
+        sensor: sensor name recorded for every raster; default: guessed per file from its name,
+            band count, dtype and band descriptions (None when unsure).
+        workers: scanning threads (default: twice the CPU count, at most 16).
+        progress: show a progress bar and print a summary to stderr.
+
+    Returns:
+        The index in EPSG:4326; ``index.attrs["skipped"]`` lists ``{"path", "reason"}`` of the
+        files that could not be indexed. A bad file never stops the scan.
+    """
+    paths = list(iter_raster_paths(paths_or_globs))
+    n_workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    rows: list[tuple[int, dict[str, Any]]] = []
+    skipped: list[dict[str, str]] = []
+    bar = tqdm(total=len(paths), unit="file", desc="index", disable=not progress)
+    lock = threading.Lock()
+
+    def done(i: int, path: Path, fut: Future[list[dict[str, Any]]]) -> None:
+        try:
+            result = fut.result()
+        except (RasterReadError, RasterioError, OSError, ValueError) as err:
+            with lock:
+                skipped.append({"path": str(path), "reason": str(err)})
+        else:
+            with lock:
+                rows.extend((i, r) for r in result)
+        bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        pending: set[Future[Any]] = set()
+        for i, path in enumerate(paths):
+            fut = pool.submit(_scan, path, sensor)
+            fut.add_done_callback(functools.partial(_call_done, done, i, path))
+            pending.add(fut)
+            if len(pending) >= 4 * n_workers:
+                _, pending = wait(pending, return_when=FIRST_COMPLETED)
+        wait(pending)
+    bar.close()
+    rows.sort(key=lambda t: (t[0], t[1]["path"]))
+    index = _frame([r for _, r in rows])
+    index.attrs["skipped"] = sorted(skipped, key=lambda s: s["path"])
+    if progress:
+        print(summarize(index), file=sys.stderr)
+    return index
+
+
+_COLUMNS = [
+    "path",
+    "format",
+    "native_crs",
+    "native_crs_wkt",
+    "transform",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+    "res_x",
+    "res_y",
+    "width",
+    "height",
+    "count",
+    "alpha_band",
+    "dtype",
+    "has_nodata",
+    "nodata",
+    "mask",
+    "band_names",
+    "sensor",
+    "datetime",
+    "time_source",
+    "valid_fraction",
+    "area_km2",
+    "size_bytes",
+    "mtime",
+    "geometry",
+]
+
+
+def _call_done(done: Any, i: int, path: Path, fut: Future[Any]) -> None:
+    done(i, path, fut)
+
+
+def _frame(rows: list[dict[str, Any]]) -> gpd.GeoDataFrame:
+    df = pd.DataFrame(rows, columns=_COLUMNS)
+    df["datetime"] = pd.to_datetime(df["datetime"], utc=True)
+    for col in ("width", "height", "count", "alpha_band", "size_bytes"):
+        df[col] = df[col].astype("int64")
+    return gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
+
+
+def summarize(index: gpd.GeoDataFrame) -> str:
+    """One paragraph: rasters indexed, CRSs, sensors, valid area and the skipped files."""
+    skipped = index.attrs.get("skipped", [])
+    lines = [
+        f"indexed {len(index)} rasters ({index['native_crs'].nunique()} CRSs, "
+        f"{index['sensor'].nunique()} sensors guessed), total valid area "
+        f"{index['area_km2'].sum():.1f} km2; skipped {len(skipped)}"
+    ]
+    lines += [f"  skipped {s['path']}: {s['reason']}" for s in skipped[:50]]
+    if len(skipped) > 50:
+        lines.append(f"  ... and {len(skipped) - 50} more (see the skipped list)")
+    return "\n".join(lines)
+
+
+def _skipped_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".skipped.csv")
+
+
+def write_index(index: gpd.GeoDataFrame, path: str | Path) -> Path:
+    """Write the index as GeoParquet and its skipped files as ``<stem>.skipped.csv`` (atomically)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    index.to_parquet(tmp, index=False)
+    skipped = pd.DataFrame(index.attrs.get("skipped", []), columns=["path", "reason"])
+    stmp = out.with_name(f".{out.stem}.skipped.tmp")
+    skipped.to_csv(stmp, index=False)
+    tmp.replace(out)
+    stmp.replace(_skipped_path(out))
+    return out
+
+
+def load_index(path: str | Path) -> gpd.GeoDataFrame:
+    """Read an index written by :func:`write_index` (``skipped`` restored from the sidecar).
+
+    Raises:
+        RasterReadError: the file is missing, not GeoParquet, or lacks index columns.
+    """
+    p = Path(path)
+    try:
+        index = gpd.read_parquet(p)
+    except (OSError, ValueError) as err:
+        raise RasterReadError(
+            f"{p}: cannot read the index ({err}); create it with `dinogeo index`"
+        ) from err
+    missing = [c for c in _COLUMNS if c not in index.columns]
+    if missing:
+        raise RasterReadError(
+            f"{p}: not a dinogeo index (missing columns {missing}); create it with `dinogeo index`"
+        )
+    side = _skipped_path(p)
+    index.attrs["skipped"] = (
+        pd.read_csv(side).fillna("").to_dict("records")
+        if side.is_file() and side.stat().st_size
+        else []
+    )
+    return index
+
+
+def open_index_sources(
+    index: gpd.GeoDataFrame | str | Path,
+    sensor: Any = None,
+    bands: Sequence[str] | None = None,
+) -> list[Any]:
+    """Open every indexed raster as a lazy source (:func:`dinogeo.data.readers.open_source`).
+
+    Args:
+        index: an index or the path of one.
+        sensor: sensor for every raster; default: each row's ``sensor`` column (generic if empty).
+        bands: band names to read.
+    """
+    from dinogeo.data.readers import open_source
+
+    frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)
+    out = []
+    for row in frame.itertuples(index=False):
+        spec = (
+            sensor
+            if sensor is not None
+            else (row.sensor if isinstance(row.sensor, str) and row.sensor else None)
+        )
+        out.append(open_source(row.path, sensor=spec, bands=bands))
+    return out
