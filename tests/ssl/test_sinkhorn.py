@@ -64,3 +64,8 @@ def test_n_samples_matches_default_and_validation():
         sinkhorn_knopp(torch.randn(2, 3, 4), 0.1)
     with pytest.raises(ConfigError):
         sinkhorn_knopp(scores, 0.0)
+
+
+def test_empty_input_for_ranks_without_masked_patches():
+    q = sinkhorn_knopp(torch.zeros(0, 7), teacher_temp=0.07)
+    assert q.shape == (0, 7)
