@@ -128,7 +128,7 @@ def stream_strips(
     infer: InferFn,
     finish: FinishFn,
     spec: StreamSpec,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Compute the strips ``[start, stop)`` of a grid and yield them in order.
 
