@@ -7,6 +7,7 @@ import torch
 
 from dinogeo.errors import BandMismatchError, ConfigError
 from dinogeo.models import Backbone, create_backbone, list_archs
+from dinogeo.models.backbone import empty_backbone
 from dinogeo.models.registry import get_arch_config
 
 TEST_ARCH = "vit_test_patch16_dinov3"
@@ -201,5 +202,5 @@ def test_registry():
     assert (cfg["embed_dim"], cfg["depth"], cfg["num_heads"]) == (1024, 24, 16)
     cfg["depth"] = 0  # a copy: the registry is untouched
     assert get_arch_config("vit_large_patch16_dinov3_qkvb")["depth"] == 24
-    tiny = create_backbone("vit_tiny_patch16_dinov3_qkvb")
-    assert (tiny.embed_dim, tiny.depth) == (192, 12)
+    tiny = empty_backbone("vit_tiny_patch16_dinov3_qkvb")
+    assert (tiny.embed_dim, tiny.depth, tiny.num_register_tokens) == (192, 12, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.bands import expand_bands, select_bands
 from dinogeo.models.card import (
     WeightCard,
     check_bands,
@@ -10,15 +11,23 @@ from dinogeo.models.card import (
     load_backbone,
     save_backbone,
 )
+from dinogeo.models.decoders import DPTDecoder, LinearDecoder, dpt_layer_indices
+from dinogeo.models.official import load_official_dinov3
 from dinogeo.models.registry import list_archs
 
 __all__ = [
     "Backbone",
+    "DPTDecoder",
+    "LinearDecoder",
     "WeightCard",
     "check_bands",
     "create_backbone",
     "create_backbone_from_card",
+    "dpt_layer_indices",
+    "expand_bands",
     "list_archs",
     "load_backbone",
+    "load_official_dinov3",
     "save_backbone",
+    "select_bands",
 ]

@@ -15,7 +15,9 @@ Files:
   with a key prefix. The prefix is taken from ``"dinogeo_backbone_prefix"`` when present,
   otherwise found from the keys (a unique ``...vit.cls_token``, or the EMA ``teacher``).
 
-Loading never executes code from the file.
+Loading never executes code from the file. Official Meta DINOv3 files load with
+:func:`load_official_dinov3` (defined in :mod:`dinogeo.models.official`, re-exported here as the
+architecture contract places it beside :func:`load_backbone`).
 """
 
 from __future__ import annotations
@@ -25,22 +27,20 @@ import datetime
 import hashlib
 import json
 import os
-import pathlib
-import pickle
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from dinogeo import __version__
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
-from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.backbone import Backbone, create_backbone, empty_backbone
+from dinogeo.models.official import load_official_dinov3, safe_torch_load
 
 __all__ = [
     "CARD_KEY",
@@ -50,6 +50,7 @@ __all__ = [
     "create_backbone_from_card",
     "hash_config",
     "load_backbone",
+    "load_official_dinov3",
     "save_backbone",
 ]
 
@@ -256,11 +257,18 @@ def _backbone_kwargs(backbone: Backbone) -> dict[str, Any]:
     return kwargs
 
 
-def create_backbone_from_card(card: WeightCard) -> Backbone:
-    """Build a randomly initialised backbone with the architecture a card describes."""
+def create_backbone_from_card(card: WeightCard, *, initialise: bool = True) -> Backbone:
+    """Build a backbone with the architecture a card describes.
+
+    Args:
+        card: the weight card.
+        initialise: randomly initialise the weights; False leaves them empty for loading
+            (see :func:`dinogeo.models.backbone.empty_backbone`).
+    """
     kwargs = dict(card.backbone_kwargs)
     kwargs.pop("in_chans", None)
-    backbone = create_backbone(card.arch, card.in_chans, **kwargs)
+    build = create_backbone if initialise else empty_backbone
+    backbone = build(card.arch, card.in_chans, **kwargs)
     if backbone.embed_dim != card.embed_dim or backbone.patch_size != card.patch_size:
         raise CheckpointError(
             f"weight card says {card.arch!r} has width {card.embed_dim} and patch "
@@ -347,29 +355,6 @@ def save_backbone(path: str | Path, backbone: Backbone, card: WeightCard) -> Non
         raise
 
 
-def _safe_torch_load(path: Path) -> Any:
-    # paths are common in saved hyper-parameters and rebuild from strings only
-    allowed: list[Any] = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds Python objects that cannot be loaded safely (weights_only=True): "
-            f"{_unpickling_reason(exc)}; save checkpoints with plain types only"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
-
-
-def _unpickling_reason(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
-    return text.strip()[:300]
-
-
 def _find_prefix(weights: Mapping[str, Any], path: Path, prefix: str | None) -> str:
     if prefix is not None:
         return prefix
@@ -424,7 +409,7 @@ def load_backbone(path: str | Path, *, prefix: str | None = None) -> tuple[Backb
         card = WeightCard.from_json(metadata[CARD_KEY], source_file=str(path))
         chosen = prefix or ""
     elif path.suffix.lower() in _TORCH_SUFFIXES:
-        ckpt = _safe_torch_load(path)
+        ckpt = safe_torch_load(path)
         if not isinstance(ckpt, dict) or CARD_KEY not in ckpt:
             raise CheckpointError(
                 f"{path} carries no dinogeo weight card (key {CARD_KEY!r}): official Meta "
@@ -450,7 +435,7 @@ def load_backbone(path: str | Path, *, prefix: str | None = None) -> tuple[Backb
             "(save_backbone) or a .pt/.ckpt checkpoint"
         )
     state = {k[len(chosen) :]: v for k, v in weights.items() if k.startswith(chosen)}
-    backbone = create_backbone_from_card(card)
+    backbone = create_backbone_from_card(card, initialise=False)
     try:
         result = backbone.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
