@@ -1,0 +1,334 @@
+"""The LightningModule skeleton shared by the dense heads, and backbone resolution.
+
+All dense tasks follow one pattern (torchgeo's ``BaseTask``): typed constructor arguments,
+``save_hyperparameters``, then ``configure_models``, ``configure_losses`` and
+``configure_metrics``. The backbone is frozen by default (``unfreeze_last_blocks`` leaves the
+last blocks trainable at ``backbone_lr``). At the end of ``fit`` the model is written as one model
+bundle (``bundle_path``) that ``dinogeo predict`` and ``dinogeo validate`` load.
+
+``backbone`` is either a dinogeo backbone file (``.safetensors`` / checkpoint with a weight card)
+or a registered architecture name for a randomly initialised backbone (baselines and tests); in
+the latter case the weight card is made from the ``sensor`` spec (bands, scale, statistics).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from dinogeo.data.sensors import Sensor, load_sensor
+from dinogeo.errors import ConfigError, SensorError
+from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.bundle import ModelBundle, save_bundle
+from dinogeo.models.card import WeightCard, load_backbone
+from dinogeo.models.registry import list_archs
+from dinogeo.models.task_card import TaskCard, load_task_card
+from dinogeo.trainers.heads import DenseModel, HeadConfig, build_model
+from dinogeo.trainers.metrics import TaskMetrics
+
+__all__ = ["DenseTask", "image_sensor", "resolve_backbone"]
+
+
+def image_sensor(
+    sensor: str | None,
+    bands: list[str] | None,
+    *,
+    scale: float | None = None,
+    offset: float | None = None,
+    card: WeightCard | None = None,
+) -> Sensor | None:
+    """The sensor describing the imagery, with optional scale/offset overrides.
+
+    Args:
+        sensor: sensor name or YAML path; None uses the weight card's sensor when it is a
+            shipped or existing one, else None (the reader infers a generic sensor).
+        bands: band names of the file in file order (when it holds a subset of the sensor).
+        scale: override of the sensor's DN-to-reflectance scale (e.g. 1e-3 for x1000 products).
+        offset: override of the sensor's offset.
+        card: the backbone's weight card (fallback sensor).
+
+    Returns:
+        The sensor, or None for a generic one.
+    """
+    name = sensor or (card.sensor if card is not None else None)
+    if name is None:
+        return None
+    try:
+        spec = load_sensor(name)
+    except SensorError:
+        if sensor is None:  # the card's sensor is not a shipped name: let the reader infer one
+            return None
+        raise
+    if bands:
+        spec = spec.select(bands)
+    changes: dict[str, Any] = {}
+    if scale is not None:
+        changes["scale"] = float(scale)
+    if offset is not None:
+        changes["offset"] = float(offset)
+    return replace(spec, **changes) if changes else spec
+
+
+def resolve_backbone(
+    backbone: str,
+    *,
+    sensor: str | None = None,
+    bands: list[str] | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
+) -> tuple[Backbone, WeightCard]:
+    """Load a backbone file, or build a randomly initialised one for a sensor.
+
+    Args:
+        backbone: path of a dinogeo backbone file, or an architecture name
+            (``dinogeo.models.list_archs()``) for random initialisation.
+        sensor: the imagery's sensor (required for an architecture name).
+        bands: the bands to use (all of the sensor's when None).
+        scale: DN-to-reflectance scale override stored in the card.
+        offset: offset override stored in the card.
+
+    Returns:
+        ``(backbone, weight card)``.
+
+    Raises:
+        ConfigError: unknown architecture/file, or no sensor for a random backbone.
+        CheckpointError: an unreadable backbone file.
+    """
+    path = Path(backbone)
+    if path.suffix or path.exists():
+        return load_backbone(path)
+    if backbone not in list_archs():
+        raise ConfigError(
+            f"backbone {backbone!r} is neither a file nor an architecture: pass the path of a "
+            f"backbone from 'dinogeo pretrain' or one of {list_archs()}"
+        )
+    spec = image_sensor(sensor, bands, scale=scale, offset=offset)
+    if spec is None:
+        raise ConfigError(
+            f"a randomly initialised backbone ({backbone!r}) needs the imagery's sensor for its "
+            "band names and normalisation: set data.sensor (e.g. sentinel2_l2a, rgb_uint8)"
+        )
+    model = create_backbone(backbone, in_chans=len(spec.bands))
+    card = WeightCard.from_backbone(
+        model,
+        band_names=list(spec.band_names),
+        sensor=spec.name,
+        mean=[b.mean for b in spec.bands],
+        std=[b.std for b in spec.bands],
+        scale=spec.scale,
+        offset=spec.offset,
+        training_config={"init": "random", "arch": backbone},
+        source="random-init",
+    )
+    return model, card
+
+
+class DenseTask(LightningModule):
+    """Shared skeleton of the dense heads (segmentation, canopy height, change).
+
+    Args:
+        task: task card name or YAML path.
+        backbone: backbone file or architecture name (random init).
+        sensor: the imagery's sensor (linked from the data module).
+        bands: the imagery's band names (linked from the data module).
+        scale: DN-to-reflectance scale override (linked from the data module).
+        offset: offset override (linked from the data module).
+        decoder: ``"dpt"`` or ``"linear"``.
+        layer_indices: backbone blocks feeding the decoder (default: 4 evenly spaced).
+        features: decoder width.
+        image_skip: channels of the full-resolution image branch (0: off).
+        unfreeze_last_blocks: number of final backbone blocks to train (0: frozen backbone).
+        lr: learning rate of the head.
+        backbone_lr: learning rate of unfrozen backbone blocks.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        bundle_path: where to write the model bundle at the end of fit (None: no bundle).
+        bundle_backbone_ref: store a reference to the backbone file instead of its weights
+            (only when the backbone stayed frozen and is a file).
+    """
+
+    head_type = "segmentation"
+
+    def __init__(
+        self,
+        task: str = "land_cover",
+        backbone: str = "vit_test_patch16_dinov3",
+        sensor: str | None = None,
+        bands: list[str] | None = None,
+        scale: float | None = None,
+        offset: float | None = None,
+        decoder: str = "dpt",
+        layer_indices: list[int] | None = None,
+        features: int = 128,
+        image_skip: int = 0,
+        unfreeze_last_blocks: int = 0,
+        lr: float = 1e-3,
+        backbone_lr: float = 1e-5,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 0,
+        bundle_path: str | None = None,
+        bundle_backbone_ref: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.task_card: TaskCard = load_task_card(task)
+        self.check_task_kind()
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # ------------------------------------------------------------------ configuration
+    def check_task_kind(self) -> None:
+        """Raise ConfigError when the task card's kind does not fit this trainer."""
+        wanted = {"segmentation": "segmentation", "height": "regression", "change": "change"}
+        if self.task_card.kind != wanted[self.head_type]:
+            raise ConfigError(
+                f"{type(self).__name__} trains {wanted[self.head_type]} heads but task card "
+                f"{self.task_card.name!r} is of kind {self.task_card.kind!r}: use the matching "
+                "trainer (LandCoverTask, CanopyHeightTask, ChangeTask) or task card"
+            )
+
+    def head_config(self) -> HeadConfig:
+        """The head configuration built from the hyperparameters."""
+        hp = self.hparams
+        return HeadConfig(
+            type=self.head_type,
+            num_outputs=self.task_card.num_outputs,
+            decoder=hp["decoder"],
+            layer_indices=list(hp["layer_indices"] or []),
+            features=hp["features"],
+            image_skip=hp["image_skip"],
+        )
+
+    def configure_models(self) -> None:
+        """Build the backbone (frozen except the last blocks) and the dense model."""
+        hp = self.hparams
+        backbone, self.weight_card = resolve_backbone(
+            hp["backbone"],
+            sensor=hp["sensor"],
+            bands=hp["bands"],
+            scale=hp["scale"],
+            offset=hp["offset"],
+        )
+        backbone.freeze(hp["unfreeze_last_blocks"])
+        self.model: DenseModel = build_model(backbone, self.head_config())
+
+    def configure_losses(self) -> None:
+        """Set up the loss modules (subclasses)."""
+
+    def configure_metrics(self) -> None:
+        """Set up training and validation metrics."""
+        self.val_metrics = TaskMetrics(self.task_card)
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, *images: Tensor) -> Tensor:
+        """Raw model output (logits, or heights in metres)."""
+        return self.model(*images)
+
+    def inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """The model inputs of a batch."""
+        return (batch["image"],)
+
+    def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The training loss of one batch (subclasses)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One optimisation step."""
+        output = self(*self.inputs(batch))
+        loss = self.loss(output, batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=output.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate validation loss and metrics."""
+        output = self(*self.inputs(batch))
+        loss = self.loss(output, batch)
+        if torch.isfinite(loss):
+            self.log("val_loss", loss, prog_bar=True, batch_size=output.shape[0])
+        self.val_metrics.update(output.detach(), batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics and reset them."""
+        for name, value in self.val_metrics.compute().items():
+            if math.isfinite(value):
+                self.log(f"val_{name}", value)
+        self.val_metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        """AdamW on the head (``lr``) and any unfrozen backbone blocks (``backbone_lr``)."""
+        hp = self.hparams
+        head = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
+        body = [p for p in self.model.backbone.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in head if p.requires_grad], "lr": hp["lr"]}]
+        if body:
+            groups.append({"params": body, "lr": hp["backbone_lr"]})
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp["weight_decay"])
+        total = self.trainer.estimated_stepping_batches if self.trainer else 0
+        if not total or not math.isfinite(total) or total < 1:
+            return optimizer
+        warm = int(hp["warmup_steps"])
+
+        def factor(step: int) -> float:
+            if warm and step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, int(total) - warm))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ bundle
+    def train(self, mode: bool = True) -> DenseTask:
+        """Keep frozen backbone parts in eval mode (no dropout/drop-path) while training."""
+        super().train(mode)
+        if mode and self.hparams["unfreeze_last_blocks"] == 0:
+            self.model.backbone.eval()
+        return self
+
+    def training_config(self) -> dict[str, Any]:
+        """JSON-ready description of the training run, stored in the bundle."""
+        config: dict[str, Any] = {"trainer": type(self).__name__, "hparams": dict(self.hparams)}
+        if self._trainer is not None:
+            config["global_step"] = int(self.trainer.global_step)
+            config["epochs"] = int(self.trainer.current_epoch)
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is not None and hasattr(datamodule, "describe"):
+                config["data"] = datamodule.describe()
+        return config
+
+    def to_bundle(self) -> ModelBundle:
+        """The current model as a :class:`ModelBundle`."""
+        return ModelBundle(
+            card=self.weight_card,
+            task=self.task_card,
+            model=self.model,
+            head=self.model.config,
+            training_config=self.training_config(),
+        )
+
+    def on_fit_end(self) -> None:
+        """Write the model bundle when ``bundle_path`` is set (global rank 0 only)."""
+        path = self.hparams["bundle_path"]
+        if not path or self.global_rank != 0:
+            return
+        ref = None
+        backbone = Path(self.hparams["backbone"])
+        if self.hparams["bundle_backbone_ref"]:
+            if self.hparams["unfreeze_last_blocks"] or not backbone.is_file():
+                raise ConfigError(
+                    "bundle_backbone_ref needs a frozen backbone loaded from a file; set "
+                    "unfreeze_last_blocks: 0 or bundle_backbone_ref: false"
+                )
+            ref = backbone
+        save_bundle(path, self.to_bundle(), backbone_path=ref)
+        print(f"dinogeo fit: wrote model bundle {path}")

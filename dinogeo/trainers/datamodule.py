@@ -1,0 +1,557 @@
+"""Labelled chips for the dense heads: imagery + label rasters or vectors, split by spatial blocks.
+
+:class:`LabeledChipDataModule` pairs one or more images with labels (a class/height raster, or a
+GeoPackage/Shapefile/GeoJSON of polygons and points), reads the imagery in the weight card's band
+order and normalisation, cuts the grid into blocks, assigns whole blocks to validation, and keeps
+the chips (inside one block) that hold labels. :class:`ChangePairDataModule` does the same for
+(date 1, date 2, change mask) triples, resampling date 2 onto date 1's grid when grids differ.
+
+Samples are dicts: ``image`` (C, h, w) float32 (``image1``/``image2`` for change), ``mask``
+(h, w) class indices with ``IGNORE_INDEX`` where unlabelled (uint8 -> int64) or heights float32
+with NaN where unknown, and ``valid`` (h, w) bool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from dinogeo.errors import ConfigError, LabelError, NoValidDataError
+from dinogeo.labels.rasters import LabelRaster
+from dinogeo.labels.split import BlockSplit, block_split, chip_windows
+from dinogeo.labels.vectors import IGNORE_INDEX, VectorLabels, rasterize_labels, read_vector_labels
+from dinogeo.models.card import WeightCard
+from dinogeo.models.task_card import TaskCard, load_task_card
+from dinogeo.trainers.base import resolve_backbone
+from dinogeo.trainers.imagery import ImageReader
+
+__all__ = ["ChangePairDataModule", "ChipDataset", "LabeledChipDataModule", "Labels", "open_labels"]
+
+VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite"}
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
+class Labels:
+    """Labels of one image, vector or raster, read on chips of the image grid.
+
+    Args:
+        path: label raster or vector file.
+        task: the task card.
+        reader: the image the labels belong to.
+        field: class attribute of vector labels.
+        layer: layer of a multi-layer vector file.
+        point_radius: disk radius of point labels in pixels.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        task: TaskCard,
+        reader: ImageReader,
+        *,
+        field: str | None = None,
+        layer: str | None = None,
+        point_radius: float = 0.0,
+    ) -> None:
+        self.path = Path(path)
+        self.task = task
+        self.reader = reader
+        self.point_radius = point_radius
+        self.vector: VectorLabels | None = None
+        self.raster: LabelRaster | None = None
+        if self.path.suffix.lower() in VECTOR_SUFFIXES:
+            self.vector = read_vector_labels(
+                self.path, task, field=field, layer=layer, target_crs=reader.crs
+            )
+            bounds = self.vector.bounds
+        else:
+            self.raster = LabelRaster(self.path, task)
+            bounds = self.raster.bounds_in(reader.crs)
+        left, bottom, right, top = reader.bounds
+        if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
+            raise LabelError(
+                f"{self.path}: the labels (bounds {tuple(round(b, 2) for b in bounds)} in the "
+                f"imagery CRS) do not overlap the imagery {reader.path} (bounds "
+                f"{tuple(round(b, 2) for b in reader.bounds)}). Fix: check that both files cover "
+                "the same area and that the label CRS is declared correctly"
+            )
+
+    def read(self, window: Window) -> np.ndarray:
+        """Labels of one window of the image grid (class indices or heights)."""
+        transform = window_transform(window, self.reader.transform)
+        width, height = int(window.width), int(window.height)
+        if self.vector is not None:
+            return rasterize_labels(
+                self.vector, transform, width, height, point_radius=self.point_radius
+            )
+        assert self.raster is not None  # one of vector/raster is always set
+        return self.raster.read(self.reader.crs, transform, width, height)
+
+    def labelled(self, labels: np.ndarray) -> np.ndarray:
+        """Boolean mask of labelled pixels of an array returned by :meth:`read`."""
+        if self.task.is_classification:
+            return labels != IGNORE_INDEX
+        return np.isfinite(labels)
+
+
+def open_labels(
+    path: str | Path,
+    task: TaskCard,
+    reader: ImageReader,
+    *,
+    field: str | None = None,
+    layer: str | None = None,
+    point_radius: float = 0.0,
+) -> Labels:
+    """Open labels for one image (see :class:`Labels`)."""
+    return Labels(path, task, reader, field=field, layer=layer, point_radius=point_radius)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One chip: scene index and window on that scene's grid."""
+
+    scene: int
+    window: Window
+
+
+class ChipDataset(Dataset[dict[str, Tensor]]):
+    """Chips of labelled scenes.
+
+    Args:
+        readers: one image reader per scene (index = scene), a tuple of two for change pairs.
+        labels: one :class:`Labels` per scene.
+        chips: the chips.
+        augment: random flips and 90-degree rotations.
+    """
+
+    def __init__(
+        self,
+        readers: Sequence[ImageReader | tuple[ImageReader, ImageReader]],
+        labels: Sequence[Labels],
+        chips: Sequence[Chip],
+        *,
+        augment: bool = False,
+    ) -> None:
+        self.readers = list(readers)
+        self.labels = list(labels)
+        self.chips = list(chips)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        chip = self.chips[index]
+        reader = self.readers[chip.scene]
+        labels = self.labels[chip.scene]
+        mask = labels.read(chip.window)
+        arrays: dict[str, np.ndarray] = {}
+        if isinstance(reader, tuple):
+            arrays["image1"], valid1 = reader[0].read(chip.window)
+            arrays["image2"], valid2 = reader[1].read(chip.window)
+            valid = valid1 & valid2
+        else:
+            arrays["image"], valid = reader.read(chip.window)
+        mask = np.where(valid, mask, IGNORE_INDEX if labels.task.is_classification else np.nan)
+        arrays["mask"], arrays["valid"] = mask, valid
+        if self.augment:
+            arrays = _augment(arrays, np.random.default_rng())
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        if labels.task.is_classification:
+            out["mask"] = out["mask"].long()
+        return out
+
+
+def _augment(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = {}
+    for key, a in arrays.items():
+        a = np.rot90(a, k, axes=(-2, -1))
+        out[key] = a[..., ::-1] if flip else a
+    return out
+
+
+class LabeledChipDataModule(LightningDataModule):
+    """Chips of images with raster or vector labels, split by spatial blocks.
+
+    Args:
+        image: image path(s).
+        labels: label path(s): one per image, or one vector file for all images.
+        task: task card name or path.
+        backbone: backbone file or architecture name (its weight card fixes band order and
+            normalisation).
+        sensor: the imagery's sensor (name or YAML).
+        bands: the file's band names in file order, when it holds a subset of the sensor.
+        scale: override of the sensor's DN-to-reflectance scale.
+        offset: override of the sensor's offset.
+        label_field: class attribute of vector labels (guessed when None).
+        label_layer: layer of a multi-layer GeoPackage.
+        point_radius: disk radius in pixels for point labels (0: one pixel).
+        val_labels: separate validation labels (e.g. points): then training uses every block
+            and validation uses these labels over whole images.
+        chip_size: chip side in pixels (a multiple of the patch size is best).
+        block_size: spatial block side in pixels (>= chip_size).
+        val_fraction: share of labelled pixels (by block) held out for validation.
+        min_labelled: minimum labelled pixels for a chip to be used.
+        train_stride: stride of training chip positions inside a block (default chip_size // 4).
+        chips_per_epoch: training samples per epoch (with replacement); None: each chip once.
+        batch_size: batch size.
+        num_workers: DataLoader workers.
+        seed: seed of the block split.
+        augment: random flips/rotations of training chips.
+    """
+
+    def __init__(
+        self,
+        image: str | list[str],
+        labels: str | list[str],
+        task: str = "land_cover",
+        backbone: str = "vit_test_patch16_dinov3",
+        sensor: str | None = None,
+        bands: list[str] | None = None,
+        scale: float | None = None,
+        offset: float | None = None,
+        label_field: str | None = None,
+        label_layer: str | None = None,
+        point_radius: float = 0.0,
+        val_labels: str | list[str] | None = None,
+        chip_size: int = 64,
+        block_size: int = 128,
+        val_fraction: float = 0.2,
+        min_labelled: int = 1,
+        train_stride: int | None = None,
+        chips_per_epoch: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if block_size < chip_size:
+            raise ConfigError(
+                f"block_size ({block_size}) must be at least chip_size ({chip_size}) so chips fit "
+                "inside one spatial block"
+            )
+        self.task_card = load_task_card(task)
+        self.train_set: ChipDataset | None = None
+        self.val_set: ChipDataset | None = None
+        self.splits: list[BlockSplit] = []
+
+    # ------------------------------------------------------------------ helpers
+    def weight_card(self) -> WeightCard:
+        """The backbone's weight card (band order and normalisation of the inputs)."""
+        hp = self.hparams
+        _, card = resolve_backbone(
+            hp["backbone"],
+            sensor=hp["sensor"],
+            bands=hp["bands"],
+            scale=hp["scale"],
+            offset=hp["offset"],
+        )
+        return card
+
+    def _reader(self, path: str, card: WeightCard) -> ImageReader:
+        hp = self.hparams
+        return ImageReader(
+            path,
+            card,
+            sensor=hp["sensor"],
+            bands=hp["bands"],
+            scale=hp["scale"],
+            offset=hp["offset"],
+        )
+
+    def _labels(self, path: str, reader: ImageReader) -> Labels:
+        hp = self.hparams
+        return open_labels(
+            path,
+            self.task_card,
+            reader,
+            field=hp["label_field"],
+            layer=hp["label_layer"],
+            point_radius=hp["point_radius"],
+        )
+
+    @staticmethod
+    def _pair(images: list[str], labels: list[str], what: str) -> list[tuple[str, str]]:
+        if len(labels) == 1 and len(images) > 1:
+            labels = labels * len(images)
+        if not images or len(labels) != len(images):
+            raise ConfigError(
+                f"{what}: give one label file per image or one for all ({len(images)} image(s), "
+                f"{len(labels)} label file(s))"
+            )
+        return list(zip(images, labels, strict=True))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary stored in the model bundle's training config."""
+        out = {k: v for k, v in self.hparams.items()}
+        out["train_chips"] = len(self.train_set) if self.train_set else 0
+        out["val_chips"] = len(self.val_set) if self.val_set else 0
+        return out
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Open images and labels, split blocks and select labelled chips (once)."""
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        card = self.weight_card()
+        pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), "data.labels")
+        readers = [self._reader(img, card) for img, _ in pairs]
+        labels = [self._labels(lab, r) for (_, lab), r in zip(pairs, readers, strict=True)]
+        val_sep = _as_list(hp["val_labels"])
+        train, val = select_chips(
+            readers,
+            labels,
+            chip_size=hp["chip_size"],
+            block_size=hp["block_size"],
+            val_fraction=0.0 if val_sep else hp["val_fraction"],
+            min_labelled=hp["min_labelled"],
+            train_stride=hp["train_stride"] or max(1, hp["chip_size"] // 4),
+            seed=hp["seed"],
+            splits_out=self.splits,
+        )
+        _check_nonempty(train, "training", pairs, hp)
+        self.train_set = ChipDataset(readers, labels, train, augment=hp["augment"])
+        if val_sep:
+            vpairs = self._pair([p for p, _ in pairs], val_sep, "data.val_labels")
+            vlabels = [self._labels(lab, r) for (_, lab), r in zip(vpairs, readers, strict=True)]
+            _, val = select_chips(
+                readers,
+                vlabels,
+                chip_size=hp["chip_size"],
+                block_size=hp["block_size"],
+                val_fraction=0.0,
+                min_labelled=1,
+                train_stride=hp["chip_size"],
+                seed=hp["seed"],
+                all_to_val=True,
+            )
+            self.val_set = ChipDataset(readers, vlabels, val)
+        else:
+            self.val_set = ChipDataset(readers, labels, val)
+
+    def class_frequencies(self, max_chips: int = 256) -> np.ndarray:
+        """Labelled pixel count per class over (up to ``max_chips``) training chips."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        k = self.task_card.num_outputs
+        counts = np.zeros(k, dtype=np.float64)
+        ds = self.train_set
+        step = max(1, len(ds.chips) // max_chips)
+        for chip in ds.chips[::step]:
+            m = ds.labels[chip.scene].read(chip.window)
+            counts += np.bincount(m[m != IGNORE_INDEX].astype(np.int64), minlength=k)[:k]
+        return counts
+
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Shuffled training chips."""
+        assert self.train_set is not None, "call setup() first"
+        hp = self.hparams
+        n = hp["chips_per_epoch"]
+        sampler = RandomSampler(self.train_set, replacement=bool(n), num_samples=n)
+        return DataLoader(
+            self.train_set,
+            batch_size=hp["batch_size"],
+            sampler=sampler,
+            num_workers=hp["num_workers"],
+            drop_last=False,
+        )
+
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Validation chips (spatially separate blocks, or the separate validation labels)."""
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(
+            self.val_set,
+            batch_size=self.hparams["batch_size"],
+            num_workers=self.hparams["num_workers"],
+        )
+
+
+def _check_nonempty(chips: list[Chip], what: str, pairs: Any, hp: Any) -> None:
+    if chips:
+        return
+    files = ", ".join(f"{img} + {lab}" for img, lab in pairs)
+    raise NoValidDataError(
+        f"no {what} chip left after filtering ({files}): no chip of {hp['chip_size']} px inside a "
+        f"{what} block holds >= {hp['min_labelled']} labelled pixels over valid imagery. Fix: "
+        "lower min_labelled, chip_size or val_fraction, or add labels over the imagery"
+    )
+
+
+def _valid(reader: ImageReader | tuple[ImageReader, ImageReader], window: Window) -> np.ndarray:
+    if isinstance(reader, tuple):
+        return reader[0].valid(window) & reader[1].valid(window)
+    return reader.valid(window)
+
+
+def select_chips(
+    readers: Sequence[ImageReader | tuple[ImageReader, ImageReader]],
+    labels: Sequence[Labels],
+    *,
+    chip_size: int,
+    block_size: int,
+    val_fraction: float,
+    min_labelled: int,
+    train_stride: int,
+    seed: int,
+    all_to_val: bool = False,
+    splits_out: list[BlockSplit] | None = None,
+) -> tuple[list[Chip], list[Chip]]:
+    """Split each scene into blocks and pick chips with labels over valid imagery.
+
+    Returns:
+        ``(train chips, validation chips)``; validation chips do not overlap (stride = chip).
+    """
+    train: list[Chip] = []
+    val: list[Chip] = []
+    for scene, (reader, lab) in enumerate(zip(readers, labels, strict=True)):
+        grid = reader[0] if isinstance(reader, tuple) else reader
+        rows, cols = -(-grid.height // block_size), -(-grid.width // block_size)
+        counts = np.zeros((rows, cols))
+        masks: dict[tuple[int, int], tuple[Window, np.ndarray]] = {}
+        probe = block_split(grid.width, grid.height, block_size=block_size, val_fraction=0.0)
+        for b in probe.blocks("all"):
+            win = probe.block_window(b)
+            # read a chip-size-padded window so edge chips running past the image are counted
+            padded = Window(
+                win.col_off, win.row_off, max(win.width, chip_size), max(win.height, chip_size)
+            )
+            ok = lab.labelled(lab.read(padded)) & _valid(reader, padded)
+            counts[b] = ok.sum()
+            masks[b] = (padded, ok)
+        split = block_split(
+            grid.width,
+            grid.height,
+            block_size=block_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            weights=counts,
+        )
+        if splits_out is not None:
+            splits_out.append(split)
+        for b in split.blocks("all"):
+            if counts[b] < min_labelled:
+                continue
+            is_val = all_to_val or b in split.val_blocks
+            stride = chip_size if is_val else train_stride
+            padded, ok = masks[b]
+            for w in chip_windows(split.block_window(b), chip_size, stride):
+                r, c = int(w.row_off - padded.row_off), int(w.col_off - padded.col_off)
+                if ok[r : r + chip_size, c : c + chip_size].sum() >= min_labelled:
+                    (val if is_val else train).append(Chip(scene, w))
+    return train, val
+
+
+class ChangePairDataModule(LabeledChipDataModule):
+    """(date 1, date 2, change mask) triples, split by spatial blocks of date 1's grid.
+
+    Args:
+        date1: date-1 image path(s) (their grids define the chips).
+        date2: date-2 image path(s), resampled onto date 1's grid when grids differ.
+        labels: change mask raster(s) (values from the change task card) or vectors.
+        task: a change task card.
+        **kwargs: the remaining :class:`LabeledChipDataModule` arguments.
+    """
+
+    def __init__(
+        self,
+        date1: str | list[str],
+        date2: str | list[str],
+        labels: str | list[str],
+        task: str = "change",
+        backbone: str = "vit_test_patch16_dinov3",
+        sensor: str | None = None,
+        bands: list[str] | None = None,
+        scale: float | None = None,
+        offset: float | None = None,
+        chip_size: int = 64,
+        block_size: int = 128,
+        val_fraction: float = 0.2,
+        min_labelled: int = 1,
+        train_stride: int | None = None,
+        chips_per_epoch: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(
+            image=date1,
+            labels=labels,
+            task=task,
+            backbone=backbone,
+            sensor=sensor,
+            bands=bands,
+            scale=scale,
+            offset=offset,
+            chip_size=chip_size,
+            block_size=block_size,
+            val_fraction=val_fraction,
+            min_labelled=min_labelled,
+            train_stride=train_stride,
+            chips_per_epoch=chips_per_epoch,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            augment=augment,
+        )
+        self.save_hyperparameters()
+        if self.task_card.kind != "change":
+            raise ConfigError(
+                f"ChangePairDataModule needs a change task card, got {self.task_card.name!r} "
+                f"({self.task_card.kind})"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the pairs (date 2 aligned to date 1) and select labelled chips."""
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        card = self.weight_card()
+        d1, d2 = _as_list(hp["date1"]), _as_list(hp["date2"])
+        if len(d1) != len(d2) or not d1:
+            raise ConfigError(
+                f"data.date1 and data.date2 must list the same number of images ({len(d1)} vs "
+                f"{len(d2)})"
+            )
+        pairs = self._pair(d1, _as_list(hp["labels"]), "data.labels")
+        readers: list[tuple[ImageReader, ImageReader]] = []
+        for a, b in zip(d1, d2, strict=True):
+            first = self._reader(a, card)
+            readers.append((first, self._reader(b, card).aligned_to(first)))
+        labels = [self._labels(lab, r[0]) for (_, lab), r in zip(pairs, readers, strict=True)]
+        train, val = select_chips(
+            readers,
+            labels,
+            chip_size=hp["chip_size"],
+            block_size=hp["block_size"],
+            val_fraction=hp["val_fraction"],
+            min_labelled=hp["min_labelled"],
+            train_stride=hp["train_stride"] or max(1, hp["chip_size"] // 4),
+            seed=hp["seed"],
+            splits_out=self.splits,
+        )
+        _check_nonempty(train, "training", pairs, hp)
+        self.train_set = ChipDataset(readers, labels, train, augment=hp["augment"])
+        self.val_set = ChipDataset(readers, labels, val)
