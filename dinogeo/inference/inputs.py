@@ -121,8 +121,11 @@ def open_for_card(path: Path, card: Any) -> Any:
     """
     from dinogeo.models.card import check_bands
 
-    src = open_source(path, card_sensor(card), list(card.band_names))
-    check_bands(card, list(src.sensor.band_names), source=str(path))
+    sensor = card_sensor(card)
+    src = open_source(path, sensor, list(card.band_names))
+    expected = sensor.select(list(card.band_names)).band_names
+    if tuple(src.sensor.band_names) != tuple(expected):
+        check_bands(card, list(src.sensor.band_names), source=str(path))
     if src.crs is None:
         raise RasterReadError(
             f"{path} has no CRS: outputs could not be georeferenced; assign one (gdal_edit.py "
@@ -204,7 +207,8 @@ def window_reader(
             img = src.sensor.normalize(raw)
             valid = ok if valid is None else valid & ok
             images.append(img)
-        assert valid is not None  # sources is never empty
+        if valid is None:
+            raise ValueError("window_reader needs at least one source")
         for img in images:
             img[:, ~valid] = 0.0
         return tuple(images), valid

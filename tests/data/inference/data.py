@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dinogeo._paths import shared_data_dir
+from dinogeo.data.sensors import load_sensor
 from dinogeo.models.card import WeightCard
 from dinogeo.models.task_card import TaskCard, load_task_card
 
@@ -63,19 +64,19 @@ def write_world_file_png(src: Path, out_dir: Path, *, size: int = 256) -> Path:
 def rgb_card(
     sensor: str = "rgb_uint8", bands: tuple[str, ...] = ("red", "green", "blue")
 ) -> WeightCard:
-    """A weight card for a 3-band RGB uint8 model (ImageNet statistics)."""
-    mean = [0.485, 0.456, 0.406][: len(bands)]
-    std = [0.229, 0.224, 0.225][: len(bands)]
+    """A weight card for ``bands`` of a shipped sensor, with the sensor's statistics."""
+    spec = load_sensor(sensor)
+    sel = spec.select(list(bands))
     return WeightCard(
         arch="vit_test_patch16_dinov3",
         patch_size=16,
         embed_dim=64,
         band_names=list(bands),
         sensor=sensor,
-        mean=mean,
-        std=std,
-        scale=1 / 255,
-        offset=0.0,
+        mean=[b.mean for b in sel.bands],
+        std=[b.std for b in sel.bands],
+        scale=spec.scale,
+        offset=spec.offset,
     )
 
 
@@ -119,26 +120,27 @@ def tiny_model(
 
 def write_bundle(
     path: Path,
-    task: str = "land_cover",
+    task: str | TaskCard = "land_cover",
     *,
     arch: str = "vit_test_patch16_dinov3",
     bands=("red", "green", "blue"),
     sensor: str = "rgb_uint8",
+    decoder: str = "linear",
     seed: int = 0,
 ) -> Path:
-    """Write a randomly initialised model bundle (tiny ViT + linear head) with H-G's bundle API."""
+    """Write a randomly initialised model bundle (backbone + head) with the bundle API."""
     from dinogeo.models.backbone import create_backbone
     from dinogeo.models.bundle import ModelBundle, save_bundle
     from dinogeo.trainers.heads import HeadConfig, build_model
 
     torch.manual_seed(seed)
+    tcard = load_task_card(task) if isinstance(task, str) else task
     card = rgb_card(sensor, tuple(bands))
-    card.arch = arch
     backbone = create_backbone(arch, in_chans=len(bands))
-    card.embed_dim = backbone.embed_dim
-    tcard = load_task_card(task)
-    head = HeadConfig()
-    model = build_model(backbone, tcard, head)
+    card.arch, card.embed_dim = arch, backbone.embed_dim
+    kind = {"segmentation": "segmentation", "regression": "height", "change": "change"}[tcard.kind]
+    head = HeadConfig(type=kind, num_outputs=tcard.num_outputs, decoder=decoder)
+    model = build_model(backbone, head)
     save_bundle(path, ModelBundle(card=card, task=tcard, model=model, head=head))
     return path
 
