@@ -1,0 +1,77 @@
+"""``dinogeo pretrain``: DINOv3 pretraining and continued pretraining through LightningCLI.
+
+Usage::
+
+    dinogeo pretrain --config configs/ssl/default.yaml [--model.optim.lr 2e-4 ...]
+    dinogeo pretrain --config configs/ssl/gram_anchor.yaml --ckpt_path runs/ssl/checkpoints/last.ckpt
+
+The model is :class:`~dinogeo.ssl.module.SSLTask`, the data :class:`~dinogeo.ssl.datamodule.
+SSLDataModule`; the band count and names of the data set the backbone's input. A preemption
+checkpoint callback, the collapse alarm and the kNN probe are always present and configurable
+(``preemption.*``, ``collapse.*``, ``knn_probe.*``). On SIGTERM the command saves a checkpoint and
+exits with status 143; resume with ``--ckpt_path last`` (or the printed path).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from dinogeo.ssl.checkpointing import PreemptionCheckpoint
+from dinogeo.ssl.datamodule import SSLDataModule
+from dinogeo.ssl.module import SSLTask
+from dinogeo.ssl.monitor import CollapseMonitor, KNNProbe
+
+__all__ = ["PretrainCLI", "main"]
+
+#: exit status after a SIGTERM (128 + 15, what shells and schedulers expect)
+SIGTERM_STATUS = 143
+
+
+class PretrainCLI(LightningCLI):
+    """LightningCLI with ``--ckpt_path``, the dinogeo callbacks and the band links."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--ckpt_path``, the always-on callbacks and the data -> model links."""
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="checkpoint to resume from ('last' finds the newest last.ckpt)",
+        )
+        parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
+        parser.add_lightning_class_args(CollapseMonitor, "collapse")
+        parser.add_lightning_class_args(KNNProbe, "knn_probe")
+        parser.link_arguments("data.num_bands", "model.in_chans", apply_on="instantiate")
+        parser.link_arguments("data.band_names", "model.band_names", apply_on="instantiate")
+
+
+def main(argv: list[str]) -> int:
+    """Run ``dinogeo pretrain``.
+
+    Args:
+        argv: the arguments after ``pretrain``.
+
+    Returns:
+        0 when training finished, 143 when it was stopped by SIGTERM (checkpoint saved).
+    """
+    cli = PretrainCLI(
+        SSLTask,
+        SSLDataModule,
+        args=argv,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "dinogeo pretrain"},
+    )
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    except SIGTERMException:
+        print(
+            "dinogeo pretrain: stopped by SIGTERM; a checkpoint was saved - resume with "
+            "--ckpt_path last",
+            file=sys.stderr,
+        )
+        return SIGTERM_STATUS
+    return 0

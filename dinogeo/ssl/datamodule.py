@@ -1,0 +1,286 @@
+"""``SSLDataModule``: random chips of an imagery archive turned into DINOv3 multi-crop batches.
+
+Sources are files, folders or globs (or a GeoParquet index from ``dinogeo index``), read lazily
+through :func:`dinogeo.data.readers.open_source` with one sensor spec and band selection. A
+distributed-aware random chip sampler cuts chips (at least as large as the Gram crop's region
+needs), the dataset workers apply :class:`~dinogeo.ssl.augment.MultiCropAugmentation`, and
+:func:`~dinogeo.ssl.collate.collate_multicrop` stacks crops and draws the iBOT masks.
+
+Every random draw is a function of ``(seed, epoch, position)`` (see
+:mod:`dinogeo.ssl.checkpointing`), and the data position is saved in checkpoints, so a run
+resumed in the middle of an epoch sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from dinogeo.data.dataset import ChipDataset
+from dinogeo.data.index import iter_raster_paths, load_index, open_index_sources
+from dinogeo.data.readers import open_source
+from dinogeo.data.samplers import RandomChipSampler
+from dinogeo.data.sensors import Sensor, load_sensor
+from dinogeo.errors import ConfigError, NoValidDataError
+from dinogeo.ssl.augment import MultiCropAugmentation
+from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
+from dinogeo.ssl.collate import collate_multicrop
+from dinogeo.ssl.probe_set import load_probe_set
+
+__all__ = ["SSLDataModule"]
+
+
+class _MultiCropDataset(Dataset[dict[str, Any]]):
+    """Read a chip and augment it with random draws seeded by ``(seed, epoch, position)``."""
+
+    def __init__(self, chips: ChipDataset, augment: MultiCropAugmentation, seed: int) -> None:
+        self.chips = chips
+        self.augment = augment
+        self.seed = seed
+
+    def __getitem__(self, key: tuple[int, int, Any]) -> dict[str, Any]:
+        epoch, position, query = key
+        seed = sample_seed(self.seed, epoch, position)
+        with SeededRNG(seed):
+            sample = self.chips[query]
+        generator = torch.Generator().manual_seed(seed)
+        crops: dict[str, Any] = dict(self.augment(sample["image"].float(), generator=generator))
+        crops["_seed"] = seed
+        return crops
+
+
+def _collate(
+    samples: list[dict[str, Any]],
+    patch_size: int,
+    mask_ratio: tuple[float, float],
+    mask_probability: float,
+) -> dict[str, Any]:
+    seed = sample_seed(*(int(s.pop("_seed")) for s in samples))
+    generator = torch.Generator().manual_seed(seed)
+    return collate_multicrop(samples, patch_size, mask_ratio, mask_probability, generator)
+
+
+class SSLDataModule(pl.LightningDataModule):
+    """Multi-crop batches from random chips of an imagery archive.
+
+    Args:
+        sources: raster files, folders or globs (GeoTIFF/COG/JP2/VRT/zarr).
+        index: a GeoParquet index written by ``dinogeo index`` (instead of, or with, ``sources``).
+        sensor: a shipped sensor name (``dinogeo sensors``) or a sensor YAML path.
+        bands: band names or aliases to use, in order; default: all bands of the sensor.
+        scale: override the sensor's DN scale (reflectance = DN * scale + offset), e.g. 1e-3
+            for surface reflectance exported x1000.
+        offset: override the sensor's offset.
+        chip_size: side of the random chips in pixels; default: enough for the Gram crops
+            (``gram_size``) or the global crops.
+        samples_per_epoch: chips per epoch over all ranks.
+        min_valid_fraction: chips with fewer valid pixels are rejected and redrawn.
+        batch_size: images per batch and rank.
+        num_workers: DataLoader worker processes.
+        global_size: global crop side (256 in DINOv3).
+        local_size: local crop side (112 in DINOv3).
+        n_local: local crops per image (8 in DINOv3).
+        global_scale: area range of the global crops.
+        local_scale: area range of the local crops.
+        gram_size: Gram teacher crop side (2 x global in DINOv3), or ``None`` for none.
+        flips: random D4 flips and quarter turns.
+        patch_size: backbone patch size (for the iBOT masks).
+        mask_ratio: iBOT (min, max) mask ratio.
+        mask_probability: fraction of masked global crops.
+        seed: seed of the sampler and of every augmentation draw.
+        probe_image: optional labelled raster for the kNN probe (same sensor and bands).
+        probe_labels: its class raster (same grid; 0 = nodata).
+        probe_chip_size: probe chip side in pixels.
+    """
+
+    def __init__(
+        self,
+        sources: list[str] | None = None,
+        index: str | None = None,
+        sensor: str = "sentinel2_l2a",
+        bands: list[str] | None = None,
+        scale: float | None = None,
+        offset: float | None = None,
+        chip_size: int | None = None,
+        samples_per_epoch: int = 1024,
+        min_valid_fraction: float = 0.5,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        global_size: int = 224,
+        local_size: int = 96,
+        n_local: int = 8,
+        global_scale: tuple[float, float] = (0.32, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.32),
+        gram_size: int | None = None,
+        flips: bool = True,
+        patch_size: int = 16,
+        mask_ratio: tuple[float, float] = (0.1, 0.5),
+        mask_probability: float = 0.5,
+        seed: int = 0,
+        probe_image: str | None = None,
+        probe_labels: str | None = None,
+        probe_chip_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if not sources and not index:
+            raise ConfigError(
+                "SSLDataModule: give data.sources (files, folders or globs) or data.index "
+                "(a GeoParquet index from `dinogeo index`)"
+            )
+        if global_size % patch_size:
+            raise ConfigError(
+                f"global_size={global_size} is not a multiple of the patch size {patch_size}: "
+                f"use e.g. {global_size // patch_size * patch_size or patch_size}"
+            )
+        needed = gram_size or global_size
+        self.chip_size = int(chip_size or needed)
+        if self.chip_size < needed:
+            raise ConfigError(
+                f"chip_size={self.chip_size} is smaller than the "
+                f"{'Gram' if gram_size else 'global'} crop size {needed}: raise chip_size or "
+                "leave it unset"
+            )
+        if (probe_image is None) != (probe_labels is None):
+            raise ConfigError("give both data.probe_image and data.probe_labels, or neither")
+        self.sources_arg = list(sources or [])
+        self.index_arg = index
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        base = load_sensor(sensor)
+        if scale is not None:
+            base = dataclasses.replace(base, scale=float(scale))
+        if offset is not None:
+            base = dataclasses.replace(base, offset=float(offset))
+        self.sensor: Sensor = base.select(bands) if bands else base
+        self.augment = MultiCropAugmentation(
+            global_size=global_size,
+            local_size=local_size,
+            n_local=n_local,
+            global_scale=global_scale,
+            local_scale=local_scale,
+            gram_size=gram_size,
+            flips=flips,
+        )
+        self.collate = partial(
+            _collate,
+            patch_size=patch_size,
+            mask_ratio=(float(mask_ratio[0]), float(mask_ratio[1])),
+            mask_probability=mask_probability,
+        )
+        self._sources: list[Any] | None = None
+        self._sampler: ResumableSampler | None = None
+        self._resume: tuple[int, int] | None = None
+        self._probe: tuple[Tensor, Tensor, Tensor] | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_bands(self) -> int:
+        """Number of input bands (linked to the model's ``in_chans``)."""
+        return len(self.sensor.band_names)
+
+    @property
+    def band_names(self) -> list[str]:
+        """Band names in input order (linked to the model's ``band_names``)."""
+        return list(self.sensor.band_names)
+
+    # ------------------------------------------------------------------ sources
+    def open_sources(self) -> list[Any]:
+        """Open the archive's rasters lazily (once per process)."""
+        if self._sources is not None:
+            return self._sources
+        sources: list[Any] = []
+        if self.index_arg:
+            sources += open_index_sources(load_index(self.index_arg), self.sensor)
+        if self.sources_arg:
+            paths = list(iter_raster_paths(self.sources_arg))
+            if not paths:
+                raise NoValidDataError(
+                    f"no raster matched data.sources={self.sources_arg}: check the paths/globs"
+                )
+            sources += [open_source(p, sensor=self.sensor) for p in paths]
+        self._sources = sources
+        return sources
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the sources on every rank."""
+        self.open_sources()
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """The multi-crop DataLoader over a resumable, distributed-aware chip sampler."""
+        sources = self.open_sources()
+        rank, world = self._rank_world()
+        per_rank = math.ceil(self.hparams["samples_per_epoch"] / world)
+        min_valid = float(self.hparams["min_valid_fraction"])
+        base = RandomChipSampler(
+            sources,
+            self.chip_size,
+            per_rank * world,
+            min_valid=min_valid,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+        chips = ChipDataset(sources, min_valid=min_valid, validity=base.validity)
+        sampler = ResumableSampler(base)
+        if self._resume is not None:
+            sampler.set_epoch(self._resume[0])
+            sampler.skip(*self._resume)
+            self._resume = None
+        self._sampler = sampler
+        dataset = _MultiCropDataset(chips, self.augment, self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    # ------------------------------------------------------------------ resume state
+    def state_dict(self) -> dict[str, Any]:
+        """Data position: the epoch and the number of samples it has consumed on this rank."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {
+            "epoch": int(trainer.current_epoch),
+            "samples": int(progress.completed) * self.batch_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the data position saved by :meth:`state_dict`."""
+        if state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["samples"]))
+
+    # ------------------------------------------------------------------ kNN probe
+    def probe_data(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Normalised probe chips, their majority labels and a reference/query split."""
+        if self.hparams["probe_image"] is None:
+            return None
+        if self._probe is None:
+            self._probe = load_probe_set(
+                self.hparams["probe_image"],
+                self.hparams["probe_labels"],
+                self.sensor,
+                chip_size=self.hparams["probe_chip_size"],
+            )
+        return self._probe

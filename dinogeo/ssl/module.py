@@ -1,0 +1,423 @@
+"""``SSLTask``: DINOv3 pretraining (DINO + iBOT + KoLeo + Gram anchoring) as a LightningModule.
+
+The student (backbone + separate DINO and iBOT heads) is trained by AdamW with the recipe's
+parameter groups (layer-wise decay, patch-embedding multiplier, no decay on biases / norms /
+LayerScale, frozen prototypes at the start) and per-module gradient clipping; the teacher is
+its EMA, updated after every optimizer step. All schedules (learning rate, weight decay, EMA
+momentum, teacher temperature, Gram weight) are functions of ``global_step``, so a resumed run
+continues exactly. bf16 autocast is used on CUDA devices that support it, fp32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from dinogeo.errors import ConfigError
+from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.ssl.checkpointing import sample_seed
+from dinogeo.ssl.dino_head import DINOHead
+from dinogeo.ssl.dino_loss import DINOLoss
+from dinogeo.ssl.ema import ema_update
+from dinogeo.ssl.gram_teacher import GramTeacher, load_backbone_weights
+from dinogeo.ssl.ibot_loss import iBOTPatchLoss
+from dinogeo.ssl.module_export import export_teacher_backbone, weight_card_for
+from dinogeo.ssl.module_step import ssl_losses
+from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
+from dinogeo.ssl.schedules import Schedule, lr_scaling, warmup_constant, warmup_cosine
+from dinogeo.ssl.task_config import (
+    GramConfig,
+    HeadConfig,
+    InitConfig,
+    LossConfig,
+    OptimConfig,
+    coerce,
+)
+
+__all__ = ["SSLTask"]
+
+log = logging.getLogger(__name__)
+
+
+class SSLTask(pl.LightningModule):
+    """DINOv3 self-supervised pretraining of a :class:`~dinogeo.models.Backbone`.
+
+    Args:
+        arch: backbone architecture (``dinogeo.models.list_archs()``), e.g.
+            ``"vit_small_patch16_dinov3_qkvb"`` or the tiny ``"vit_test_patch16_dinov3"``.
+        in_chans: number of input bands (linked from the datamodule by ``dinogeo pretrain``).
+        band_names: the bands, in order (linked from the datamodule); used to expand official
+            RGB weights and written to the weight card.
+        img_size: nominal image size of the backbone.
+        drop_path_rate: stochastic depth, the same at every block.
+        rope_rescale_coords: RoPE coordinate rescaling factor in training (2 in DINOv3).
+        backbone_kwargs: further ``create_backbone`` / timm options, e.g. ``{"init_values": 0.1}``
+            (LayerScale initialisation; DINOv3 uses 1e-5, toy runs of a few steps learn faster
+            with a larger value).
+        dino_head: the DINO head.
+        ibot_head: the iBOT head (separate weights, as in DINOv3).
+        loss: loss weights and temperatures.
+        optim: optimizer and schedules.
+        gram: Gram anchoring.
+        init: initial weights (official checkpoint, head warm-up).
+        autocast: ``"auto"`` (bf16 on CUDA devices that support it, else fp32), ``"bf16"`` or
+            ``"fp32"``.
+        seed: seed of the per-step random draws (drop path, RoPE jitter).
+        export_path: where to write the final EMA teacher backbone (``.safetensors`` with its
+            weight card) when training ends; ``None`` skips the export.
+    """
+
+    def __init__(
+        self,
+        arch: str = "vit_small_patch16_dinov3_qkvb",
+        in_chans: int = 3,
+        band_names: list[str] | None = None,
+        img_size: int = 224,
+        drop_path_rate: float = 0.0,
+        rope_rescale_coords: float | None = 2.0,
+        backbone_kwargs: dict[str, Any] | None = None,
+        dino_head: HeadConfig | None = None,
+        ibot_head: HeadConfig | None = None,
+        loss: LossConfig | None = None,
+        optim: OptimConfig | None = None,
+        gram: GramConfig | None = None,
+        init: InitConfig | None = None,
+        autocast: str = "auto",
+        seed: int = 0,
+        export_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.dino_head_cfg = coerce(HeadConfig, dino_head)
+        self.ibot_head_cfg = coerce(HeadConfig, ibot_head)
+        self.loss_cfg = coerce(LossConfig, loss)
+        self.optim_cfg = coerce(OptimConfig, optim)
+        self.gram_cfg = coerce(GramConfig, gram)
+        self.init_cfg = coerce(InitConfig, init)
+        if autocast not in {"auto", "bf16", "fp32"}:
+            raise ConfigError(f"autocast={autocast!r}: use 'auto', 'bf16' or 'fp32'")
+        if band_names is not None and len(band_names) != in_chans:
+            raise ConfigError(
+                f"band_names lists {len(band_names)} bands {band_names} but in_chans={in_chans}: "
+                "give one name per input band"
+            )
+        self.save_hyperparameters(
+            {
+                "arch": arch,
+                "in_chans": in_chans,
+                "band_names": list(band_names) if band_names else None,
+                "img_size": img_size,
+                "drop_path_rate": drop_path_rate,
+                "rope_rescale_coords": rope_rescale_coords,
+                "backbone_kwargs": dict(backbone_kwargs or {}),
+                "dino_head": _asdict(self.dino_head_cfg),
+                "ibot_head": _asdict(self.ibot_head_cfg),
+                "loss": _asdict(self.loss_cfg),
+                "optim": _asdict(self.optim_cfg),
+                "gram": _asdict(self.gram_cfg),
+                "init": _asdict(self.init_cfg),
+                "autocast": autocast,
+                "seed": seed,
+                "export_path": export_path,
+            }
+        )
+        self.arch = arch
+        self.band_names = list(band_names) if band_names else None
+        self.autocast_mode = autocast
+        self.seed = seed
+        self.export_path = export_path
+
+        backbone = create_backbone(
+            arch,
+            in_chans,
+            img_size=img_size,
+            drop_path_rate=drop_path_rate,
+            rope_rescale_coords=rope_rescale_coords,
+            **dict(backbone_kwargs or {}),
+        )
+        if self.init_cfg.official_checkpoint and self.init_cfg.backbone:
+            raise ConfigError(
+                "init.official_checkpoint and init.backbone are both set: choose one start point"
+            )
+        if self.init_cfg.official_checkpoint:
+            load_backbone_weights(
+                self.init_cfg.official_checkpoint, backbone, band_names=self.band_names
+            )
+        elif self.init_cfg.backbone:
+            load_backbone_weights(self.init_cfg.backbone, backbone)
+        dim = backbone.embed_dim
+        self.student = nn.ModuleDict(
+            {
+                "backbone": backbone,
+                "dino_head": _make_head(dim, self.dino_head_cfg),
+                "ibot_head": _make_head(dim, self.ibot_head_cfg),
+            }
+        )
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.gram_teacher: GramTeacher | None = None
+        if self.gram_cfg.enabled:
+            self.gram_teacher = GramTeacher(
+                backbone,
+                first_update=self.gram_cfg.first_update,
+                update_frequency=self.gram_cfg.update_frequency,
+                max_updates=self.gram_cfg.max_updates,
+            )
+            if self.gram_cfg.ckpt:
+                self.gram_teacher.load_file(self.gram_cfg.ckpt, band_names=self.band_names)
+            elif self.gram_cfg.from_initial:
+                self.gram_teacher.copy_from(backbone)
+        self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
+        self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
+        self._schedules: dict[str, Schedule] = {}
+        self._last_ema_step = -1
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def student_backbone(self) -> Backbone:
+        """The student backbone."""
+        return self.student["backbone"]  # type: ignore[return-value]
+
+    @property
+    def teacher_backbone(self) -> Backbone:
+        """The EMA teacher backbone (the one exported at the end)."""
+        return self.teacher["backbone"]  # type: ignore[return-value]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Teacher cls features of a normalised batch ``(B, C, H, W)``."""
+        return self.teacher_backbone.forward_features(x)["x_norm_clstoken"]
+
+    # ------------------------------------------------------------------ schedules
+    def _total_steps(self) -> int:
+        if self.optim_cfg.schedule_steps:
+            return int(self.optim_cfg.schedule_steps)
+        trainer = self._trainer
+        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        if trainer is not None:
+            estimated = trainer.estimated_stepping_batches
+            if estimated and estimated != float("inf"):
+                return int(estimated)
+        raise ConfigError(
+            "cannot size the schedules: set trainer.max_steps or model.optim.schedule_steps"
+        )
+
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all ranks and accumulation steps."""
+        trainer = self._trainer
+        per_rank = int(getattr(getattr(trainer, "datamodule", None), "batch_size", 0) or 0)
+        if trainer is None or per_rank == 0:
+            return max(per_rank, 1)
+        return per_rank * trainer.world_size * trainer.accumulate_grad_batches
+
+    def build_schedules(self, total_steps: int, global_batch: int) -> dict[str, Schedule]:
+        """Per-step schedules of lr, weight decay, momentum, teacher temperature, Gram weight.
+
+        Args:
+            total_steps: length of the schedules.
+            global_batch: global batch size for the learning-rate scaling rule.
+
+        Returns:
+            ``{"lr", "wd", "momentum", "teacher_temp", "gram_weight"}`` schedules.
+        """
+        opt, lcfg, gcfg = self.optim_cfg, self.loss_cfg, self.gram_cfg
+        peak = lr_scaling(opt.lr, global_batch, opt.lr_scaling)
+        warm = min(opt.warmup_steps, total_steps)
+        if opt.lr_schedule == "cosine":
+            lr = warmup_cosine(0.0, peak, opt.min_lr, total_steps, warm)
+        elif opt.lr_schedule == "constant":
+            lr = warmup_constant(0.0, peak, None, total_steps, warm)
+        else:
+            raise ConfigError(f"optim.lr_schedule={opt.lr_schedule!r}: use 'cosine' or 'constant'")
+        wd = warmup_cosine(opt.weight_decay, opt.weight_decay, opt.weight_decay_end, total_steps, 0)
+        mom = warmup_cosine(opt.momentum, opt.momentum, opt.momentum_end, total_steps, 0)
+        temp = warmup_constant(
+            lcfg.teacher_temp_warmup,
+            lcfg.teacher_temp,
+            None,
+            total_steps,
+            min(lcfg.teacher_temp_warmup_steps, total_steps),
+        )
+        start = min(gcfg.weight_start_step, total_steps)
+        ramp = min(gcfg.weight_warmup_steps, total_steps - start)
+        gram = warmup_constant(0.0, gcfg.weight, None, total_steps, ramp, freeze_steps=start)
+        return {"lr": lr, "wd": wd, "momentum": mom, "teacher_temp": temp, "gram_weight": gram}
+
+    def _schedule(self, name: str, step: int) -> float:
+        if not self._schedules:
+            self._schedules = self.build_schedules(self._total_steps(), self.global_batch_size())
+        return self._schedules[name][step]
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW over the recipe's parameter groups (values set every step)."""
+        groups: list[dict[str, Any]] = []
+        n_blocks = self.student_backbone.depth
+        for name in ("backbone", "dino_head", "ibot_head"):
+            module_groups = build_param_groups(
+                ((f"{name}.{n}", p) for n, p in self.student[name].named_parameters()),
+                n_blocks=n_blocks,
+                layer_decay=self.optim_cfg.layerwise_decay,
+                patch_embed_lr_mult=self.optim_cfg.patch_embed_lr_mult,
+            )
+            for group in module_groups:
+                group["module"] = name
+                group.pop("names", None)
+            groups.extend(module_groups)
+        fused = self.device.type == "cuda"
+        b1, b2 = (float(b) for b in self.optim_cfg.betas)
+        return torch.optim.AdamW(groups, lr=self.optim_cfg.lr, betas=(b1, b2), fused=fused)
+
+    def _apply_optim_values(self, step: int) -> None:
+        optimizer = cast(torch.optim.Optimizer, self.optimizers(use_pl_optimizer=False))
+        lr = self._schedule("lr", step)
+        wd = self._schedule("wd", step)
+        warmup = step < self.init_cfg.head_warmup_steps
+        frozen_last = step < self.optim_cfg.freeze_last_layer_steps
+        for group in optimizer.param_groups:
+            value = lr * group.get("lr_multiplier", 1.0)
+            if (group.get("is_last_layer") and frozen_last) or (
+                warmup and group.get("module") == "backbone"
+            ):
+                value = 0.0
+            group["lr"] = value
+            group["weight_decay"] = wd * group.get("wd_multiplier", 1.0)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the backbone, DINO head and iBOT head gradients separately (the recipe)."""
+        if self.global_step < self.init_cfg.head_warmup_steps:
+            for p in self.student_backbone.parameters():
+                p.grad = None if p.grad is None else torch.zeros_like(p.grad)
+        if self.optim_cfg.clip_grad > 0:
+            norms = clip_gradients_per_module(dict(self.student.items()), self.optim_cfg.clip_grad)
+            for name, value in norms.items():
+                self.log(f"grad_norm/{name}", value.float(), on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------ training
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        mode = self.autocast_mode
+        if mode == "fp32":
+            return contextlib.nullcontext()
+        if self.device.type == "cuda" and (mode == "bf16" or torch.cuda.is_bf16_supported()):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if mode == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def on_train_start(self) -> None:
+        """Reset cached schedules; take the Gram teacher from the EMA teacher if still unset."""
+        self._schedules = {}
+        self._last_ema_step = self.global_step
+        gram = self.gram_teacher
+        if gram is not None and not gram.ready and self.gram_cfg.from_ema_at_start:
+            gram.copy_from(self.teacher_backbone)
+            log.info("Gram teacher taken from the EMA teacher at step %d", self.global_step)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed this step's random draws and set its learning rate and weight decay."""
+        step = self.global_step
+        torch.manual_seed(sample_seed(self.seed, step, self.global_rank))
+        self._apply_optim_values(step)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Compute and log the DINOv3 losses of one multi-crop batch."""
+        step = self.global_step
+        temp = self._schedule("teacher_temp", step)
+        gram_weight = self._schedule("gram_weight", step) if self.gram_cfg.enabled else 0.0
+        with self._autocast():
+            out = ssl_losses(
+                self.student,
+                self.teacher,
+                batch,
+                dino_loss=self.dino_loss,
+                ibot_loss=self.ibot_loss,
+                loss_cfg=self.loss_cfg,
+                teacher_temp=temp,
+                gram_teacher=self.gram_teacher,
+                gram_cfg=self.gram_cfg,
+                gram_weight=gram_weight,
+            )
+        batch_size = batch["global_crops"].shape[0] // 2
+        self.log_dict(out.logs, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("loss", out.logs["loss/total"], prog_bar=True, logger=False, batch_size=batch_size)
+        scheds = {
+            "sched/lr": self._schedule("lr", step),
+            "sched/wd": self._schedule("wd", step),
+            "sched/momentum": self._schedule("momentum", step),
+            "sched/teacher_temp": temp,
+            "sched/gram_weight": gram_weight,
+        }
+        self.log_dict(scheds, on_step=True, on_epoch=False, batch_size=batch_size)
+        return out.loss
+
+    def _param_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
+        teacher: list[Tensor] = [p for _, p in sorted(self.teacher.named_parameters())]
+        student: list[Tensor] = [p for _, p in sorted(self.student.named_parameters())]
+        return teacher, student
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """EMA-update the teacher after each optimizer step and refresh the Gram teacher."""
+        step = self.global_step
+        if step == self._last_ema_step:  # accumulating gradients: no optimizer step yet
+            return
+        self._last_ema_step = step
+        done = step - 1  # the optimizer step that just finished
+        teacher, student = self._param_pairs()
+        ema_update(teacher, student, self._schedule("momentum", done))
+        if self.gram_teacher is not None and self.gram_teacher.maybe_update(
+            done, self.teacher_backbone
+        ):
+            log.info("Gram teacher refreshed from the EMA teacher after step %d", step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the weight card so that ``load_backbone`` reads the teacher from the ``.ckpt``."""
+        card = weight_card_for(self)
+        if card is not None:
+            checkpoint["dinogeo_card"] = card.to_json()
+            checkpoint["dinogeo_backbone_prefix"] = "teacher.backbone."
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Accept stage-1 checkpoints without Gram weights (stage 2 adds a Gram teacher)."""
+        state = checkpoint.get("state_dict", {})
+        for key, value in self.state_dict().items():
+            if key.startswith("gram_teacher.") and key not in state:
+                state[key] = value
+        for key in [k for k in state if k.startswith("gram_teacher.")]:
+            if self.gram_teacher is None:
+                del state[key]
+
+    def on_train_end(self) -> None:
+        """Export the EMA teacher backbone with its weight card."""
+        if self.export_path:
+            export_teacher_backbone(self, Path(self.export_path))
+
+
+def _make_head(dim: int, cfg: HeadConfig) -> DINOHead:
+    return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
+
+
+def _asdict(cfg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    out = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def iter_student_teacher(task: SSLTask) -> Iterator[tuple[str, Tensor, Tensor]]:
+    """Yield ``(name, student_param, teacher_param)`` pairs (for tests and debugging)."""
+    teacher = dict(task.teacher.named_parameters())
+    for name, param in task.student.named_parameters():
+        yield name, param, teacher[name]

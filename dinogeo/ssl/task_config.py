@@ -1,0 +1,186 @@
+"""Typed option groups of :class:`~dinogeo.ssl.module.SSLTask` (read by jsonargparse).
+
+Each group is a plain dataclass, so a YAML config reads ``model.init_args.optim.lr: 1e-3`` and
+a command line ``--model.optim.lr 1e-3``. Defaults follow the DINOv3 recipe
+(``ssl_default_config.yaml``) unless noted; the tiny configs override them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from dinogeo.errors import ConfigError
+
+__all__ = ["GramConfig", "HeadConfig", "InitConfig", "LossConfig", "OptimConfig", "coerce"]
+
+
+@dataclass
+class HeadConfig:
+    """A DINO or iBOT projection head.
+
+    Attributes:
+        out_dim: number of prototypes K (65536 in the recipe).
+        hidden_dim: MLP width.
+        bottleneck_dim: width of the L2-normalised bottleneck.
+        nlayers: MLP layers.
+    """
+
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and temperatures.
+
+    Attributes:
+        student_temp: student softmax temperature.
+        teacher_temp: teacher temperature after the warm-up.
+        teacher_temp_warmup: teacher temperature at step 0 (linear warm-up).
+        teacher_temp_warmup_steps: warm-up length in steps (30 epochs in the recipe).
+        dino_weight: factor of the DINO term (local and global already pair-weighted).
+        local_weight: extra factor on the DINO local term (the recipe's lambda_local).
+        ibot_weight: factor of the iBOT term.
+        koleo_weight: factor of the KoLeo term, applied per global crop (0.1).
+        koleo_group_size: 0 computes KoLeo per rank; N > 0 all-gathers features and searches
+            neighbours within groups of N ranks (the distributed KoLeo).
+        sinkhorn_iterations: Sinkhorn-Knopp rounds.
+        mask_ratio: iBOT (min, max) mask ratio.
+        mask_probability: fraction of global crops that are masked.
+    """
+
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    teacher_temp_warmup: float = 0.04
+    teacher_temp_warmup_steps: int = 1000
+    dino_weight: float = 1.0
+    local_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    koleo_group_size: int = 0
+    sinkhorn_iterations: int = 3
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    mask_probability: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, schedules and gradient handling.
+
+    Attributes:
+        lr: peak learning rate before the batch-size scaling rule.
+        min_lr: final learning rate of the cosine schedule.
+        lr_schedule: ``"cosine"`` (v1: warm-up then cosine) or ``"constant"`` (v2: warm-up then
+            constant).
+        warmup_steps: linear learning-rate warm-up.
+        lr_scaling: ``"sqrt_wrt_1024"`` (DINOv3), ``"linear_wrt_256"`` or ``"none"``.
+        weight_decay: weight decay at step 0.
+        weight_decay_end: weight decay at the end (cosine; equal values give a constant).
+        momentum: teacher EMA momentum at step 0.
+        momentum_end: momentum at the end (cosine).
+        layerwise_decay: layer-wise learning-rate decay (1 disables).
+        patch_embed_lr_mult: learning-rate factor of the patch embedding.
+        freeze_last_layer_steps: steps during which the prototype layers do not train.
+        clip_grad: per-module (backbone, DINO head, iBOT head) gradient-norm limit; 0 disables.
+        betas: AdamW betas.
+        schedule_steps: length of the schedules; default: the trainer's ``max_steps``.
+    """
+
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    lr_scaling: str = "sqrt_wrt_1024"
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum: float = 0.992
+    momentum_end: float = 1.0
+    layerwise_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    freeze_last_layer_steps: int = 0
+    clip_grad: float = 3.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule_steps: int | None = None
+
+
+@dataclass
+class GramConfig:
+    """Gram anchoring.
+
+    Attributes:
+        enabled: build a Gram teacher and add the Gram loss.
+        weight: loss weight after the ramp.
+        weight_start_step: step at which the weight starts ramping up from 0.
+        weight_warmup_steps: length of the linear ramp.
+        ckpt: Gram teacher from a file (dinogeo ``.safetensors``, a pretrain ``.ckpt`` or an
+            official DINOv3 ``.pth``).
+        from_initial: the initial weights (e.g. the official backbone) are the Gram teacher.
+        from_ema_at_start: when no other source set it, copy the EMA teacher when training
+            starts (stage 2 resumed from stage 1).
+        first_update: step (counted from 1) of the first copy of the EMA teacher; -1 never.
+        update_frequency: steps between later copies.
+        max_updates: maximum number of copies from the EMA teacher.
+        remove_neg: zero negative similarities in both Gram matrices.
+        img_level: per-image Gram matrices (recipe) rather than one batch-level matrix.
+    """
+
+    enabled: bool = False
+    weight: float = 1.0
+    weight_start_step: int = 0
+    weight_warmup_steps: int = 0
+    ckpt: str | None = None
+    from_initial: bool = False
+    from_ema_at_start: bool = True
+    first_update: int = -1
+    update_frequency: int = 10_000
+    max_updates: int = 3
+    remove_neg: bool = False
+    img_level: bool = True
+
+
+@dataclass
+class InitConfig:
+    """Where the weights start from.
+
+    Attributes:
+        official_checkpoint: Meta's DINOv3 backbone ``.pth``; loaded into student and teacher
+            (patch embedding expanded to the run's bands by name), heads freshly initialised.
+        backbone: a dinogeo backbone (``.safetensors``) to start from instead.
+        head_warmup_steps: steps during which only the heads train (frozen backbone).
+    """
+
+    official_checkpoint: str | None = None
+    backbone: str | None = None
+    head_warmup_steps: int = 0
+
+
+def coerce[T](cls: type[T], value: Any) -> T:
+    """Build a config dataclass from ``None`` (defaults), a dict or an instance.
+
+    Args:
+        cls: the dataclass type.
+        value: ``None``, a mapping of its fields, or an instance.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: for unknown fields or another type.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown option(s) {unknown}; valid options: {sorted(names)}"
+            )
+        return cls(**value)
+    raise ConfigError(f"{cls.__name__}: expected a mapping of options, got {type(value).__name__}")
