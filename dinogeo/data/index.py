@@ -48,6 +48,7 @@ from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import CRSError, RasterioError
+from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
 from tqdm.auto import tqdm
 
@@ -263,11 +264,11 @@ def _valid_decimated(
 
 def _footprint(valid: np.ndarray, transform: Affine, width: int, height: int) -> shapely.Geometry:
     sy, sx = height / valid.shape[0], width / valid.shape[1]
-    t = transform * Affine.scale(sx, sy)
+    t = transform @ Affine.scale(sx, sy)
     if valid.all():
         w, h = width, height
         return shapely.Polygon(
-            [transform * (0, 0), transform * (w, 0), transform * (w, h), transform * (0, h)]
+            [transform @ (0, 0), transform @ (w, 0), transform @ (w, h), transform @ (0, h)]
         )
     polys = [
         shape(geom)
@@ -340,6 +341,8 @@ def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
     dtype = ds.dtypes[data[0] - 1]
     if mask == "none" and np.dtype(dtype).kind != "f":
         valid = np.ones((1, 1), dtype=bool)
+        # one pixel of the last block: catches truncated files without a full read
+        ds.read(data[:1], window=Window(ds.width - 1, ds.height - 1, 1, 1))
     else:
         f = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_SIZE))
         shp = (max(1, math.ceil(ds.height / f)), max(1, math.ceil(ds.width / f)))

@@ -259,8 +259,8 @@ class ZarrSource:
         self.transform: Affine = self.info.affine
         self.width = self.info.width
         self.height = self.info.height
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         self.bounds = BoundingBox(
             min(left, right), min(top, bottom), max(left, right), max(top, bottom)
         )
