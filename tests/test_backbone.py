@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dinogeo.errors import BandMismatchError, ConfigError
-from dinogeo.models import Backbone, create_backbone, list_archs
+from dinogeo.models import Backbone, create_backbone, expand_bands, list_archs, select_bands
 from dinogeo.models.backbone import empty_backbone
 from dinogeo.models.registry import get_arch_config
 
@@ -204,3 +204,86 @@ def test_registry():
     assert get_arch_config("vit_large_patch16_dinov3_qkvb")["depth"] == 24
     tiny = empty_backbone("vit_tiny_patch16_dinov3_qkvb")
     assert (tiny.embed_dim, tiny.depth, tiny.num_register_tokens) == (192, 12, 4)
+
+
+# ---------------------------------------------------------------- band adaptation
+
+
+def test_expand_and_select_bands():
+    torch.manual_seed(0)
+    rgb = create_backbone(TEST_ARCH).eval()
+    w = rgb.vit.patch_embed.proj.weight.detach()
+    bands = ["B02", "B03", "B04", "B08", "B11"]
+    ms = expand_bands(rgb, bands)
+    assert ms.in_chans == 5 and ms.config["in_chans"] == 5 and rgb.in_chans == 3
+    w5 = ms.vit.patch_embed.proj.weight.detach()
+    assert torch.allclose(w5[:, 2], w[:, 0] * 3 / 5)  # B04 = red
+    assert torch.allclose(w5[:, 0], w[:, 2] * 3 / 5)  # B02 = blue
+    assert torch.allclose(w5[:, 3], w.mean(1) * 3 / 5)
+    assert torch.allclose(w5[:, 4], w.mean(1) * 3 / 5)
+    grey = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(
+            ms.forward_features(grey.expand(-1, 5, -1, -1))["x_norm_patchtokens"],
+            rgb.forward_features(grey.expand(-1, 3, -1, -1))["x_norm_patchtokens"],
+            atol=1e-5,
+        )
+    # selecting red/green/blue back from the expanded model restores the RGB filters
+    back = select_bands(ms, bands, ["red", "green", "blue"])
+    assert torch.allclose(back.vit.patch_embed.proj.weight, w, atol=1e-6)
+    reordered = select_bands(ms, bands, ["B08", "B04"], rescale=False)
+    assert torch.equal(reordered.vit.patch_embed.proj.weight[:, 0], w5[:, 3])
+    with pytest.raises(BandMismatchError, match=r"\['B12'\] are not among"):
+        select_bands(ms, bands, ["B04", "B12"])
+    with pytest.raises(ConfigError, match="duplicate"):
+        expand_bands(rgb, ["B04", "b04"])
+
+
+def test_expand_with_sensor_band_aliases():
+    from dinogeo.data.sensors import load_sensor
+
+    rgb = create_backbone(TEST_ARCH)
+    w = rgb.vit.patch_embed.proj.weight.detach()
+    l7 = load_sensor("landsat7_etm")  # B3 is red, B1 blue on Landsat 7: known from aliases only
+    ms = expand_bands(rgb, list(l7.bands))
+    red = [b.name for b in l7.bands].index("B3")
+    blue = [b.name for b in l7.bands].index("B1")
+    scale = 3 / len(l7.bands)
+    assert torch.allclose(ms.vit.patch_embed.proj.weight[:, red], w[:, 0] * scale)
+    assert torch.allclose(ms.vit.patch_embed.proj.weight[:, blue], w[:, 2] * scale)
+    # plain strings: B3 is ambiguous across Landsat generations, so it is not guessed...
+    plain = expand_bands(rgb, ["B1", "B2", "B3"])
+    assert torch.allclose(plain.vit.patch_embed.proj.weight[:, 2], w.mean(1))
+    # ...unless the caller says so
+    told = expand_bands(rgb, ["B1", "B2", "B3"], aliases={"B3": "red", "B2": "green", "B1": "blue"})
+    assert torch.allclose(told.vit.patch_embed.proj.weight, w.flip(1))
+
+
+def test_real_sentinel2_window_through_expanded_backbone(shared_data):
+    import rasterio
+    from rasterio.windows import Window
+
+    from dinogeo.data.sensors import load_sensor
+
+    path = (
+        shared_data
+        / "sentinel2-l1c-virginia-sattestdata"
+        / "S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
+    )
+    with rasterio.open(path) as src:
+        raw = src.read(window=Window(200, 300, 64, 64))
+        names = list(src.descriptions)
+    sensor = load_sensor("sentinel2_l1c").select(names)  # the file names its bands
+    assert sensor.band_names == ("B02", "B03", "B04", "B08")
+    assert raw.shape == (4, 64, 64) and raw.std() > 0
+    image = torch.from_numpy(sensor.normalize(raw)).unsqueeze(0)
+    torch.manual_seed(0)
+    backbone = expand_bands(create_backbone(TEST_ARCH), list(sensor.bands)).eval()
+    with torch.no_grad():
+        out = backbone.forward_features(image)
+        feats = backbone.get_intermediate_layers(image, [1, 3])
+    assert out["x_norm_patchtokens"].shape == (1, 16, 64)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert [f.shape for f in feats] == [(1, 64, 4, 4)] * 2
+    # real texture: patch tokens differ across the window
+    assert out["x_norm_patchtokens"][0].std(dim=0).mean() > 1e-3
