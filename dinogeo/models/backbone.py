@@ -260,7 +260,9 @@ def create_backbone(
             f"rope_rescale_coords must be None or >= 1 (a factor), got {rope_rescale_coords}"
         )
     rescale = None if rope_rescale_coords in (None, 1.0) else float(rope_rescale_coords)
-    forbidden = {"num_classes", "global_pool", "pretrained", "drop_path_rate"} & set(timm_overrides)
+    forbidden = {"num_classes", "global_pool", "pretrained", "dynamic_img_size"} & set(
+        timm_overrides
+    )
     if forbidden:
         raise ConfigError(
             f"create_backbone sets {sorted(forbidden)} itself: remove them from the overrides"

@@ -68,8 +68,17 @@ def hash_config(config: Mapping[str, Any]) -> str:
     """Return the sha256 hex digest of the canonical JSON of a config dict.
 
     Canonical JSON: sorted keys, no whitespace, non-JSON values (paths...) as strings.
+
+    Raises:
+        ConfigError: if the config has non-string keys that cannot be sorted.
     """
-    return hashlib.sha256(_canonical_json(dict(config)).encode("utf-8")).hexdigest()
+    try:
+        text = _canonical_json(dict(config))
+    except TypeError as exc:
+        raise ConfigError(
+            f"training config cannot be hashed ({exc}): use string keys throughout"
+        ) from exc
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _now() -> str:
