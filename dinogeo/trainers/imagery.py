@@ -54,9 +54,17 @@ class ImageReader:
     ) -> None:
         self.path = Path(path)
         self.card = card
+        if sensor is None:  # the card's sensor: also its scale/offset unless overridden
+            scale = card.scale if scale is None else scale
+            offset = card.offset if offset is None else offset
         spec = image_sensor(sensor, None, scale=scale, offset=offset, card=card)
         try:
             self.source = open_source(self.path, spec, bands)
+        except BandMismatchError:
+            if bands is not None or spec is None:
+                raise
+            # a file with exactly the backbone's band count and no band names: card order
+            self.source = open_source(self.path, spec, card.band_names)
         except SensorError as err:
             raise BandMismatchError(
                 f"{self.path}: {err}. The backbone expects bands {card.band_names}"
