@@ -83,6 +83,13 @@ _SENSOR_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 
 
+@functools.cache
+def _shipped_sensors() -> dict[str, Any]:
+    from dinogeo.data.sensors import list_sensors, load_sensor
+
+    return {n: load_sensor(n) for n in list_sensors()}
+
+
 def guess_sensor(name: str, count: int, dtype: str, band_names: Sequence[str] = ()) -> str | None:
     """Guess the shipped sensor of a raster from its file name, band count, dtype and band names.
 
@@ -90,9 +97,7 @@ def guess_sensor(name: str, count: int, dtype: str, band_names: Sequence[str] = 
     or the band descriptions identify it and the band count and dtype fit; 3-band uint8 rasters
     default to ``rgb_uint8``. Otherwise None (readers then use a generic spec).
     """
-    from dinogeo.data.sensors import list_sensors, load_sensor
-
-    specs = {n: load_sensor(n) for n in list_sensors()}
+    specs = _shipped_sensors()
 
     def fits(sensor: str) -> bool:
         spec = specs.get(sensor)
