@@ -14,14 +14,8 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from dinogeo.cli.main import main as cli
-from dinogeo.data.index import (
-    build_index,
-    guess_sensor,
-    iter_raster_paths,
-    load_index,
-    parse_datetime,
-    write_index,
-)
+from dinogeo.data.index import build_index, iter_raster_paths, load_index, write_index
+from dinogeo.data.naming import guess_sensor, parse_datetime
 
 _spec = importlib.util.spec_from_file_location(
     "archive_fixtures", Path(__file__).parent / "data" / "archive" / "data.py"

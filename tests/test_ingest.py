@@ -16,7 +16,7 @@ from dinogeo.cli.main import main as cli
 from dinogeo.data.index import build_index, write_index
 from dinogeo.data.ingest import ingest, verify_store
 from dinogeo.data.zarr_source import open_zarr_source, open_zarr_store
-from dinogeo.errors import OutputExistsError, RasterReadError
+from dinogeo.errors import NoValidDataError, OutputExistsError, RasterReadError
 
 RASTERS = [
     "landsat7-rgb-bahamas-rasterio/RGB.byte.tif",  # uint8, nodata 0 collar
@@ -167,3 +167,16 @@ def test_store_without_georeferencing_is_rejected(tmp_path):
     with pytest.raises(RasterReadError, match="without georeferencing") as err:
         open_zarr_source(tmp_path / "plain.zarr")
     assert "plain.zarr" in str(err.value) and "GeoTransform" in str(err.value)
+
+
+def test_index_lists_the_rasters_of_a_store(store, index, tmp_path):
+    zindex = build_index([store], progress=False)
+    names = ["RGB.byte", "pix4d_alpha_nodata", "LC08_232066_20190727"]
+    assert list(zindex["path"]) == [f"{store}/{n}" for n in names]
+    assert set(zindex["format"]) == {"zarr"}
+    assert list(zindex["native_crs"]) == list(index["native_crs"])
+    assert list(zindex["mask"]) == ["nodata", "alpha", "nodata"]
+    assert np.allclose(zindex["area_km2"], index["area_km2"])  # footprints carried over
+    assert np.allclose(zindex["valid_fraction"], index["valid_fraction"])
+    with pytest.raises(NoValidDataError, match="nothing to ingest"):
+        ingest(zindex, tmp_path / "again.zarr", scheduler="synchronous", progress=False)

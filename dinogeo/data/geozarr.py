@@ -23,17 +23,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj.exceptions import CRSError as ProjCRSError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
+from zarr.codecs import BloscCodec
 
 from dinogeo.errors import RasterReadError
 
 __all__ = [
     "FORMAT_VERSION",
     "GeoInfo",
+    "create_raster_group",
     "decode_geoinfo",
     "encode_geoinfo",
     "spatial_ref_attrs",
@@ -259,6 +262,70 @@ def _decode_cf(
         nodata=_parse_float(nodata),
         mask="nodata" if nodata is not None else "none",
     )
+
+
+def create_raster_group(root: Any, name: str, info: GeoInfo, chunk: int) -> Any:
+    """Create (replacing) the group of one raster with empty arrays and georeferencing.
+
+    Writes the ``data`` array (band, y, x) in ``info.dtype`` with chunks ``(bands, chunk, chunk)``
+    and Blosc LZ4 + shuffle, a ``valid`` uint8 array for alpha/internal masks, the CF
+    ``spatial_ref`` variable, ``x``/``y`` pixel-centre coordinates (north-up grids only) and the
+    ``dinogeo`` group attributes. Returns the zarr group.
+    """
+    g = root.create_group(name, overwrite=True)
+    g.attrs.update({"dinogeo": encode_geoinfo(info), "_dinogeo_done": False})
+    dtype = np.dtype(info.dtype)
+    fill: Any = info.nodata if info.nodata is not None else 0
+    if (
+        dtype.kind != "f"
+        and fill is not None
+        and (np.isnan(fill) or not np.can_cast(np.min_scalar_type(fill), dtype))
+    ):
+        fill = 0
+    codec = BloscCodec(
+        cname="lz4", clevel=5, shuffle="shuffle" if dtype.itemsize > 1 else "bitshuffle"
+    )
+    g.create_array(
+        "data",
+        shape=(info.count, info.height, info.width),
+        dtype=dtype,
+        chunks=(info.count, chunk, chunk),
+        compressors=codec,
+        fill_value=dtype.type(fill),
+        dimension_names=("band", "y", "x"),
+        attributes={
+            "_ARRAY_DIMENSIONS": ["band", "y", "x"],
+            "grid_mapping": "spatial_ref",
+            "band_names": list(info.band_names),
+            **({"_FillValue": encode_geoinfo(info)["nodata"]} if info.nodata is not None else {}),
+        },
+    )
+    if info.mask in ("alpha", "internal"):
+        g.create_array(
+            "valid",
+            shape=(info.height, info.width),
+            dtype="uint8",
+            chunks=(chunk, chunk),
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+            fill_value=0,
+            dimension_names=("y", "x"),
+            attributes={"_ARRAY_DIMENSIONS": ["y", "x"], "flag_values": [0, 1]},
+        )
+    sr = g.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0)
+    sr.attrs.update(spatial_ref_attrs(info.crs_wkt, info.transform))
+    a, b, c, d, e, f = info.transform
+    if b == 0 and d == 0:  # 1-D coordinates describe north-up grids only
+        for dim, n, start, step in (("x", info.width, c, a), ("y", info.height, f, e)):
+            coord = g.create_array(
+                dim,
+                shape=(n,),
+                dtype="float64",
+                chunks=(max(n, 1),),
+                dimension_names=(dim,),
+                attributes={"_ARRAY_DIMENSIONS": [dim]},
+            )
+            coord[:] = start + step * (np.arange(n) + 0.5)
+    return g
 
 
 def _default_names(count: int) -> tuple[str, ...]:

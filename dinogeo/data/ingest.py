@@ -46,9 +46,8 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
-from zarr.codecs import BloscCodec
 
-from dinogeo.data.geozarr import FORMAT_VERSION, GeoInfo, encode_geoinfo, spatial_ref_attrs
+from dinogeo.data.geozarr import FORMAT_VERSION, GeoInfo, create_raster_group
 from dinogeo.errors import DinogeoError, OutputExistsError, RasterReadError
 
 __all__ = ["ingest", "verify_store"]
@@ -272,58 +271,7 @@ def _create_groups(store: Path, rasters: Sequence[_Raster], chunk: int, fingerpr
 
 def _create_group(root: Any, r: _Raster, chunk: int) -> None:
     info = r.info
-    g = root.create_group(r.group, overwrite=True)
-    g.attrs.update({"dinogeo": encode_geoinfo(info), "_dinogeo_done": False})
-    dtype = np.dtype(info.dtype)
-    fill: Any = info.nodata if info.nodata is not None else 0
-    if (
-        dtype.kind != "f"
-        and fill is not None
-        and (np.isnan(fill) or not np.can_cast(np.min_scalar_type(fill), dtype))
-    ):
-        fill = 0
-    codec = BloscCodec(
-        cname="lz4", clevel=5, shuffle="shuffle" if dtype.itemsize > 1 else "bitshuffle"
-    )
-    g.create_array(
-        "data",
-        shape=(info.count, info.height, info.width),
-        dtype=dtype,
-        chunks=(info.count, chunk, chunk),
-        compressors=codec,
-        fill_value=dtype.type(fill),
-        dimension_names=("band", "y", "x"),
-        attributes={
-            "_ARRAY_DIMENSIONS": ["band", "y", "x"],
-            "grid_mapping": "spatial_ref",
-            "band_names": list(info.band_names),
-            **({"_FillValue": encode_geoinfo(info)["nodata"]} if info.nodata is not None else {}),
-        },
-    )
-    if info.mask in ("alpha", "internal"):
-        g.create_array(
-            "valid",
-            shape=(info.height, info.width),
-            dtype="uint8",
-            chunks=(chunk, chunk),
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-            fill_value=0,
-            dimension_names=("y", "x"),
-            attributes={"_ARRAY_DIMENSIONS": ["y", "x"], "flag_values": [0, 1]},
-        )
-    sr = g.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0)
-    sr.attrs.update(spatial_ref_attrs(info.crs_wkt, info.transform))
-    a, _, c, _, e, f = info.transform
-    for name, n, start, step in (("x", info.width, c, a), ("y", info.height, f, e)):
-        coord = g.create_array(
-            name,
-            shape=(n,),
-            dtype="float64",
-            chunks=(max(n, 1),),
-            dimension_names=(name,),
-            attributes={"_ARRAY_DIMENSIONS": [name]},
-        )
-        coord[:] = start + step * (np.arange(n) + 0.5)
+    g = create_raster_group(root, r.group, info, chunk)
     rows, cols = _grid(info, chunk)
     per = _chunks_per_task(info, chunk)
     g.create_array(
