@@ -211,7 +211,7 @@ def embed_raster(
         check_output_path(out, overwrite=overwrite)
     rows, cols = -(-source.height // p), -(-source.width // p)
     dim = int(card.embed_dim)
-    transform = source.transform * Affine.scale(p)
+    transform = source.transform @ Affine.scale(p)
     strip_rows = 64
     grid = TileGrid(rows, cols, tile // p, overlap // p, strip_rows)
     spec = StreamSpec(

@@ -370,11 +370,25 @@ def vector_sld(task: TaskCard, layer: str, field: str = "class_name") -> str:
 
 
 def write_layer_style(
-    gpkg: Path, layer: str, qml: str, sld: str, *, geometry_column: str = "geometry"
+    gpkg: Path, layer: str, qml: str, sld: str, *, geometry_column: str | None = None
 ) -> None:
-    """Store a default style for ``layer`` in the GeoPackage's ``layer_styles`` table (QGIS schema)."""
+    """Store a default style for ``layer`` in the GeoPackage's ``layer_styles`` table (QGIS schema).
+
+    Args:
+        gpkg: the GeoPackage.
+        layer: the styled layer.
+        qml: QGIS style XML.
+        sld: OGC SLD XML.
+        geometry_column: the layer's geometry column (read from ``gpkg_geometry_columns`` when
+            None).
+    """
     con = sqlite3.connect(gpkg)
     try:
+        if geometry_column is None:
+            row = con.execute(
+                "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)
+            ).fetchone()
+            geometry_column = row[0] if row else "geom"
         con.execute(
             "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "

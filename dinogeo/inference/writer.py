@@ -329,7 +329,7 @@ class StripWriter:
             "dtype": self.layout.dtype,
             "nodata": self.layout.nodata,
             "crs": self.crs,
-            "transform": self.transform * Affine.translation(0, r0),
+            "transform": self.transform @ Affine.translation(0, r0),
             "tiled": True,
             "blockxsize": 512,
             "blockysize": 512,

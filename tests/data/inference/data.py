@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import rasterio
 import torch
 from torch import nn
@@ -59,6 +58,44 @@ def write_world_file_png(src: Path, out_dir: Path, *, size: int = 256) -> Path:
     png.with_suffix(".pgw").write_text("\n".join(f"{v:.10f}" for v in lines) + "\n")
     png.with_suffix(".prj").write_text(crs.to_wkt(version="WKT1_ESRI"))
     return png
+
+
+def write_crops(src: Path, out_dir: Path, *, size: int = 256, n: int = 2) -> list[Path]:
+    """Write ``n`` side-by-side crops of a real raster (same grid) as GeoTIFFs, for mosaics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with rasterio.open(src) as ds:
+        profile = ds.profile | {"driver": "GTiff", "width": size, "height": size}
+        for i in range(n):
+            win = rasterio.windows.Window(i * size, size // 2, size, size)
+            path = out_dir / f"{src.stem}_crop{i}.tif"
+            prof = profile | {"transform": ds.window_transform(win)}
+            prof.pop("blockxsize", None), prof.pop("blockysize", None), prof.pop("tiled", None)
+            with rasterio.open(path, "w", **prof) as dst:
+                dst.write(ds.read(window=win))
+            paths.append(path)
+    return paths
+
+
+def write_no_crs(src: Path, out_dir: Path, *, size: int = 128) -> Path:
+    """Write a crop of a real raster with its CRS and geotransform stripped."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{src.stem}_nocrs.tif"
+    with rasterio.open(src) as ds:
+        data = ds.read(window=rasterio.windows.Window(0, 0, size, size))
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        with rasterio.open(path, "w", driver="GTiff", width=size, height=size,
+                           count=data.shape[0], dtype=data.dtype) as dst:  # fmt: skip
+            dst.write(data)
+    return path
+
+
+def write_corrupt(out_dir: Path) -> Path:
+    """Write a truncated GeoTIFF (a real file cut after 2 kB)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "truncated.tif"
+    path.write_bytes((SHARED / RGB_BYTE).read_bytes()[:2048])
+    return path
 
 
 def rgb_card(
@@ -148,4 +185,6 @@ def write_bundle(
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "inference_fixtures")
     print(write_world_file_png(SHARED / RGB_BYTE, out))
-    np.random.seed(0)
+    print(write_crops(SHARED / RGB_BYTE, out))
+    print(write_no_crs(SHARED / RGB_BYTE, out))
+    print(write_corrupt(out))
