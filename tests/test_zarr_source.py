@@ -116,3 +116,18 @@ def test_store_level_errors(sources):
     assert open_zarr_source(some.path, target_crs=some.crs).width == some.width
     with pytest.raises(RasterReadError, match="no 'data' array"):
         ZarrSource(store, "")  # the root holds groups, not a raster
+
+
+@pytest.mark.parametrize("rel", [RASTERS[0], RASTERS[1], RASTERS[3]])
+def test_coarse_valid_mask_matches_raster_source(sources, shared_data, rel):
+    _, by_source = sources
+    z = by_source[str(shared_data / rel)]
+    r = RasterSource(shared_data / rel, sensor=z.sensor if z.info.sensor else None)
+    stored = z.coarse_valid_mask()  # written at ingest
+    assert (z.path / "valid_coarse").is_dir()
+    ref = r.coarse_valid_mask()
+    assert np.array_equal(stored, ref)
+    sampled = z.coarse_valid_mask(100)  # not stored: sampled from the chunks
+    ref100 = r.coarse_valid_mask(100)
+    assert np.array_equal(sampled, ref100)  # pixel centres, as GDAL's nearest decimation
+    assert z.valid_fraction() == r.valid_fraction()

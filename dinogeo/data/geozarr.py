@@ -6,6 +6,7 @@ A store written by :func:`dinogeo.data.ingest.ingest` holds one group per raster
       <name>/                   group attrs {"dinogeo": GeoInfo as JSON, "_dinogeo_done": bool}
         data        (band, y, x)  native dtype; attrs grid_mapping="spatial_ref", _ARRAY_DIMENSIONS
         valid       (y, x) uint8  only when validity came from an alpha band or an internal mask
+        valid_coarse (y', x') uint8  decimated valid mask (longest side 256) for chip samplers
         spatial_ref ()            CF grid mapping: crs_wkt, spatial_ref, GeoTransform (GDAL order)
         x, y                      pixel-centre coordinates (so xarray/rioxarray open the group)
         _blocks     (rows, cols)  int64 per-block CRC32 of what was written, -1 = not written yet
@@ -34,6 +35,7 @@ from zarr.codecs import BloscCodec
 from dinogeo.errors import RasterReadError
 
 __all__ = [
+    "COARSE_SIZE",
     "FORMAT_VERSION",
     "GeoInfo",
     "create_raster_group",
@@ -44,6 +46,8 @@ __all__ = [
 
 #: version of the dinogeo store layout written by ``ingest``
 FORMAT_VERSION = 1
+#: longest side of the ``valid_coarse`` mask stored per raster (the samplers' default)
+COARSE_SIZE = 256
 
 _FIX = (
     "re-create it with `dinogeo ingest`, or write the georeferencing into the store: a 'spatial_ref' "
@@ -311,6 +315,18 @@ def create_raster_group(root: Any, name: str, info: GeoInfo, chunk: int) -> Any:
             dimension_names=("y", "x"),
             attributes={"_ARRAY_DIMENSIONS": ["y", "x"], "flag_values": [0, 1]},
         )
+    dec = max(1, -(-max(info.width, info.height) // COARSE_SIZE))
+    coarse = (max(1, -(-info.height // dec)), max(1, -(-info.width // dec)))
+    g.create_array(
+        "valid_coarse",
+        shape=coarse,
+        dtype="uint8",
+        chunks=coarse,
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
+        fill_value=0,
+        dimension_names=("y_coarse", "x_coarse"),
+        attributes={"max_size": COARSE_SIZE, "decimation": dec},
+    )
     sr = g.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0)
     sr.attrs.update(spatial_ref_attrs(info.crs_wkt, info.transform))
     a, b, c, d, e, f = info.transform

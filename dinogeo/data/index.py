@@ -152,9 +152,13 @@ def _layout(ds: Any) -> tuple[list[int], int | None, str]:
     return data, None, "none"
 
 
-def _valid_decimated(
+def valid_decimated(
     ds: Any, data: list[int], alpha: int | None, mask: str, shp: tuple[int, int]
 ) -> np.ndarray:
+    """Valid mask of an open dataset read decimated to ``shp`` (nearest; overviews if any).
+
+    ``mask`` is how validity is known (see the ``mask`` column); NaN is always invalid.
+    """
     kw = {"out_shape": shp, "resampling": Resampling.nearest}
     if mask == "alpha" and alpha is not None:
         return np.asarray(ds.read(alpha, **kw) > 0)
@@ -181,7 +185,7 @@ def _footprint(valid: np.ndarray, transform: Affine, width: int, height: int) ->
         )
     polys = [
         shape(geom)
-        for geom, value in rasterio.features.shapes(valid.astype("uint8"), mask=valid, transform=t)
+        for geom, value in rasterio.features.shapes(valid.astype("uint8"), transform=t)
         if value == 1
     ]
     if not polys:
@@ -255,7 +259,7 @@ def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
     else:
         f = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_SIZE))
         shp = (max(1, math.ceil(ds.height / f)), max(1, math.ceil(ds.width / f)))
-        valid = _valid_decimated(ds, data, alpha, mask, shp)
+        valid = valid_decimated(ds, data, alpha, mask, shp)
     native = _footprint(valid, ds.transform, ds.width, ds.height)
     geom = _to_4326(native, crs)
     names = [ds.descriptions[i - 1] or "" for i in data]

@@ -48,6 +48,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from dinogeo.data.geozarr import FORMAT_VERSION, GeoInfo, create_raster_group
+from dinogeo.data.index import valid_decimated as _valid_decimated
 from dinogeo.errors import DinogeoError, OutputExistsError, RasterReadError
 
 __all__ = ["ingest", "verify_store"]
@@ -391,6 +392,14 @@ def _copy_task(task: _Task) -> int:
         with rasterio.open(r.source) as src:
             window = Window(c0, r0, c1 - c0, r1 - r0)
             data, mask = _read_source(src, r.band_indexes, r.alpha_index, r.info.mask, window)
+            if task.row == 0 and task.col0 == 0:  # one task per raster writes the coarse mask
+                coarse = g["valid_coarse"]
+                if r.info.mask == "none" and np.dtype(r.info.dtype).kind != "f":
+                    coarse[...] = 1
+                else:
+                    bands = list(r.band_indexes)
+                    shape = tuple(coarse.shape)
+                    coarse[...] = _valid_decimated(src, bands, r.alpha_index, r.info.mask, shape)
     except RasterioError as err:
         raise RasterReadError(f"{r.source}: reading rows {r0}-{r1} failed ({err})") from err
     data_arr[:, r0:r1, c0:c1] = data

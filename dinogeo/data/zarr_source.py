@@ -21,7 +21,9 @@ sources are safe to send to DataLoader workers.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,7 +37,7 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from dinogeo.data.geozarr import GeoInfo, decode_geoinfo
+from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo, decode_geoinfo
 from dinogeo.data.sensors import Band, Sensor, generic_sensor, load_sensor
 from dinogeo.data.zarr_chunks import ArrayReader
 from dinogeo.errors import BandMismatchError, ConfigError, RasterReadError, SensorError
@@ -107,6 +109,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_unfinished(meta: Path) -> bool:
+    """Whether the store's root marks an ingest in progress (parsed once per root version)."""
+    try:
+        st = meta.stat()
+    except OSError:
+        return False  # reported with a clear message when the metadata is read
+    return _root_unfinished(str(meta), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _root_unfinished(meta: str, mtime_ns: int, size: int) -> bool:
+    entry = (_read_json(Path(meta)).get("attributes") or {}).get("dinogeo")
+    return isinstance(entry, dict) and entry.get("complete") is False
+
+
 class ZarrSource:
     """One raster group of a zarr store, read by windows like a :class:`RasterSource`.
 
@@ -139,10 +156,7 @@ class ZarrSource:
         self.store_path = Path(store).expanduser().absolute()
         self.group = group.strip("/")
         self.path = self.store_path / self.group if self.group else self.store_path
-        root_meta = (_read_json(self.store_path / "zarr.json").get("attributes") or {}).get(
-            "dinogeo"
-        )
-        if isinstance(root_meta, dict) and root_meta.get("complete") is False:
+        if _is_unfinished(self.store_path / "zarr.json"):
             raise RasterReadError(
                 f"{self.store_path}: the store is unfinished (its ingest was interrupted); rerun "
                 "the same `dinogeo ingest` command to resume it"
@@ -233,15 +247,14 @@ class ZarrSource:
             block = block[self.band_index]
         inner = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
         raw[(slice(None), *inner)] = block
-        valid[inner] = self._valid(block, valid_reader, r0, r1, c0, c1)
+        stored = None if valid_reader is None else valid_reader.read(r0, r1, c0, c1)
+        valid[inner] = self._valid(block, stored)
         return raw, valid
 
-    def _valid(
-        self, block: np.ndarray, reader: ArrayReader | None, r0: int, r1: int, c0: int, c1: int
-    ) -> np.ndarray:
+    def _valid(self, block: np.ndarray, stored: np.ndarray | None) -> np.ndarray:
         """Valid mask of an in-bounds block: the stored mask, else not all bands equal nodata."""
-        if reader is not None:
-            valid = reader.read(r0, r1, c0, c1) > 0
+        if stored is not None:
+            valid = stored > 0
         elif self.mask_kind == "nodata" and self.nodata is not None and not np.isnan(self.nodata):
             valid = (block != block.dtype.type(self.nodata)).any(axis=0)
         else:
@@ -249,6 +262,53 @@ class ZarrSource:
         if block.dtype.kind == "f":
             valid &= ~np.isnan(block).any(axis=0)
         return valid
+
+    def coarse_valid_mask(self, max_size: int = COARSE_SIZE) -> np.ndarray:
+        """Valid mask of the whole grid, decimated (as :meth:`RasterSource.coarse_valid_mask`).
+
+        Uses the ``valid_coarse`` array written at ingest when it fits the request, else samples
+        the pixel centres of each coarse cell, reading one chunk-row at a time.
+
+        Args:
+            max_size: longest side of the returned mask; each cell covers about
+                ``ceil(max(width, height) / max_size)`` pixels per side.
+
+        Returns:
+            bool array of shape about ``(height / f, width / f)``.
+        """
+        f = max(1, math.ceil(max(self.width, self.height) / max_size))
+        shape = (max(1, math.ceil(self.height / f)), max(1, math.ceil(self.width / f)))
+        if self.mask_kind == "none" and self.dtype.kind != "f":
+            return np.ones(shape, dtype=bool)
+        same_rule = self.info.nodata is not None or self.mask_kind != "nodata"
+        if max_size == COARSE_SIZE and same_rule and (self.path / "valid_coarse").is_dir():
+            stored = zarr.open_array(store=str(self.store_path), path=f"{self.group}/valid_coarse")
+            if tuple(stored.shape) == shape:
+                return np.asarray(stored[...]) > 0
+        data, mask = self._open()
+        rows = np.minimum(
+            ((np.arange(shape[0]) + 0.5) * self.height / shape[0]).astype(int), self.height - 1
+        )
+        cols = np.minimum(
+            ((np.arange(shape[1]) + 0.5) * self.width / shape[1]).astype(int), self.width - 1
+        )
+        out = np.zeros(shape, dtype=bool)
+        step = data.chunks[-2]
+        for r0 in range(0, self.height, step):
+            r1 = min(self.height, r0 + step)
+            sel = np.flatnonzero((rows >= r0) & (rows < r1))
+            if sel.size == 0:
+                continue
+            block = data.read(r0, r1, 0, self.width)[:, rows[sel] - r0][:, :, cols]
+            stored_rows = (
+                None if mask is None else mask.read(r0, r1, 0, self.width)[rows[sel] - r0][:, cols]
+            )
+            out[sel] = self._valid(block[self.band_index], stored_rows)
+        return out
+
+    def valid_fraction(self, max_size: int = COARSE_SIZE) -> float:
+        """Estimated fraction of valid pixels, from :meth:`coarse_valid_mask`."""
+        return float(self.coarse_valid_mask(max_size).mean())
 
     def read_normalized(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read a window and normalise it with the sensor spec.
