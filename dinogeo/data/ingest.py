@@ -342,6 +342,7 @@ def _execute(
         )
     try:
         nthreads = max(1, sum(client.nthreads().values()))
+        log.info("ingest on %s (%d threads)", client, nthreads)
         it = iter(tasks)
         futures = {client.submit(_run_task, t, pure=False): t for t in islice(it, 4 * nthreads)}
         queue = as_completed(list(futures))
