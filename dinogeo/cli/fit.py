@@ -13,6 +13,8 @@ linked into the model, so band count and classes come from the data and the card
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -50,6 +52,14 @@ def main(argv: list[str]) -> int:
     Returns:
         0 on success (errors propagate as exceptions; the dispatcher formats dinogeo errors).
     """
+    with warnings.catch_warnings():
+        # main() always passes args; Lightning warns when sys.argv also holds arguments
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        _run(argv)
+    return 0
+
+
+def _run(argv: list[str]) -> None:
     FitCLI(
         DenseTask,
         LightningDataModule,
@@ -60,4 +70,3 @@ def main(argv: list[str]) -> int:
         trainer_defaults={"logger": False, "enable_checkpointing": False},
         auto_configure_optimizers=False,
     )
-    return 0

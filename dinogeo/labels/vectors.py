@@ -205,8 +205,8 @@ def rasterize_labels(
         ``uint8`` (height, width) class channel indices, :data:`IGNORE_INDEX` where unlabelled.
     """
     out = np.full((height, width), IGNORE_INDEX, dtype=np.uint8)
-    x0, y0 = transform * (0, 0)
-    x1, y1 = transform * (width, height)
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (width, height)
     chip = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     geoms = labels.frame.geometry
     pixel = max(abs(transform.a), abs(transform.e))

@@ -54,7 +54,6 @@ class CanopyHeightTask(DenseTask):
         self._silog_weight = float(silog_weight)
         kwargs.setdefault("task", "canopy_height")
         super().__init__(**kwargs)
-        self.save_hyperparameters()
 
     def head_config(self) -> HeadConfig:
         """Height head: one output, binned."""

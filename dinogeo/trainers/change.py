@@ -34,7 +34,6 @@ class ChangeTask(DenseTask):
         self._class_weights_arg = class_weights
         kwargs.setdefault("task", "change")
         super().__init__(**kwargs)
-        self.save_hyperparameters()
 
     def configure_losses(self) -> None:
         """Cross-entropy class weights."""

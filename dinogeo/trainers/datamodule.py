@@ -245,6 +245,10 @@ class LabeledChipDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # every argument, also when a subclass (or LightningCLI) narrows ``hparams``
+        self.cfg: dict[str, Any] = {
+            k: v for k, v in locals().items() if k not in ("self", "__class__")
+        }
         if block_size < chip_size:
             raise ConfigError(
                 f"block_size ({block_size}) must be at least chip_size ({chip_size}) so chips fit "
@@ -258,7 +262,7 @@ class LabeledChipDataModule(LightningDataModule):
     # ------------------------------------------------------------------ helpers
     def weight_card(self) -> WeightCard:
         """The backbone's weight card (band order and normalisation of the inputs)."""
-        hp = self.hparams
+        hp = self.cfg
         _, card = resolve_backbone(
             hp["backbone"],
             sensor=hp["sensor"],
@@ -269,7 +273,7 @@ class LabeledChipDataModule(LightningDataModule):
         return card
 
     def _reader(self, path: str, card: WeightCard) -> ImageReader:
-        hp = self.hparams
+        hp = self.cfg
         return ImageReader(
             path,
             card,
@@ -280,7 +284,7 @@ class LabeledChipDataModule(LightningDataModule):
         )
 
     def _labels(self, path: str, reader: ImageReader) -> Labels:
-        hp = self.hparams
+        hp = self.cfg
         return open_labels(
             path,
             self.task_card,
@@ -303,7 +307,7 @@ class LabeledChipDataModule(LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary stored in the model bundle's training config."""
-        out = {k: v for k, v in self.hparams.items()}
+        out = {k: v for k, v in self.cfg.items()}
         out["train_chips"] = len(self.train_set) if self.train_set else 0
         out["val_chips"] = len(self.val_set) if self.val_set else 0
         return out
@@ -313,7 +317,7 @@ class LabeledChipDataModule(LightningDataModule):
         """Open images and labels, split blocks and select labelled chips (once)."""
         if self.train_set is not None:
             return
-        hp = self.hparams
+        hp = self.cfg
         card = self.weight_card()
         pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), "data.labels")
         readers = [self._reader(img, card) for img, _ in pairs]
@@ -367,7 +371,7 @@ class LabeledChipDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """Shuffled training chips."""
         assert self.train_set is not None, "call setup() first"
-        hp = self.hparams
+        hp = self.cfg
         n = hp["chips_per_epoch"]
         sampler = RandomSampler(self.train_set, replacement=bool(n), num_samples=n)
         return DataLoader(
@@ -383,8 +387,8 @@ class LabeledChipDataModule(LightningDataModule):
         assert self.val_set is not None, "call setup() first"
         return DataLoader(
             self.val_set,
-            batch_size=self.hparams["batch_size"],
-            num_workers=self.hparams["num_workers"],
+            batch_size=self.cfg["batch_size"],
+            num_workers=self.cfg["num_workers"],
         )
 
 
@@ -516,7 +520,7 @@ class ChangePairDataModule(LabeledChipDataModule):
             seed=seed,
             augment=augment,
         )
-        self.save_hyperparameters()
+        self.cfg.update(date1=date1, date2=date2)
         if self.task_card.kind != "change":
             raise ConfigError(
                 f"ChangePairDataModule needs a change task card, got {self.task_card.name!r} "
@@ -527,7 +531,7 @@ class ChangePairDataModule(LabeledChipDataModule):
         """Open the pairs (date 2 aligned to date 1) and select labelled chips."""
         if self.train_set is not None:
             return
-        hp = self.hparams
+        hp = self.cfg
         card = self.weight_card()
         d1, d2 = _as_list(hp["date1"]), _as_list(hp["date2"])
         if len(d1) != len(d2) or not d1:

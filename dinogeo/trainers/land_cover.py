@@ -38,7 +38,6 @@ class LandCoverTask(DenseTask):
         self._class_weights_arg = class_weights
         self._label_smoothing = float(label_smoothing)
         super().__init__(**kwargs)
-        self.save_hyperparameters()
 
     def configure_losses(self) -> None:
         """Cross-entropy weights (uniform until ``"auto"`` weights are computed at fit start)."""

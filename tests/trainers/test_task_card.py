@@ -6,7 +6,13 @@ from dinogeo.models.task_card import TaskCard, list_task_cards, load_task_card
 
 def test_shipped_cards_load_and_roundtrip():
     names = list_task_cards()
-    assert {"land_cover", "canopy_height", "change", "land_cover_aberystwyth", "land_cover_nc1996"} <= set(names)
+    assert {
+        "land_cover",
+        "canopy_height",
+        "change",
+        "land_cover_aberystwyth",
+        "land_cover_nc1996",
+    } <= set(names)
     for name in names:
         card = load_task_card(name)
         assert TaskCard.from_json(card.to_json()) == card
@@ -32,8 +38,10 @@ def test_class_mapping_by_name_alias_and_code():
 
 def test_invalid_cards(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nkind: segmentation\ntarget: t\ndtype: uint8\nnodata: 1\n"
-                   "classes:\n  - {value: 1, name: a, color: '#000000'}\n  - {value: 2, name: b, color: '#ffffff'}\n")
+    bad.write_text(
+        "name: x\nkind: segmentation\ntarget: t\ndtype: uint8\nnodata: 1\n"
+        "classes:\n  - {value: 1, name: a, color: '#000000'}\n  - {value: 2, name: b, color: '#ffffff'}\n"
+    )
     with pytest.raises(ConfigError, match="nodata 1 is also a class value"):
         load_task_card(bad)
     bad.write_text("name: x\nkind: blob\ntarget: t\ndtype: uint8\n")

@@ -142,7 +142,8 @@ def write_change_triple(folder: Path, shared: Path) -> dict[str, Path]:
     second = shared / RUFIJI / "SEN2_20170829_T37MEM_20m_10band.tif"
     donor = shared / ABER / "sen2_20210527_aber_10band_crop.tif"
     with rasterio.open(first) as ds:
-        profile = ds.profile
+        profile = {k: v for k, v in ds.profile.items() if k not in ("blockxsize", "blockysize")}
+        profile["tiled"] = False
         d1 = ds.read()
     with rasterio.open(second) as ds:
         d2 = ds.read()
