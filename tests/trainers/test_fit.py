@@ -7,12 +7,11 @@ import pytest
 import torch
 from rasterio.windows import Window
 
+from dinogeo._paths import resource_dir
 from dinogeo.cli.main import main
 from dinogeo.models.bundle import load_bundle, save_bundle
 from dinogeo.models.card import save_backbone
 from dinogeo.trainers.imagery import ImageReader
-
-from dinogeo._paths import resource_dir
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "data" / "labels"))
 import data as label_data  # noqa: E402
