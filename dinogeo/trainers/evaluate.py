@@ -66,11 +66,17 @@ def evaluate_bundle(
             f"bundle task {bundle.task.name!r} takes {bundle.num_inputs} image(s): "
             + ("pass --image2 (date 2)" if bundle.num_inputs == 2 else "drop --image2")
         )
-    kw = {"sensor": sensor, "bands": bands, "scale": scale, "offset": offset}
-    first = ImageReader(image, bundle.card, **kw)
+
+    def open_image(path: str | Path) -> ImageReader:
+        assert isinstance(bundle, ModelBundle)  # narrowed above
+        return ImageReader(
+            path, bundle.card, sensor=sensor, bands=bands, scale=scale, offset=offset
+        )
+
+    first = open_image(image)
     reader: ImageReader | tuple[ImageReader, ImageReader] = first
     if image2 is not None:
-        reader = (first, ImageReader(image2, bundle.card, **kw).aligned_to(first))
+        reader = (first, open_image(image2).aligned_to(first))
     lab = open_labels(
         labels, bundle.task, first, field=label_field, layer=label_layer, point_radius=point_radius
     )
