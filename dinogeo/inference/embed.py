@@ -147,7 +147,11 @@ def _pca_pictures(
         raise
     tmp = png.with_name(f".{png.name}.tmp-{os.getpid()}.png")
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-        rasterio.shutil.copy(tif, tmp, driver="PNG")
+        rasterio.shutil.copy(tif, tmp, driver="PNG", WORLDFILE="YES")
+    tmp_wld = tmp.with_suffix(".wld")
+    if tmp_wld.exists():
+        os.replace(tmp_wld, png.with_suffix(".wld"))
+        png.with_suffix(".prj").write_text(crs.to_wkt(version="WKT1_ESRI"))
     os.replace(tmp, png)
     return tif, png
 
