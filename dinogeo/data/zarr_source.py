@@ -232,22 +232,26 @@ class ZarrSource:
         h, w = int(round(window.height)), int(round(window.width))
         if h <= 0 or w <= 0:
             raise ValueError(f"window {window} is empty; width and height must be positive")
+        r0, r1 = max(row0, 0), min(row0 + h, self.height)
+        c0, c1 = max(col0, 0), min(col0 + w, self.width)
+        block = data.read(r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None
+        if block is not None and self.band_index != list(range(self.info.count)):
+            block = block[self.band_index]
+        stored = None
+        if block is not None and valid_reader is not None:
+            stored = valid_reader.read(r0, r1, c0, c1)
+        if block is not None and (r0, r1, c0, c1) == (row0, row0 + h, col0, col0 + w):
+            return block, self._valid(block, stored)  # inside the raster: no boundless padding
         nan_nodata = self.nodata is not None and np.isnan(self.nodata)
         fill = 0 if self.nodata is None or nan_nodata else self.nodata
         raw = np.full((len(self.band_index), h, w), fill, dtype=self.dtype)
         if nan_nodata and self.dtype.kind == "f":
             raw[...] = np.nan
         valid = np.zeros((h, w), dtype=bool)
-        r0, r1 = max(row0, 0), min(row0 + h, self.height)
-        c0, c1 = max(col0, 0), min(col0 + w, self.width)
-        if r0 >= r1 or c0 >= c1:
+        if block is None:
             return raw, valid
-        block = data.read(r0, r1, c0, c1)
-        if self.band_index != list(range(self.info.count)):
-            block = block[self.band_index]
         inner = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
         raw[(slice(None), *inner)] = block
-        stored = None if valid_reader is None else valid_reader.read(r0, r1, c0, c1)
         valid[inner] = self._valid(block, stored)
         return raw, valid
 
