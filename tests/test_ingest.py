@@ -180,3 +180,23 @@ def test_index_lists_the_rasters_of_a_store(store, index, tmp_path):
     assert np.allclose(zindex["valid_fraction"], index["valid_fraction"])
     with pytest.raises(NoValidDataError, match="nothing to ingest"):
         ingest(zindex, tmp_path / "again.zarr", scheduler="synchronous", progress=False)
+
+
+def test_one_bad_raster_does_not_stop_the_others(shared_data, tmp_path):
+    good = tmp_path / "good.tif"
+    bad = tmp_path / "bad.tif"
+    source = shared_data / RASTERS[2]  # striped: a cut file still opens, its rows fail
+    good.write_bytes(source.read_bytes())
+    bad.write_bytes(source.read_bytes())
+    idx = build_index([good, bad], progress=False)
+    intact = bad.read_bytes()
+    bad.write_bytes(intact[: len(intact) // 3])  # damaged after indexing
+    out = tmp_path / "partial.zarr"
+    with pytest.raises(RasterReadError, match="1 raster\\(s\\) failed") as err:
+        ingest(idx, out, chunk=64, scheduler="synchronous", progress=False)
+    assert str(bad) in str(err.value) and str(good) not in str(err.value)
+    root = zarr.open_group(out, mode="r")
+    assert (root["good/_blocks"][...] >= 0).all()  # the good raster was fully written
+    bad.write_bytes(intact)  # repaired: the same command resumes and finishes
+    ingest(idx, out, chunk=64, scheduler="synchronous", progress=False)
+    assert verify_store(out, sources=True) == []
