@@ -263,7 +263,7 @@ class SSLDataModule(pl.LightningDataModule):
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         return {
             "epoch": int(trainer.current_epoch),
-            "samples": int(progress.completed) * self.batch_size,
+            "samples": int(progress.processed) * self.batch_size,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

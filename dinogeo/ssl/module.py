@@ -3,7 +3,7 @@
 The student (backbone + separate DINO and iBOT heads) is trained by AdamW with the recipe's
 parameter groups (layer-wise decay, patch-embedding multiplier, no decay on biases / norms /
 LayerScale, frozen prototypes at the start) and per-module gradient clipping; the teacher is
-its EMA, updated after every optimizer step. All schedules (learning rate, weight decay, EMA
+its EMA, updated right after every optimizer step. All schedules (learning rate, weight decay, EMA
 momentum, teacher temperature, Gram weight) are functions of ``global_step``, so a resumed run
 continues exactly. bf16 autocast is used on CUDA devices that support it, fp32 elsewhere.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -177,7 +177,6 @@ class SSLTask(pl.LightningModule):
         self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
         self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
         self._schedules: dict[str, Schedule] = {}
-        self._last_ema_step = -1
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -319,7 +318,6 @@ class SSLTask(pl.LightningModule):
     def on_train_start(self) -> None:
         """Reset cached schedules; take the Gram teacher from the EMA teacher if still unset."""
         self._schedules = {}
-        self._last_ema_step = self.global_step
         gram = self.gram_teacher
         if gram is not None and not gram.ready and self.gram_cfg.from_ema_at_start:
             gram.copy_from(self.teacher_backbone)
@@ -367,19 +365,26 @@ class SSLTask(pl.LightningModule):
         student: list[Tensor] = [p for _, p in sorted(self.student.named_parameters())]
         return teacher, student
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """EMA-update the teacher after each optimizer step and refresh the Gram teacher."""
-        step = self.global_step
-        if step == self._last_ema_step:  # accumulating gradients: no optimizer step yet
-            return
-        self._last_ema_step = step
-        done = step - 1  # the optimizer step that just finished
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step the optimizer, then EMA-update the teacher and maybe refresh the Gram teacher.
+
+        Done here rather than in ``on_train_batch_end`` so that checkpoints written by callbacks
+        at the end of a batch already contain the updated teacher (exact resume).
+        """
+        step = self.global_step  # index of the step being taken
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         teacher, student = self._param_pairs()
-        ema_update(teacher, student, self._schedule("momentum", done))
+        ema_update(teacher, student, self._schedule("momentum", step))
         if self.gram_teacher is not None and self.gram_teacher.maybe_update(
-            done, self.teacher_backbone
+            step, self.teacher_backbone
         ):
-            log.info("Gram teacher refreshed from the EMA teacher after step %d", step)
+            log.info("Gram teacher refreshed from the EMA teacher after step %d", step + 1)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
