@@ -263,7 +263,9 @@ class SSLDataModule(pl.LightningDataModule):
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         return {
             "epoch": int(trainer.current_epoch),
-            "samples": int(progress.processed) * self.batch_size,
+            # processed, not completed: a callback saving at the end of a batch runs before
+            # the batch is marked completed (Lightning completes it again on restore)
+            "samples": int(getattr(progress, "processed", progress.completed)) * self.batch_size,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
