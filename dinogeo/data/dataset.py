@@ -27,7 +27,7 @@ import torch
 from geopandas import GeoDataFrame
 from rasterio.coords import BoundingBox
 from rasterio.windows import Window
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
@@ -88,11 +88,23 @@ class ChipDataset(Dataset[Sample]):
             self._coarse[i] = fn(64) if fn is not None else None
         return self._coarse[i]
 
-    def read_chip(self, query: ChipQuery) -> tuple[ChipQuery, np.ndarray, np.ndarray]:
-        """Read a chip, redrawing random chips until the valid fraction reaches ``min_valid``.
+    def _query(self, index: ChipQuery | int) -> ChipQuery:
+        if isinstance(index, ChipQuery):
+            return index
+        if isinstance(index, tuple):
+            return ChipQuery(*index)
+        if self.queries is not None:
+            return self.queries[int(index)]
+        raise TypeError(
+            f"ChipDataset[{index!r}]: index with a ChipQuery from a dinogeo sampler, or build "
+            "the dataset with queries= to index by position"
+        )
+
+    def read_raw_chip(self, query: ChipQuery) -> tuple[ChipQuery, np.ndarray, np.ndarray]:
+        """Read a chip's raw DN, redrawing random chips until the valid fraction is reached.
 
         Returns:
-            ``(query actually read, image (C,h,w) float32, valid (h,w) bool)``.
+            ``(query actually read, raw (C,h,w), valid (h,w) bool)``.
 
         Raises:
             NoValidDataError: if no acceptable chip was found in ``max_retries`` redraws.
@@ -100,9 +112,9 @@ class ChipDataset(Dataset[Sample]):
         src = self.sources[query.source]
         q = query
         for attempt in range(self.max_retries + 1):
-            image, valid = src.read_normalized(Window(q.col, q.row, q.width, q.height))
+            raw, valid = src.read(Window(q.col, q.row, q.width, q.height))
             if q.seed < 0 or valid.mean() >= self.min_valid:
-                return q, image, valid
+                return q, raw, valid
             if attempt < self.max_retries:
                 q = redraw_chip(
                     query, attempt, (src.height, src.width), self._coarse_mask(q.source)
@@ -113,40 +125,97 @@ class ChipDataset(Dataset[Sample]):
             "drop it from the archive or lower min_valid"
         )
 
-    def __getitem__(self, index: ChipQuery | int) -> Sample:
-        """Return the sample dict of a chip query (or of ``queries[index]`` for an int)."""
-        if isinstance(index, ChipQuery):
-            query = index
-        elif isinstance(index, tuple):
-            query = ChipQuery(*index)
-        elif self.queries is not None:
-            query = self.queries[int(index)]
-        else:
-            raise TypeError(
-                f"ChipDataset[{index!r}]: index with a ChipQuery from a dinogeo sampler, or build "
-                "the dataset with queries= to index by position"
-            )
-        q, image, valid = self.read_chip(query)
+    def _sample(self, query: ChipQuery, out: np.ndarray | None) -> Sample:
+        q, raw, valid = self.read_raw_chip(query)
         src = self.sources[q.source]
+        image = src.sensor.normalize(raw, out=out)
+        if not valid.all():
+            image[:, ~valid] = 0.0
         window = Window(q.col, q.row, q.width, q.height)
-        sample: Sample = {
-            "image": torch.from_numpy(image),
-            "valid": torch.from_numpy(valid),
+        return {
+            "image": image,
+            "valid": valid,
             "crs": src.crs,
             "bounds": BoundingBox(*rasterio.windows.bounds(window, src.transform)),
             "path": str(src.path),
         }
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
+
+    def _finish(self, sample: Sample, image: torch.Tensor) -> Sample:
+        sample["image"] = image
+        sample["valid"] = torch.from_numpy(sample["valid"])
+        return self.transforms(sample) if self.transforms is not None else sample
+
+    def __getitem__(self, index: ChipQuery | int) -> Sample:
+        """Return the sample dict of a chip query (or of ``queries[index]`` for an int)."""
+        sample = self._sample(self._query(index), None)
+        return self._finish(sample, torch.from_numpy(sample["image"]))
+
+    def __getitems__(self, indices: Sequence[ChipQuery | int]) -> list[Sample]:
+        """Read a whole batch, normalising every chip straight into one batch tensor.
+
+        The DataLoader calls this instead of ``__getitem__`` per chip. In a worker process the
+        batch tensor lives in shared memory, so :func:`collate_samples` hands it over without
+        the copy that stacking would make.
+        """
+        queries = [self._query(i) for i in indices]
+        shapes = {(len(self.sources[q.source].sensor.bands), q.height, q.width) for q in queries}
+        if len(shapes) != 1 or not queries:
+            return [self[q] for q in queries]
+        (c, h, w) = shapes.pop()
+        numel = len(queries) * c * h * w
+        if get_worker_info() is not None:
+            storage = torch.UntypedStorage._new_shared(numel * 4)
+            shape = (len(queries), c, h, w)
+            batch = torch.empty(0, dtype=torch.float32).set_(storage, 0, shape, _strides(shape))
+        else:
+            batch = torch.empty((len(queries), c, h, w), dtype=torch.float32)
+        arr = batch.numpy()
+        return [self._finish(self._sample(q, arr[k]), batch[k]) for k, q in enumerate(queries)]
+
+
+def _batch_view(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The batch tensor that ``tensors`` are consecutive slots of, if they are (no copy)."""
+    first = tensors[0]
+    storage = first.untyped_storage()
+    n = first.numel()
+    for k, t in enumerate(tensors):
+        if (
+            t.untyped_storage().data_ptr() != storage.data_ptr()
+            or t.shape != first.shape
+            or t.dtype != first.dtype
+            or not t.is_contiguous()
+            or t.storage_offset() != first.storage_offset() + k * n
+        ):
+            return None
+    shape = (len(tensors), *first.shape)
+    return torch.empty(0, dtype=first.dtype).set_(
+        storage, first.storage_offset(), shape, _strides(shape)
+    )
+
+
+def _strides(shape: Sequence[int]) -> tuple[int, ...]:
+    """Element strides of a C-contiguous tensor of this shape."""
+    strides = [1] * len(shape)
+    for k in range(len(shape) - 2, -1, -1):
+        strides[k] = strides[k + 1] * int(shape[k + 1])
+    return tuple(strides)
 
 
 def collate_samples(samples: Sequence[Sample]) -> Sample:
-    """Collate sample dicts: tensors are stacked, other values (CRS, bounds, path) kept as lists."""
+    """Collate sample dicts: tensors are stacked, other values (CRS, bounds, path) kept as lists.
+
+    Images that are consecutive slots of one batch tensor (see :meth:`ChipDataset.__getitems__`)
+    are returned as that tensor without copying; other tensors go through ``default_collate``
+    (which allocates in shared memory inside DataLoader workers).
+    """
     out: Sample = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+        if isinstance(values[0], torch.Tensor):
+            view = _batch_view(values)
+            out[key] = view if view is not None else default_collate(values)
+        else:
+            out[key] = values
     return out
 
 

@@ -134,11 +134,11 @@ class ValidityIndex:
 
 
 def _random_position(
-    rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int]
+    rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int], align: int = 1
 ) -> tuple[int, int]:
     h, w = shape
-    row = int(rng.integers(0, h - size[0] + 1)) if h >= size[0] else 0
-    col = int(rng.integers(0, w - size[1] + 1)) if w >= size[1] else 0
+    row = align * int(rng.integers(0, (h - size[0]) // align + 1)) if h >= size[0] else 0
+    col = align * int(rng.integers(0, (w - size[1]) // align + 1)) if w >= size[1] else 0
     return row, col
 
 
@@ -243,6 +243,11 @@ class RandomChipSampler(_ShardedSampler):
         world_size: number of ranks (default: from torch.distributed, else 1).
         mask_size: longest side of the coarse valid masks used for weights and pre-checks.
         max_tries: candidates drawn per chip before accepting the best one seen.
+        align: draw chip offsets as multiples of this many pixels. Set it to the storage tile
+            or chunk size (e.g. 256 for 256-px COG tiles or zarr chunks) so each chip decodes
+            one tile instead of up to four: several times faster, at the cost of chips on a
+            fixed grid (random crops and flips in the augmentation restore position diversity).
+            Redraws of rejected chips are not aligned. Default 1: any pixel offset.
 
     Raises:
         NoValidDataError: if no source has any valid pixel.
@@ -260,8 +265,12 @@ class RandomChipSampler(_ShardedSampler):
         world_size: int | None = None,
         mask_size: int = 64,
         max_tries: int = 50,
+        align: int = 1,
     ) -> None:
         super().__init__(seed, True, rank, world_size)
+        if align < 1:
+            raise ValueError(f"align={align} must be >= 1 (pixels)")
+        self.align = int(align)
         if not sources:
             raise ValueError("RandomChipSampler needs at least one source")
         self.sources = list(sources)
@@ -290,7 +299,7 @@ class RandomChipSampler(_ShardedSampler):
         for i in srcs:
             best_frac, best = -1.0, ChipQuery(int(i), 0, 0, self.size[0], self.size[1])
             for _ in range(self.max_tries):
-                row, col = _random_position(rng, self.validity.shapes[i], self.size)
+                row, col = _random_position(rng, self.validity.shapes[i], self.size, self.align)
                 q = ChipQuery(int(i), row, col, self.size[0], self.size[1])
                 frac = self.validity.chip_fraction(q)
                 if frac > best_frac:

@@ -143,14 +143,15 @@ class Sensor:
         b = ((self.offset - mean) / std).astype(np.float32)
         return a[:, None, None], b[:, None, None]
 
-    def normalize(self, raw: np.ndarray) -> np.ndarray:
+    def normalize(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Map digital numbers to normalised float32: ``(DN * scale + offset - mean) / std``.
 
         Args:
             raw: (C, H, W) or (N, C, H, W) digital numbers with C equal to the band count.
+            out: optional float32 array of the same shape to write into (e.g. a slot of a batch).
 
         Returns:
-            float32 array of the same shape.
+            float32 array of the same shape (``out`` when given).
 
         Raises:
             SensorError: if the channel count differs from the band count.
@@ -162,8 +163,9 @@ class Sensor:
                 f"{len(self.bands)} bands; pass (C, H, W) in the sensor's band order"
             )
         a, b = self._affine
-        out = raw.astype(np.float32, copy=True)
-        out *= a
+        if out is None:
+            out = np.empty(raw.shape, dtype=np.float32)
+        np.multiply(raw, a, out=out, casting="unsafe")  # one pass: DN -> float32 * scale/std
         out += b
         return out
 
