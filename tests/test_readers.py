@@ -280,3 +280,29 @@ def test_zarr_paths_are_recognised(tmp_path):
     assert is_zarr_path(tmp_path / "store")
     with pytest.raises(ValueError, match="grid it was ingested"):
         open_source(tmp_path / "archive.zarr", target_crs="EPSG:4326")
+
+
+def test_vrt(shared_data, tmp_path):
+    vrt = fixtures.write_vrt(shared_data, tmp_path)
+    src = open_source(vrt, "sentinel2_l1c")
+    assert src.sensor.band_names == ("B02", "B03", "B04", "B08")  # descriptions carried over
+    ref = open_source(shared_data / fixtures.VIRGINIA_10M, "sentinel2_l1c")
+    w = Window(100, 50, 64, 64)
+    np.testing.assert_array_equal(src.read(w)[0], ref.read(w)[0])
+    assert src.bounds == ref.bounds and src.crs == ref.crs
+
+
+def test_zarr_store_dispatch_matches_geotiff(shared_data, tmp_path):
+    from dinogeo.data.ingest import ingest
+
+    tif = shared_data / "landsat7-rgb-bahamas-rasterio/RGB.byte.tif"
+    store = ingest(
+        [str(tif)], tmp_path / "one.zarr", chunk=128, scheduler="synchronous", progress=False
+    )
+    z = open_source(store, "rgb_uint8")
+    assert not isinstance(z, RasterSource) and z.sensor.band_names == ("red", "green", "blue")
+    g = open_source(tif, "rgb_uint8")
+    w = Window(-20, 300, 150, 90)  # boundless, crosses the nodata collar
+    for a, b in zip(z.read_normalized(w), g.read_normalized(w)):
+        np.testing.assert_array_equal(a, b)
+    assert z.crs == g.crs and z.transform == g.transform

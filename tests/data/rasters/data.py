@@ -122,11 +122,21 @@ def write_tiny_cog(shared: Path, out: Path, size: int = 256) -> Path:
     return path
 
 
+def write_vrt(shared: Path, out: Path) -> Path:
+    """A VRT (XML) pointing at the real Virginia 10 m GeoTIFF."""
+    import rasterio.shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "virginia.vrt"
+    rasterio.shutil.copy(shared / VIRGINIA_10M, path, driver="VRT")
+    return path
+
+
 def write_all(shared: Path, out: Path) -> list[Path]:
     """Write every fixture into ``out``."""
     paths = [write_world_file_image(shared, out, fmt)[0] for fmt in WORLD_EXT]
     paths += [write_truncated(shared, out), write_garbage(out), write_no_crs(shared, out)]
-    paths += [write_all_nodata(shared, out), write_tiny_cog(shared, out)]
+    paths += [write_all_nodata(shared, out), write_tiny_cog(shared, out), write_vrt(shared, out)]
     return paths
 
 
