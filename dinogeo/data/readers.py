@@ -23,7 +23,6 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +37,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 from rasterio.windows import Window
 
-from dinogeo.data.sensors import Band, Sensor, generic_sensor, load_sensor
-from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
+from dinogeo.data.sensors import Sensor, match_file_bands
+from dinogeo.errors import RasterReadError
 
 if TYPE_CHECKING:
     from dinogeo.data.zarr_source import ZarrSource
@@ -105,15 +104,22 @@ _HANDLES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _HANDLES_PID = os.getpid()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child forgets (never uses) the parent's handles and gets a fresh lock."""
+    global _LOCK, _HANDLES_PID
+    _LOCK = threading.Lock()
+    _HANDLES.clear()
+    _HANDLES_PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _cached_handle(key: tuple[Any, ...], opener: Any) -> Any:
     """Return the open handle for ``key`` in this process, opening it with ``opener()``."""
-    global _HANDLES_PID
     with _LOCK:
-        pid = os.getpid()
-        if pid != _HANDLES_PID:
-            # forked child: forget (never use) the parent's handles
-            _HANDLES.clear()
-            _HANDLES_PID = pid
+        if os.getpid() != _HANDLES_PID:  # belt and braces: never hand out another process's
+            _after_fork_in_child()
         handle = _HANDLES.get(key)
         if handle is not None:
             _HANDLES.move_to_end(key)
@@ -246,7 +252,7 @@ class RasterSource:
             )
         self.dtype = np.dtype(ds.dtypes[data_idx[0] - 1])
         descriptions = [ds.descriptions[i - 1] for i in data_idx]
-        out_sensor, positions = _resolve_bands(
+        out_sensor, positions = match_file_bands(
             self.path, len(data_idx), descriptions, self.dtype, ds.nodata, sensor, bands
         )
         self.sensor = out_sensor
@@ -339,9 +345,6 @@ class RasterSource:
         if not self.warped:
             return ds
         return WarpedVRT(ds, **self._vrt_kwargs)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
     def __repr__(self) -> str:
         return (
@@ -469,69 +472,3 @@ def _parse_crs(value: Any, path: Path) -> CRS:
         return value if isinstance(value, CRS) else CRS.from_user_input(value)
     except CRSError as err:
         raise ValueError(f"{path}: target_crs {value!r} is not a valid CRS ({err})") from err
-
-
-def _resolve_bands(
-    path: Path,
-    n_file: int,
-    descriptions: Sequence[str | None],
-    dtype: np.dtype,
-    nodata: float | None,
-    sensor: str | Path | Sensor | None,
-    bands: Sequence[str] | None,
-) -> tuple[Sensor, list[int]]:
-    """Return the output sensor and the positions (among the file's data bands) to read."""
-    if isinstance(bands, str):
-        bands = [bands]
-    if sensor is None:
-        base = generic_sensor(n_file, str(dtype), nodata)
-        layout = replace(
-            base,
-            bands=tuple(
-                Band(name=b.name, aliases=(d,) if d and d != b.name else ())
-                for b, d in zip(base.bands, descriptions)
-            ),
-        )
-    else:
-        spec = load_sensor(sensor)
-        layout = _file_layout(path, n_file, descriptions, spec, bands)
-    if bands is None:
-        return layout, list(range(n_file))
-    positions = []
-    for b in bands:
-        try:
-            positions.append(layout.index(b))
-        except SensorError as err:
-            raise SensorError(
-                f"{path}: band {b!r} is not among the file's bands {list(layout.band_names)} "
-                f"(sensor {layout.name!r})"
-            ) from err
-    return layout.select(bands), positions
-
-
-def _file_layout(
-    path: Path,
-    n_file: int,
-    descriptions: Sequence[str | None],
-    spec: Sensor,
-    bands: Sequence[str] | None,
-) -> Sensor:
-    """The sensor describing the file's data bands in file order."""
-    if all(descriptions):
-        try:
-            described = spec.select([str(d) for d in descriptions])
-        except SensorError:
-            described = None
-        if described is not None:
-            return described
-    if len(spec.bands) == n_file:
-        return spec
-    if bands is not None and len(bands) == n_file:
-        return spec.select(bands)
-    example = list(spec.band_names[:n_file])
-    raise BandMismatchError(
-        f"{path}: the file has {n_file} data bands (alpha excluded) but sensor {spec.name!r} has "
-        f"{len(spec.bands)} ({', '.join(spec.band_names)}); pass bands= naming the file's "
-        f"{n_file} bands in file order (e.g. bands={example}) or a sensor YAML that describes "
-        f"the file (start from `dinogeo sensors {spec.name}`)"
-    )

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from dinogeo._paths import resource_dir
-from dinogeo.errors import SensorError
+from dinogeo.errors import BandMismatchError, SensorError
 
 __all__ = [
     "Band",
@@ -27,6 +27,7 @@ __all__ = [
     "generic_sensor",
     "list_sensors",
     "load_sensor",
+    "match_file_bands",
     "save_sensor",
 ]
 
@@ -338,4 +339,93 @@ def generic_sensor(count: int, dtype: str, nodata: float | None = None) -> Senso
         nodata=nodata,
         bands=bands,
         source="<inferred>",
+    )
+
+
+def match_file_bands(
+    path: Path,
+    n_file: int,
+    descriptions: Sequence[str | None],
+    dtype: np.dtype,
+    nodata: float | None,
+    sensor: str | Path | Sensor | None,
+    bands: Sequence[str] | None,
+) -> tuple[Sensor, list[int]]:
+    """Resolve which of a file's data bands to read and the spec of the returned bands.
+
+    The file's layout is, in order of preference: the sensor selected by the file's band
+    descriptions (when they all name sensor bands), the sensor itself (when the band counts
+    match), or ``bands`` read as the file's bands in file order (when their count matches).
+    Without a sensor, a generic one is inferred (see :func:`generic_sensor`). ``bands`` then
+    selects and orders the returned bands.
+
+    Args:
+        path: the file (for messages).
+        n_file: number of data bands in the file (alpha excluded).
+        descriptions: the file's band descriptions (None where missing).
+        dtype: the file's data type.
+        nodata: the file's nodata value.
+        sensor: sensor name, YAML path or spec, or None.
+        bands: band names/aliases to return, or None for all.
+
+    Returns:
+        ``(spec of the returned bands, their 0-based positions among the file's data bands)``.
+
+    Raises:
+        BandMismatchError: the file's band count fits neither the sensor nor ``bands``.
+        SensorError: an unknown band name.
+    """
+    if isinstance(bands, str):
+        bands = [bands]
+    if sensor is None:
+        base = generic_sensor(n_file, str(dtype), nodata)
+        layout = replace(
+            base,
+            bands=tuple(
+                Band(name=b.name, aliases=(d,) if d and d != b.name else ())
+                for b, d in zip(base.bands, descriptions)
+            ),
+        )
+    else:
+        spec = load_sensor(sensor)
+        layout = _file_layout(path, n_file, descriptions, spec, bands)
+    if bands is None:
+        return layout, list(range(n_file))
+    positions = []
+    for b in bands:
+        try:
+            positions.append(layout.index(b))
+        except SensorError as err:
+            raise SensorError(
+                f"{path}: band {b!r} is not among the file's bands {list(layout.band_names)} "
+                f"(sensor {layout.name!r})"
+            ) from err
+    return layout.select(bands), positions
+
+
+def _file_layout(
+    path: Path,
+    n_file: int,
+    descriptions: Sequence[str | None],
+    spec: Sensor,
+    bands: Sequence[str] | None,
+) -> Sensor:
+    """The sensor describing the file's data bands in file order."""
+    if all(descriptions):
+        try:
+            described = spec.select([str(d) for d in descriptions])
+        except SensorError:
+            described = None
+        if described is not None:
+            return described
+    if len(spec.bands) == n_file:
+        return spec
+    if bands is not None and len(bands) == n_file:
+        return spec.select(bands)
+    example = list(spec.band_names[:n_file])
+    raise BandMismatchError(
+        f"{path}: the file has {n_file} data bands (alpha excluded) but sensor {spec.name!r} has "
+        f"{len(spec.bands)} ({', '.join(spec.band_names)}); pass bands= naming the file's "
+        f"{n_file} bands in file order (e.g. bands={example}) or a sensor YAML that describes "
+        f"the file (start from `dinogeo sensors {spec.name}`)"
     )
