@@ -8,8 +8,9 @@ reach the output as long as the model's receptive field fits in the margin; the 
 covers those pixels with positive weight when ``margin < overlap / 2``. The accumulated sums are
 normalised by the summed weights, so the effective weights sum to one wherever any input is valid.
 
-:class:`StripAccumulator` only holds ``tile`` rows of the raster: finished rows are handed out and
-dropped, so memory depends on the raster width and the tile size, never on the raster height.
+:class:`BandAccumulator` only holds the rows where tile rows overlap, plus one tile: finished
+blocks are handed out at once, so memory depends on the raster width, the tile and the overlap,
+never on the raster height.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from dinogeo.errors import ConfigError
 
-__all__ = ["StripAccumulator", "blend_weights", "ramp_1d"]
+__all__ = ["BandAccumulator", "blend_weights", "ramp_1d"]
 
 
 def ramp_1d(size: int, overlap: int, margin: int, start_edge: bool, end_edge: bool) -> np.ndarray:
@@ -84,75 +85,98 @@ def blend_weights(
     return _weights_cached(size, overlap, margin, tuple(edges))  # type: ignore[arg-type]
 
 
-class StripAccumulator:
-    """Weighted sums of tile predictions over a rolling band of ``capacity`` raster rows.
+class BandAccumulator:
+    """Weighted sums of tile predictions, kept only where tiles still overlap.
+
+    Tiles come in row-major order on a lattice of stride ``s = tile - overlap``. While tile row
+    ``j`` is processed, the rows ``[j*s, j*s + s)`` (its *band*; ``tile`` rows for the last tile
+    row) are final column block by column block: once window ``i`` is added, columns
+    ``[i*s, i*s + s)`` of the band receive no more contributions. The accumulator therefore holds
+    only the ``overlap`` rows shared with the tile rows above and below (``carry``, the full
+    width) and one ``band x tile`` block for the current window, and hands out each finished
+    block. Memory is ``(channels + 1) * (2 * overlap * width + tile * tile)`` floats: it depends on
+    the raster width, the tile and the overlap, never on the raster height.
 
     Args:
         channels: prediction channels.
         width: raster width in (output) pixels.
-        capacity: rows held at once (the tile size is enough when rows are popped after every
-            tile row).
-        top: first raster row held (rows above it are already final and are ignored).
+        tile: tile side.
+        overlap: tile overlap, at most half the tile.
+
+    Raises:
+        ConfigError: if the overlap exceeds half the tile.
     """
 
-    def __init__(self, channels: int, width: int, capacity: int, top: int = 0) -> None:
-        self.channels = channels
-        self.width = width
-        self.capacity = capacity
-        self.top = top
-        self.sums = np.zeros((channels, capacity, width), dtype=np.float32)
-        self.weights = np.zeros((capacity, width), dtype=np.float32)
+    def __init__(self, channels: int, width: int, tile: int, overlap: int) -> None:
+        if not 0 <= 2 * overlap <= tile:
+            raise ConfigError(f"overlap {overlap} must be between 0 and half the tile {tile}")
+        self.channels, self.width, self.tile, self.overlap = channels, width, tile, overlap
+        self.stride = tile - overlap
+        self.carry_in = np.zeros((channels + 1, overlap, width), dtype=np.float32)
+        self.carry_out = np.zeros_like(self.carry_in)
+        self.block = np.zeros((channels + 1, tile, tile), dtype=np.float32)
+        self.band = self.stride
+        self._next_col = 0
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulator buffers."""
-        return int(self.sums.nbytes + self.weights.nbytes)
+        return int(self.carry_in.nbytes + self.carry_out.nbytes + self.block.nbytes)
 
-    def add(self, pred: np.ndarray, weight: np.ndarray, row_off: int, col_off: int) -> None:
-        """Add one tile's prediction times its weight.
+    def start_row(self, last: bool) -> None:
+        """Begin a tile row; the last tile row keeps all ``tile`` rows in its band."""
+        self.band = self.tile if last else self.stride
+        self.block[:] = 0.0
+        self._next_col = 0
 
-        Args:
-            pred: ``(channels, h, w)`` prediction.
-            weight: ``(h, w)`` weight (blend weight times valid mask).
-            row_off: raster row of the tile's first row.
-            col_off: raster column of the tile's first column.
+    def end_row(self) -> None:
+        """Finish a tile row: its bottom overlap becomes the next row's top overlap."""
+        self.carry_in, self.carry_out = self.carry_out, self.carry_in
+        self.carry_out[:] = 0.0
 
-        Raises:
-            ConfigError: if the tile reaches below the rows held.
-        """
-        h, w = weight.shape
-        r0, r1 = max(row_off, self.top), min(row_off + h, self.top + self.capacity)
-        c0, c1 = max(col_off, 0), min(col_off + w, self.width)
-        if row_off + h > self.top + self.capacity:
-            raise ConfigError(
-                f"tile rows {row_off}..{row_off + h} exceed the accumulator rows "
-                f"{self.top}..{self.top + self.capacity}; pop finished rows first"
-            )
-        if r0 >= r1 or c0 >= c1:
-            return
-        tr, tc = slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off)
-        br = slice(r0 - self.top, r1 - self.top)
-        wt = weight[tr, tc]
-        self.sums[:, br, c0:c1] += pred[:, tr, tc] * wt
-        self.weights[br, c0:c1] += wt
-
-    def pop(self, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Hand out rows ``[top, row_stop)`` (now final) and drop them from the buffer.
+    def add(
+        self,
+        pred: np.ndarray | None,
+        weight: np.ndarray | None,
+        col_off: int,
+        last_col: bool,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Add one window of the current tile row and return the band block now final.
 
         Args:
-            row_stop: one past the last final row.
+            pred: ``(channels, tile, tile)`` prediction, or None for a window without valid
+                pixels (nothing is added but its block is still handed out).
+            weight: ``(tile, tile)`` weight (blend weight times valid mask), or None.
+            col_off: column of the window (``i * stride``; windows must come left to right).
+            last_col: whether this is the last window of the tile row.
 
         Returns:
-            Copies of the weighted sums ``(channels, n, width)`` and summed weights ``(n, width)``.
+            ``(sums, weights, col_off)``: weighted sums ``(channels, band, n)`` and summed
+            weights ``(band, n)`` of the final columns ``[col_off, col_off + n)``.
         """
-        n = max(0, min(row_stop - self.top, self.capacity))
-        sums = self.sums[:, :n].copy()
-        weights = self.weights[:n].copy()
-        rest = self.capacity - n
-        if n:
-            self.sums[:, :rest] = self.sums[:, n:]
-            self.sums[:, rest:] = 0.0
-            self.weights[:rest] = self.weights[n:]
-            self.weights[rest:] = 0.0
-        self.top += n
-        return sums, weights
+        if col_off != self._next_col:
+            raise ConfigError(
+                f"windows must be added left to right on the lattice: got column {col_off}, "
+                f"expected {self._next_col}"
+            )
+        t, band, ov = self.tile, self.band, self.overlap
+        n_in = min(t, self.width - col_off)
+        if pred is not None and weight is not None:
+            wsum = pred * weight
+            self.block[:-1, :band] += wsum[:, :band]
+            self.block[-1, :band] += weight[:band]
+            if band < t:
+                c = slice(col_off, col_off + n_in)
+                self.carry_out[:-1, :, c] += wsum[:, band:, :n_in]
+                self.carry_out[-1, :, c] += weight[band:, :n_in]
+        n = n_in if last_col else self.stride
+        out = self.block[:, :band, :n].copy()
+        if ov:
+            out[:, :ov] += self.carry_in[:, :, col_off : col_off + n]
+        if last_col:
+            self.block[:] = 0.0
+        else:
+            self.block[:, :, :ov] = self.block[:, :, n : n + ov]
+            self.block[:, :, ov:] = 0.0
+        self._next_col = col_off + self.stride
+        return out[:-1], out[-1], col_off

@@ -2,9 +2,9 @@
 
 Background threads read (and normalise) the next batches while the model runs on the current one;
 each thread opens its own raster handles. Tile predictions are blended into a
-:class:`~dinogeo.inference.blend.StripAccumulator` of ``tile`` rows and finished rows are turned
-into output values by a caller-supplied function and handed out one strip at a time, so memory
-stays flat whatever the raster height.
+:class:`~dinogeo.inference.blend.BandAccumulator` that keeps only the overlap rows, finished
+blocks are turned into output values by a caller-supplied function and handed out one strip at a
+time, so memory stays flat whatever the raster height.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
-from dinogeo.inference.blend import StripAccumulator, blend_weights
+from dinogeo.inference.blend import BandAccumulator, blend_weights
 from dinogeo.inference.tiling import TileGrid, TileWindow
 
 __all__ = ["Batch", "StreamSpec", "stream_strips"]
@@ -148,12 +148,13 @@ def stream_strips(
     if start >= stop:
         return
     row_start, row_stop = grid.strip_bounds(start)[0], grid.strip_bounds(stop - 1)[1]
-    acc = StripAccumulator(spec.channels, grid.width, grid.tile, top=row_start)
-    last_col = len(grid.col_offsets) - 1
+    acc = BandAccumulator(spec.channels, grid.width, grid.tile, grid.overlap)
+    n_cols, n_rows = len(grid.col_offsets), len(grid.row_offsets)
     first_row, last_row = grid.tile_row_range(start, stop)
     strip = start
     s0, s1 = grid.strip_bounds(strip)
     buf = np.full((spec.bands, s1 - s0, grid.width), spec.fill, dtype=spec.dtype)
+    band = np.full((spec.bands, grid.tile, grid.width), spec.fill, dtype=spec.dtype)
     batches = list(grid.batches(start, stop, spec.batch_size))
     reader = _Reader(reader_factory, spec.scale)
     for batch in _prefetch(reader, batches, spec.workers):
@@ -163,21 +164,24 @@ def stream_strips(
         for i, win in enumerate(batch.windows):
             if not first_row <= win.tile_row <= last_row:
                 continue
+            col = win.index % n_cols
+            if col == 0:
+                acc.start_row(last=win.tile_row == n_rows - 1)
+            pred = weight = None
             if preds is not None and i in pos:
+                pred = preds[pos[i]]
                 weight = blend_weights(win.size, grid.overlap, spec.margin, win.edges)
-                acc.add(preds[pos[i]], weight * batch.valid[i], win.row_off, win.col_off)
-            if win.index % (last_col + 1) != last_col:
+                weight = weight * batch.valid[i]
+            sums, weights, c0 = acc.add(pred, weight, win.col_off, col == n_cols - 1)
+            band[:, : acc.band, c0 : c0 + sums.shape[2]] = finish(sums, weights)
+            if col != n_cols - 1:
                 continue
-            final = min(grid.rows_final_after(win.tile_row), row_stop)
-            if final <= acc.top:
-                continue
-            top = acc.top
-            sums, weights = acc.pop(final)
-            values = finish(sums, weights)
-            r = top
+            acc.end_row()
+            top = win.row_off
+            r, final = max(top, row_start), min(top + acc.band, row_stop, grid.height)
             while r < final:
                 take = min(final, s1) - r
-                buf[:, r - s0 : r - s0 + take] = values[:, r - top : r - top + take]
+                buf[:, r - s0 : r - s0 + take] = band[:, r - top : r - top + take]
                 r += take
                 if r == s1:
                     yield strip, buf

@@ -2,9 +2,8 @@
 
 The grid works in *output* pixels. ``scale`` input pixels make one output pixel (1 for per-pixel
 prediction, the patch size for patch embeddings), so every window maps to an input window
-``scale`` times larger. Tile origins advance by ``tile - overlap`` and the last one is snapped to
-``size - tile`` so every window lies inside the raster (a raster smaller than a tile gets one
-window starting at 0; the reader pads it with invalid pixels).
+``scale`` times larger. Tile origins advance by exactly ``tile - overlap``; the last window may
+reach beyond the raster, where the reader pads it with invalid pixels.
 
 Output is produced in *strips*: bands of ``strip_rows`` output rows (a multiple of the output
 block size), finished as soon as no later tile row reaches them. Because of the overlap, a strip
@@ -27,14 +26,18 @@ __all__ = ["TileGrid", "TileWindow", "shard_strips", "tile_offsets"]
 def tile_offsets(size: int, tile: int, overlap: int) -> list[int]:
     """Return the origins of tiles of length ``tile`` covering ``[0, size)`` with ``overlap``.
 
+    Origins advance by exactly ``tile - overlap``; the last tile may reach beyond ``size`` (the
+    reader pads it with invalid pixels), so every pair of neighbours overlaps by exactly
+    ``overlap`` pixels and the stitching buffers stay ``overlap`` rows high.
+
     Args:
         size: length of the raster axis in pixels.
         tile: tile length in pixels.
-        overlap: minimum overlap between neighbouring tiles in pixels (``0 <= overlap < tile``).
+        overlap: overlap between neighbouring tiles in pixels (``0 <= overlap < tile``).
 
     Returns:
-        Increasing origins; the last tile ends exactly at ``size`` (or one tile at 0 when
-        ``size <= tile``).
+        Increasing origins ``0, s, 2s, ...`` with ``s = tile - overlap``; the last tile ends at
+        or beyond ``size``.
 
     Raises:
         ConfigError: if the sizes are inconsistent.
@@ -43,12 +46,9 @@ def tile_offsets(size: int, tile: int, overlap: int) -> list[int]:
         raise ConfigError(f"tile ({tile}) and raster size ({size}) must be positive")
     if not 0 <= overlap < tile:
         raise ConfigError(f"overlap {overlap} must be >= 0 and smaller than the tile {tile}")
-    if size <= tile:
-        return [0]
     stride = tile - overlap
-    offsets = list(range(0, size - tile, stride))
-    offsets.append(size - tile)
-    return offsets
+    count = max(1, -(-(size - overlap) // stride))
+    return [k * stride for k in range(count)]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 import dinogeo.inference.stream as stream_mod
 from dinogeo.errors import ConfigError
-from dinogeo.inference.blend import StripAccumulator, blend_weights, ramp_1d
+from dinogeo.inference.blend import BandAccumulator, blend_weights, ramp_1d
 from dinogeo.inference.encode import make_output_spec
 from dinogeo.inference.stream import StreamSpec, stream_strips
 from dinogeo.inference.tiling import TileGrid, shard_strips, tile_offsets
@@ -25,9 +25,8 @@ def test_tile_offsets_cover_the_axis(size, tile, overlap):
         covered[o : o + tile] = True
     assert covered[:size].all()
     assert offs[0] == 0
-    assert offs[-1] == max(0, size - tile)
-    steps = np.diff(offs)
-    assert (steps <= tile - overlap).all() and (steps > 0).all()
+    assert offs[-1] < size <= offs[-1] + tile
+    assert (np.diff(offs) == tile - overlap).all(), "neighbours overlap by exactly `overlap`"
 
 
 def test_tile_offsets_reject_bad_overlap():
@@ -79,14 +78,20 @@ def test_blend_weights_zero_over_nodata_and_ramp_is_smooth():
     assert (edge == 1).all(), "raster-border edges keep full weight"
 
 
-def test_accumulator_pop_and_add():
-    acc = StripAccumulator(2, 10, 4, top=0)
-    acc.add(np.ones((2, 4, 4), np.float32), np.full((4, 4), 0.5, np.float32), 0, 3)
-    sums, weights = acc.pop(2)
-    assert sums.shape == (2, 2, 10) and weights[:, 3:7].tolist() == [[0.5] * 4] * 2
-    assert acc.top == 2
+def test_band_accumulator_hands_out_final_blocks():
+    acc = BandAccumulator(2, 10, 4, 2)
+    assert acc.nbytes == 3 * (2 * 2 * 10 + 4 * 4) * 4
+    acc.start_row(last=False)
+    ones = np.ones((2, 4, 4), np.float32)
+    sums, weights, c0 = acc.add(ones, np.full((4, 4), 0.5, np.float32), 0, False)
+    assert (c0, sums.shape, weights.shape) == (0, (2, 2, 2), (2, 2))
+    np.testing.assert_allclose(weights, 0.5)
+    sums, weights, c0 = acc.add(ones, np.ones((4, 4), np.float32), 2, False)
+    np.testing.assert_allclose(weights, 1.5), "the right overlap of the previous window is kept"
     with pytest.raises(ConfigError):
-        acc.add(np.ones((2, 4, 4), np.float32), np.ones((4, 4), np.float32), 4, 0)
+        acc.add(ones, np.ones((4, 4), np.float32), 8, False)
+    with pytest.raises(ConfigError):
+        BandAccumulator(1, 10, 4, 3)
 
 
 def _synthetic_reader(img, valid):
@@ -115,16 +120,16 @@ def _mean_finish(sums, weights):
     return out
 
 
-def test_accumulator_memory_depends_on_strip_not_raster_height(monkeypatch):
-    """The only per-raster buffer is the accumulator: tile rows x width, whatever the height."""
+def test_accumulator_memory_depends_on_width_not_raster_height(monkeypatch):
+    """The only per-raster float buffers are the overlap rows (full width) and one tile."""
     seen = []
 
-    class Spy(StripAccumulator):
+    class Spy(BandAccumulator):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             seen.append(self)
 
-    monkeypatch.setattr(stream_mod, "StripAccumulator", Spy)
+    monkeypatch.setattr(stream_mod, "BandAccumulator", Spy)
     spec = StreamSpec(channels=2, bands=2, dtype="float32", fill=np.nan, batch_size=4, workers=0)
     sizes = {}
     for height in (128, 1024):
@@ -136,7 +141,7 @@ def test_accumulator_memory_depends_on_strip_not_raster_height(monkeypatch):
         )  # fmt: skip
         assert max(a.shape[1] for _, a in strips) == 32
         sizes[height] = seen[-1].nbytes
-    assert sizes[128] == sizes[1024] == (2 + 1) * 32 * 96 * 4
+    assert sizes[128] == sizes[1024] == (2 + 1) * (2 * 8 * 96 + 32 * 32) * 4
 
 
 def test_identity_model_reproduces_the_input_and_resume_ranges_are_bitwise_equal():
