@@ -33,7 +33,7 @@ from dinogeo.errors import ConfigError
 from dinogeo.inference.inputs import expand_inputs, open_for_card, window_reader
 from dinogeo.inference.stream import StreamSpec, stream_strips
 from dinogeo.inference.tiling import TileGrid
-from dinogeo.inference.writer import BandLayout, StripWriter, check_output_path
+from dinogeo.inference.writer import BandLayout, StripWriter, check_output_path, gdal_cache
 
 __all__ = ["EmbedResult", "embed_raster", "fit_pca"]
 
@@ -156,6 +156,7 @@ def _pca_pictures(
     return tif, png
 
 
+@gdal_cache()
 def embed_raster(
     backbone: str | Path | tuple[Any, Any],
     src: str | Path,

@@ -39,7 +39,7 @@ from dinogeo.inference.qgis import (
 )
 from dinogeo.inference.stream import StreamSpec, stream_strips
 from dinogeo.inference.tiling import TileGrid
-from dinogeo.inference.writer import StripWriter, check_output_path, write_vrt
+from dinogeo.inference.writer import StripWriter, check_output_path, gdal_cache, write_vrt
 from dinogeo.models.task_card import TaskCard
 
 __all__ = ["PredictModel", "PredictResult", "load_model", "predict_change", "predict_raster"]
@@ -339,6 +339,7 @@ def _gather_and_write(
     torch.distributed.barrier()
 
 
+@gdal_cache()
 def _run(
     model: str | Path | PredictModel,
     inputs: list[list[Path]],

@@ -15,7 +15,8 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,22 +27,26 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import RasterioError
 
 from dinogeo.errors import ConfigError, OutputExistsError, RasterReadError
 
 __all__ = [
+    "GDAL_CACHE_BYTES",
     "PARTIAL_SUFFIX",
     "BandLayout",
     "StripWriter",
     "check_output_path",
+    "gdal_cache",
+    "partial_dir",
     "write_vrt",
 ]
 
 PARTIAL_SUFFIX = ".dinogeo-partial"
 STATE_VERSION = 1
-#: GDAL block cache while writing (MB): keeps memory flat whatever the raster size
-GDAL_CACHE_MB = 64
+#: GDAL block cache (bytes) while predicting: keeps memory flat whatever the raster size
+GDAL_CACHE_BYTES = 64 << 20
 _GDAL_TYPES = {
     "uint8": "Byte",
     "uint16": "UInt16",
@@ -81,6 +86,22 @@ class BandLayout:
     def count(self) -> int:
         """Number of bands."""
         return len(self.descriptions)
+
+
+@contextmanager
+def gdal_cache(nbytes: int = GDAL_CACHE_BYTES) -> Iterator[None]:
+    """Cap GDAL's block cache (process-wide) for the duration of the block; restore it after.
+
+    GDAL caches raster blocks up to 5 % of the RAM by default, so reading or writing a large raster
+    would grow the process memory with the raster size.
+    """
+    previous = get_gdal_config("GDAL_CACHEMAX")
+    set_gdal_config("GDAL_CACHEMAX", int(nbytes))
+    try:
+        yield
+    finally:
+        if previous:
+            set_gdal_config("GDAL_CACHEMAX", int(previous))
 
 
 def partial_dir(dst: Path) -> Path:
@@ -336,7 +357,7 @@ class StripWriter:
             "compress": "zstd",
             "zstd_level": 1,
         }
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(tmp, "w", **profile) as ds:
+        with rasterio.open(tmp, "w", **profile) as ds:
             ds.write(data)
         os.replace(tmp, path)
         self.done[strip] = stats
@@ -370,7 +391,7 @@ class StripWriter:
             "BIGTIFF": "IF_SAFER",
         }
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_PAM_ENABLED="NO"):
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"):
                 rasterio.shutil.copy(vrt, self._tmp, **options)
         except RasterioError as err:
             self._tmp.unlink(missing_ok=True)
