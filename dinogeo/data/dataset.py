@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
+from dinogeo.data.readers import zero_invalid
 from dinogeo.data.samplers import ChipQuery, ValidityIndex, redraw_chip
 from dinogeo.errors import NoValidDataError
 
@@ -130,7 +131,7 @@ class ChipDataset(Dataset[Sample]):
         src = self.sources[q.source]
         image = src.sensor.normalize(raw, out=out)
         if not valid.all():
-            image[:, ~valid] = 0.0
+            zero_invalid(image, valid, raw.dtype)
         window = Window(q.col, q.row, q.width, q.height)
         return {
             "image": image,

@@ -43,7 +43,7 @@ from dinogeo.errors import RasterReadError
 if TYPE_CHECKING:
     from dinogeo.data.zarr_source import ZarrSource
 
-__all__ = ["RasterSource", "close_handles", "is_zarr_path", "open_source"]
+__all__ = ["RasterSource", "close_handles", "is_zarr_path", "open_source", "zero_invalid"]
 
 #: most dataset handles kept open per process (least recently used are closed)
 MAX_OPEN_HANDLES = int(os.environ.get("DINOGEO_MAX_OPEN_FILES", "256"))
@@ -442,7 +442,7 @@ class RasterSource:
         data, valid = self.read(window)
         out = self.sensor.normalize(data)
         if not valid.all():
-            out[:, ~valid] = 0.0
+            zero_invalid(out, valid, data.dtype)
         return out, valid
 
     def coarse_valid_mask(self, max_size: int = 256) -> np.ndarray:
@@ -465,6 +465,18 @@ class RasterSource:
     def valid_fraction(self, max_size: int = 256) -> float:
         """Estimated fraction of valid pixels, from :meth:`coarse_valid_mask`."""
         return float(self.coarse_valid_mask(max_size).mean())
+
+
+def zero_invalid(image: np.ndarray, valid: np.ndarray, raw_dtype: np.dtype) -> None:
+    """Set invalid pixels of a normalised (C, h, w) image to 0.0 in place.
+
+    Multiplying by the mask is several times faster than boolean indexing; it is used unless the
+    raw data were floats, whose NaN (always invalid) would survive a multiplication.
+    """
+    if raw_dtype.kind == "f":
+        image[:, ~valid] = 0.0
+    else:
+        image *= valid.astype(np.float32)
 
 
 def _parse_crs(value: Any, path: Path) -> CRS:
