@@ -38,7 +38,7 @@ from dinogeo.inference.qgis import (
     write_styles,
 )
 from dinogeo.inference.stream import StreamSpec, stream_strips
-from dinogeo.inference.tiling import TileGrid
+from dinogeo.inference.tiling import TileGrid, shard_strips
 from dinogeo.inference.writer import StripWriter, check_output_path, gdal_cache, write_vrt
 from dinogeo.models.task_card import TaskCard
 
@@ -252,7 +252,7 @@ def _predict_one(
         box = [todo]
         torch.distributed.broadcast_object_list(box, src=0)
         todo = box[0]
-        lo, hi = (len(todo) * rank) // world, (len(todo) * (rank + 1)) // world
+        lo, hi = shard_strips(len(todo), world, rank)
         mine = todo[lo:hi]
     else:
         mine = todo

@@ -256,3 +256,33 @@ def test_embed_cli_writes_georeferenced_features_and_pca(shared_data, tmp_path):
     assert main(args_tif) == 0
     with rasterio.open(tif) as ds:
         assert ds.count == bb.embed_dim and ds.dtypes[0] == "float32"
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_shard_strips_and_rank0_writes(shared_data, tmp_path):
+    import torch.multiprocessing as mp
+
+    src = shared_data / fx.HRO
+    opts = {
+        "tile": 128,
+        "overlap": 32,
+        "batch_size": 4,
+        "strip_rows": 32,
+        "progress": False,
+        "vectorize": False,
+    }
+    dist_out = tmp_path / "dist.tif"
+    mp.spawn(
+        fx.distributed_worker,
+        args=(2, str(tmp_path / "init"), str(src), str(dist_out), opts),
+        nprocs=2,
+    )
+    ref = tmp_path / "ref.tif"
+    predict_raster(fx.tiny_model("land_cover"), src, ref, **opts)
+    with rasterio.open(dist_out) as a, rasterio.open(ref) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.profile == b.profile
+    left = {p.name for p in tmp_path.iterdir()} - {"init", "ref.tif", "ref.qml", "ref.tif.aux.xml"}
+    assert left == {"dist.tif", "dist.qml", "dist.tif.aux.xml"}, (
+        "rank 0 wrote one output, no leftovers"
+    )

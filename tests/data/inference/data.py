@@ -182,6 +182,22 @@ def write_bundle(
     return path
 
 
+def distributed_worker(
+    rank: int, world: int, init_file: str, src: str, dst: str, opts: dict
+) -> None:
+    """One rank of a gloo run of ``predict_raster`` with a TinyConvModel (for the sharding test)."""
+    import torch.distributed as dist
+
+    from dinogeo.inference import predict_raster
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        predict_raster(tiny_model("land_cover"), src, dst, **opts)
+    finally:
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "inference_fixtures")
     print(write_world_file_png(SHARED / RGB_BYTE, out))
