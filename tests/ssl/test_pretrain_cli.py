@@ -17,23 +17,70 @@ ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.
 ABER_BANDS = "[B02, B03, B04, B05, B06, B07, B08, B8A, B11, B12]"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(shared: Path, steps: int, *, gram: bool = False) -> list[str]:
     """Overrides that shrink any config to a few CPU seconds on the 4-band Sentinel-2 scene."""
     args = [
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.max_steps", str(steps), "--trainer.enable_progress_bar", "false",
-        "--trainer.log_every_n_steps", "1",
-        "--model.arch", "vit_test_patch16_dinov3", "--model.img_size", "32",
-        "--model.drop_path_rate", "0.0",
-        "--model.dino_head.out_dim", "64", "--model.dino_head.hidden_dim", "32",
-        "--model.dino_head.bottleneck_dim", "16",
-        "--model.ibot_head.out_dim", "64", "--model.ibot_head.hidden_dim", "32",
-        "--model.ibot_head.bottleneck_dim", "16",
-        "--data.index", "null", "--data.sources", f"[{shared / S2_10M}]",
-        "--data.sensor", "sentinel2_l1c", "--data.bands", "[B02, B03, B04, B08]",
-        "--data.batch_size", "4", "--data.num_workers", "0", "--data.samples_per_epoch", "16",
-        "--data.global_size", "32", "--data.local_size", "16", "--data.n_local", "2",
-        "--data.gram_size", "64" if gram else "null", "--data.chip_size", "64",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--model.arch",
+        "vit_test_patch16_dinov3",
+        "--model.img_size",
+        "32",
+        "--model.drop_path_rate",
+        "0.0",
+        "--model.dino_head.out_dim",
+        "64",
+        "--model.dino_head.hidden_dim",
+        "32",
+        "--model.dino_head.bottleneck_dim",
+        "16",
+        "--model.ibot_head.out_dim",
+        "64",
+        "--model.ibot_head.hidden_dim",
+        "32",
+        "--model.ibot_head.bottleneck_dim",
+        "16",
+        "--data.index",
+        "null",
+        "--data.sources",
+        f"[{shared / S2_10M}]",
+        "--data.sensor",
+        "sentinel2_l1c",
+        "--data.bands",
+        "[B02, B03, B04, B08]",
+        "--data.batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
+        "--data.samples_per_epoch",
+        "16",
+        "--data.global_size",
+        "32",
+        "--data.local_size",
+        "16",
+        "--data.n_local",
+        "2",
+        "--data.gram_size",
+        "64" if gram else "null",
+        "--data.chip_size",
+        "64",
     ]
     return args
 
@@ -53,10 +100,17 @@ def test_default_config_learns_on_real_imagery(shared_data, tmp_path, monkeypatc
     """The tiny default config on a real Sentinel-2 scene: losses fall, no collapse, export."""
     monkeypatch.chdir(tmp_path)
     args = [
-        "pretrain", "--config", str(CONFIGS / "default.yaml"),
-        "--data.sources", f"[{shared_data / S2_10M}]",
-        "--trainer.max_steps", "24", "--data.samples_per_epoch", "64",
-        "--trainer.enable_progress_bar", "false",
+        "pretrain",
+        "--config",
+        str(CONFIGS / "default.yaml"),
+        "--data.sources",
+        f"[{shared_data / S2_10M}]",
+        "--trainer.max_steps",
+        "24",
+        "--data.samples_per_epoch",
+        "64",
+        "--trainer.enable_progress_bar",
+        "false",
     ]
     assert main(args) == 0
     rows = metrics(tmp_path / "runs" / "ssl_default")
@@ -82,9 +136,25 @@ def test_default_config_learns_on_real_imagery(shared_data, tmp_path, monkeypatc
 @pytest.mark.parametrize(
     "name, extra",
     [
-        ("pretrain.yaml", ["--data.sources", "ABER", "--data.sensor", "sentinel2_l2a",
-                           "--data.bands", ABER_BANDS, "--data.scale", "1e-3", "--data.offset", "0"]),
-        ("high_res.yaml", ["--data.global_size", "32", "--data.gram_size", "64", "--data.chip_size", "64"]),
+        (
+            "pretrain.yaml",
+            [
+                "--data.sources",
+                "ABER",
+                "--data.sensor",
+                "sentinel2_l2a",
+                "--data.bands",
+                ABER_BANDS,
+                "--data.scale",
+                "1e-3",
+                "--data.offset",
+                "0",
+            ],
+        ),
+        (
+            "high_res.yaml",
+            ["--data.global_size", "32", "--data.gram_size", "64", "--data.chip_size", "64"],
+        ),
     ],
 )
 def test_stage_configs_run(shared_data, tmp_path, monkeypatch, name, extra):
@@ -113,11 +183,24 @@ def test_gram_anchor_resumes_stage_one(shared_data, tmp_path, monkeypatch):
     ckpt = tmp_path / "runs" / "ssl_default" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 3
     stage2 = [
-        *base, "--config", str(CONFIGS / "gram_anchor.yaml"), *tiny(shared_data, 6, gram=True),
-        "--model.optim.schedule_steps", "6", "--model.gram.weight_start_step", "3",
-        "--model.gram.weight_warmup_steps", "1", "--model.gram.first_update", "5",
-        "--model.gram.update_frequency", "1", "--model.gram.max_updates", "1",
-        "--ckpt_path", str(ckpt),
+        *base,
+        "--config",
+        str(CONFIGS / "gram_anchor.yaml"),
+        *tiny(shared_data, 6, gram=True),
+        "--model.optim.schedule_steps",
+        "6",
+        "--model.gram.weight_start_step",
+        "3",
+        "--model.gram.weight_warmup_steps",
+        "1",
+        "--model.gram.first_update",
+        "5",
+        "--model.gram.update_frequency",
+        "1",
+        "--model.gram.max_updates",
+        "1",
+        "--ckpt_path",
+        str(ckpt),
     ]
     assert main(stage2) == 0
     state = torch.load(ckpt, weights_only=True)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from dinogeo.cli.main import main
@@ -17,6 +18,15 @@ from dinogeo.cli.main import main
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "ssl" / "default.yaml"
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def args_for(shared: Path, run_dir: Path, steps: int, every: int) -> list[str]:
@@ -32,16 +42,43 @@ def args_for(shared: Path, run_dir: Path, steps: int, every: int) -> list[str]:
         }
     ]
     return [
-        "pretrain", "--config", str(DEFAULT),
-        "--trainer.default_root_dir", str(run_dir), "--trainer.logger", "false",
-        "--trainer.callbacks", json.dumps(callbacks),
-        "--trainer.max_steps", str(steps), "--trainer.enable_progress_bar", "false",
-        "--model.optim.schedule_steps", "6", "--model.export_path", "null",
-        "--model.dino_head.out_dim", "64", "--model.ibot_head.out_dim", "64",
-        "--data.sources", f"[{shared / S2_10M}]",
-        "--data.batch_size", "4", "--data.samples_per_epoch", "16", "--data.num_workers", "0",
-        "--data.global_size", "32", "--data.local_size", "16", "--data.n_local", "2",
-        "--data.chip_size", "48",
+        "pretrain",
+        "--config",
+        str(DEFAULT),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger",
+        "false",
+        "--trainer.callbacks",
+        json.dumps(callbacks),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.optim.schedule_steps",
+        "6",
+        "--model.export_path",
+        "null",
+        "--model.dino_head.out_dim",
+        "64",
+        "--model.ibot_head.out_dim",
+        "64",
+        "--data.sources",
+        f"[{shared / S2_10M}]",
+        "--data.batch_size",
+        "4",
+        "--data.samples_per_epoch",
+        "16",
+        "--data.num_workers",
+        "0",
+        "--data.global_size",
+        "32",
+        "--data.local_size",
+        "16",
+        "--data.n_local",
+        "2",
+        "--data.chip_size",
+        "48",
     ]
 
 
@@ -75,7 +112,10 @@ def test_sigterm_saves_a_checkpoint_and_resumes(shared_data, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dinogeo.cli.main", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
     )
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240

@@ -1,0 +1,283 @@
+"""Frozen-feature land-cover probe of a small ViT pretrained with dinogeo on the shared imagery.
+
+1. Pretrain (DINOv3 recipe: DINO + iBOT + KoLeo, Sinkhorn-Knopp, EMA teacher) a small ViT with
+   patch size 4 on the Sentinel-2 scenes of ../shared/data for a fixed CPU time budget:
+   the Aberystwyth 10-band image (its labels are never used here) and the 21 Rufiji dates.
+   Patch 4 at 10-20 m keeps a token at 40-80 m, fine enough for a per-pixel probe.
+2. Probe on the Aberystwyth scene (4 classes: forest, grass, urban, water) with a spatial split:
+   128-pixel blocks in a checkerboard, "black" blocks train and "white" blocks test. Features
+   are computed tile by tile (one tile = one block, so no test pixel feeds a training feature)
+   and brought to pixel resolution by shift-and-stitch (the tile is run once per offset within a
+   patch, so every pixel gets the token of the patch centred on it); a multinomial logistic
+   regression is fitted on training pixels.
+3. Print the test mIoU of: the pretrained teacher backbone, the same backbone randomly
+   initialised, and a per-pixel linear classifier on the 10 raw (normalised) bands.
+
+Usage: python bench/probe.py [--minutes 15] [--threads 1] [--out runs/bench_probe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+
+from dinogeo._paths import shared_data_dir
+from dinogeo.data.readers import open_source
+from dinogeo.data.sensors import load_sensor
+from dinogeo.models.backbone import Backbone
+from dinogeo.ssl.datamodule import SSLDataModule
+from dinogeo.ssl.module import SSLTask
+from dinogeo.ssl.module_step import ssl_losses
+from dinogeo.ssl.task_config import GramConfig, HeadConfig, LossConfig, OptimConfig
+
+BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
+LABELS = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_cls_crop.tif"
+RUFIJI = "sentinel2-timeseries-rufiji-rsgislib/SEN2_*_T37MEM_20m_10band.tif"
+CLASSES = ["forest", "grass", "urban", "water"]
+BLOCK = 128
+PATCH = 4
+BACKBONE = {"patch_size": PATCH, "embed_dim": 96, "depth": 4, "num_heads": 3, "init_values": 0.1}
+
+
+def pretraining_sources(shared: Path) -> list[str]:
+    """The Aberystwyth image (no labels) and the Rufiji dates that are mostly cloud-free."""
+    sensor = load_sensor("sentinel2_l2a").select(BANDS)
+    rufiji = [
+        p
+        for p in sorted(glob.glob(str(shared / RUFIJI)))
+        if open_source(p, sensor=sensor).valid_fraction() >= 0.9
+    ]
+    return [str(shared / ABER), *rufiji]
+
+
+def make_datamodule(shared: Path, batch_size: int, sources: list[str]) -> SSLDataModule:
+    return SSLDataModule(
+        sources=sources,
+        sensor="sentinel2_l2a",
+        bands=BANDS,
+        scale=1e-3,  # the rsgislib exports are surface reflectance x1000
+        offset=0.0,
+        chip_size=48,
+        samples_per_epoch=20_000,
+        min_valid_fraction=0.5,
+        batch_size=batch_size,
+        num_workers=0,
+        global_size=32,
+        local_size=16,
+        n_local=4,
+        patch_size=PATCH,
+        seed=0,
+    )
+
+
+def make_task(steps: int) -> SSLTask:
+    head = HeadConfig(out_dim=1024, hidden_dim=256, bottleneck_dim=64)
+    return SSLTask(
+        arch="vit_test_patch16_dinov3",
+        in_chans=len(BANDS),
+        band_names=BANDS,
+        img_size=32,
+        backbone_kwargs=dict(BACKBONE),
+        dino_head=head,
+        ibot_head=head,
+        loss=LossConfig(teacher_temp_warmup_steps=max(1, steps // 5)),
+        optim=OptimConfig(
+            lr=2e-3,
+            min_lr=1e-5,
+            warmup_steps=max(1, steps // 10),
+            momentum=0.98,
+            momentum_end=0.999,
+            freeze_last_layer_steps=max(1, steps // 50),
+            schedule_steps=steps,
+        ),
+        gram=GramConfig(enabled=False),
+        seed=0,
+    )
+
+
+def time_one_step(dm: SSLDataModule) -> float:
+    """Seconds per training step (forward + backward of the full loss) on this machine."""
+    task = make_task(100)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        out = ssl_losses(
+            task.student,
+            task.teacher,
+            batch,
+            dino_loss=task.dino_loss,
+            ibot_loss=task.ibot_loss,
+            loss_cfg=task.loss_cfg,
+            teacher_temp=0.04,
+        )
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+@torch.no_grad()
+def dense_features(backbone: Backbone, image: torch.Tensor) -> torch.Tensor:
+    """Per-pixel features ``(H, W, D)`` by shift-and-stitch, one BLOCK-pixel tile at a time.
+
+    Each tile is reflect-padded by itself (no pixel of a neighbouring block is seen) and run
+    ``p*p`` times, shifted by every offset within a patch, so that every pixel gets the token
+    of the patch centred on it.
+    """
+    backbone.eval()
+    p = backbone.patch_size
+    c = p // 2
+    _, height, width = image.shape
+    out = torch.zeros(height, width, backbone.embed_dim)
+    grid = BLOCK // p
+    shifts = [(sy, sx) for sy in range(p) for sx in range(p)]
+    for row in range(0, height, BLOCK):
+        for col in range(0, width, BLOCK):
+            tile = image[:, row : row + BLOCK, col : col + BLOCK].unsqueeze(0)
+            padded = F.pad(tile, (p, p, p, p), mode="reflect")
+            views = torch.cat(
+                [
+                    padded[:, :, p - c + sy : p - c + sy + BLOCK, p - c + sx : p - c + sx + BLOCK]
+                    for sy, sx in shifts
+                ]
+            )
+            tokens = backbone.forward_features(views)["x_norm_patchtokens"]
+            tokens = tokens.reshape(len(shifts), grid, grid, -1)
+            for k, (sy, sx) in enumerate(shifts):
+                out[row + sy : row + BLOCK : p, col + sx : col + BLOCK : p] = tokens[k]
+    return out
+
+
+def checkerboard(height: int, width: int) -> np.ndarray:
+    rows = (np.arange(height) // BLOCK)[:, None]
+    cols = (np.arange(width) // BLOCK)[None, :]
+    return (rows + cols) % 2 == 0  # True = training block
+
+
+def linear_probe_miou(
+    features: torch.Tensor, labels: np.ndarray, train_mask: np.ndarray, seed: int = 0
+) -> float:
+    """Multinomial logistic regression on training pixels; mIoU on the test pixels."""
+    feats = features.reshape(-1, features.shape[-1]).float()
+    y = torch.from_numpy(labels.reshape(-1).astype(np.int64)) - 1  # classes 1..4 -> 0..3
+    labelled = torch.from_numpy(labels.reshape(-1) > 0)
+    train = labelled & torch.from_numpy(train_mask.reshape(-1))
+    test = labelled & ~torch.from_numpy(train_mask.reshape(-1))
+    gen = torch.Generator().manual_seed(seed)
+    idx = train.nonzero().flatten()
+    idx = idx[torch.randperm(idx.numel(), generator=gen)[:40_000]]
+    mean, std = feats[idx].mean(0), feats[idx].std(0).clamp_min(1e-6)
+    x_train = (feats[idx] - mean) / std
+    y_train = y[idx]
+    n_classes = len(CLASSES)
+    weight = torch.zeros(feats.shape[1], n_classes, requires_grad=True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = x_train @ weight + bias
+        loss = F.cross_entropy(logits, y_train) + 1e-4 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        pred = (((feats[test] - mean) / std) @ weight + bias).argmax(1)
+    truth = y[test]
+    ious = []
+    for c in range(n_classes):
+        inter = ((pred == c) & (truth == c)).sum().item()
+        union = ((pred == c) | (truth == c)).sum().item()
+        if (truth == c).any():
+            ious.append(inter / max(union, 1))
+    return float(np.mean(ious))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="CPU pretraining budget")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_probe"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: the tiny ops are latency-bound; more threads oversubscribe a "
+        "shared 2-core machine)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.minutes > 20:
+        parser.error("--minutes is capped at 20 (the benchmark's CPU budget)")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.manual_seed(0)
+    shared = shared_data_dir()
+
+    sources = pretraining_sources(shared)
+    print(f"pretraining on {len(sources)} Sentinel-2 images (Aberystwyth + Rufiji dates)")
+    dm = make_datamodule(shared, args.batch_size, sources)
+    step_time = time_one_step(dm)
+    steps = max(20, int(0.9 * args.minutes * 60 / step_time))
+    print(f"pretraining: ~{step_time:.2f} s/step -> {steps} steps in {args.minutes:g} min (CPU)")
+    task = make_task(steps)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        max_time={"minutes": args.minutes},
+        logger=pl.loggers.CSVLogger(str(args.out), name="csv"),
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(task, make_datamodule(shared, args.batch_size, sources))
+    print(f"pretrained {trainer.global_step} steps in {(time.perf_counter() - start) / 60:.1f} min")
+
+    source = open_source(shared / ABER, sensor=dm.sensor)
+    image_np, _ = source.read_normalized(Window(0, 0, source.width, source.height))
+    image = torch.from_numpy(image_np).float()
+    with rasterio.open(shared / LABELS) as ds:
+        labels = ds.read(1)
+    train_mask = checkerboard(*labels.shape)
+
+    pretrained = task.teacher_backbone
+    random_init = make_task(steps).teacher_backbone
+    results = {
+        "dinogeo pretrained (frozen)": linear_probe_miou(
+            dense_features(pretrained, image), labels, train_mask
+        ),
+        "same ViT, random init (frozen)": linear_probe_miou(
+            dense_features(random_init, image), labels, train_mask
+        ),
+        "linear on raw bands (per pixel)": linear_probe_miou(
+            image.permute(1, 2, 0).contiguous(), labels, train_mask
+        ),
+    }
+    print("\nAberystwyth land cover, checkerboard 128-px blocks, test mIoU (4 classes)")
+    for name, value in results.items():
+        print(f"  {name:<34s} {value:.3f}")
+    best_baseline = max(v for k, v in results.items() if not k.startswith("dinogeo"))
+    print(
+        f"  pretrained - best baseline: {results['dinogeo pretrained (frozen)'] - best_baseline:+.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
