@@ -270,7 +270,7 @@ class DenseTask(LightningModule):
         if body:
             groups.append({"params": body, "lr": hp["backbone_lr"]})
         optimizer = torch.optim.AdamW(groups, weight_decay=hp["weight_decay"])
-        total = self.trainer.estimated_stepping_batches if self.trainer else 0
+        total = self._trainer.estimated_stepping_batches if self._trainer is not None else 0
         if not total or not math.isfinite(total) or total < 1:
             return optimizer
         warm = int(hp["warmup_steps"])
