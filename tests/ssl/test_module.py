@@ -27,6 +27,9 @@ from dinogeo.ssl.task_config import HeadConfig, LossConfig
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "ssl"
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
+ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
+ABER_CLS = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_cls_crop.tif"
+ABER_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 HEAD = HeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
@@ -339,3 +342,19 @@ def test_distributed_configs_parse(shared_data, tmp_path, monkeypatch, name, str
         assert wrap_policy(cli.model.student_backbone, False, 0)
         assert wrap_policy(cli.model.student_backbone.blocks[0], False, 0)
         assert not wrap_policy(cli.model.student_backbone.vit.patch_embed, False, 0)
+
+
+def test_knn_probe_set_from_labelled_raster(shared_data):
+    """The kNN monitor's probe set: majority-labelled chips with a left/right spatial split."""
+    dm = SSLDataModule(
+        sources=[str(shared_data / ABER)], sensor="sentinel2_l2a", bands=ABER_BANDS, scale=1e-3,
+        offset=0.0, probe_image=str(shared_data / ABER), probe_labels=str(shared_data / ABER_CLS),
+        probe_chip_size=32, global_size=32,
+    )
+    images, labels, is_ref = dm.probe_data()
+    assert images.shape[1:] == (10, 32, 32) and images.shape[0] == labels.shape[0]
+    assert set(labels.tolist()) <= {1, 2, 3, 4} and len(set(labels.tolist())) >= 3
+    assert 0 < int(is_ref.sum()) < len(is_ref)
+    # chip-mean spectra already separate the classes well above chance (0.25)
+    feats = images.mean(dim=(2, 3))
+    assert knn_accuracy(feats[is_ref], labels[is_ref], feats[~is_ref], labels[~is_ref]) > 0.5
