@@ -284,8 +284,7 @@ def _predict_one(
     try:
         if world == 1:
             for strip, data, stats in computed():
-                assert writer is not None
-                writer.write(strip, data, stats)
+                writer.write(strip, data, stats)  # type: ignore[union-attr]
                 if delay:
                     time.sleep(delay)
         else:
@@ -381,6 +380,8 @@ def _run(
             srcs = [srcs[0]] + [align_to(srcs[0], s, bundle.card, Path(workdir)) for s in srcs[1:]]
             if rank == 0 and not resume:
                 check_output_path(out, overwrite=overwrite)
+            if rank == 0 and task.is_classification and vectorize is not False:
+                check_output_path(out.with_suffix(".gpkg"), overwrite=overwrite or resume)
             opened.append(srcs)
         opts = {
             "tile": tile,

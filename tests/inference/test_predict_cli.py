@@ -260,3 +260,16 @@ def test_clear_errors_before_any_work(bundles, shared_data, tmp_path, capsys):
         named = (Path(src).name, str(Path(dst).parent))
         assert "error" in err and any(n in err for n in named), (what, err)
         assert not list(out.parent.iterdir()), f"{what}: nothing may be written"
+
+
+def test_zarr_store_input_gives_the_same_prediction(bundles, shared_data, tmp_path):
+    from dinogeo.data.ingest import ingest
+
+    src = shared_data / fx.HRO
+    store = ingest([src], tmp_path / "archive.zarr", scheduler="synchronous", progress=False)
+    from_tif, from_zarr = tmp_path / "tif.tif", tmp_path / "zarr.tif"
+    assert predict("--model", bundles["rgb"], src, "-o", from_tif, "--no-vectorize", *FAST) == 0
+    assert predict("--model", bundles["rgb"], store, "-o", from_zarr, "--no-vectorize", *FAST) == 0
+    with rasterio.open(from_tif) as a, rasterio.open(from_zarr) as b:
+        assert a.crs == b.crs and a.transform.almost_equals(b.transform)
+        np.testing.assert_array_equal(a.read(), b.read())
