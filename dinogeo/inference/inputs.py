@@ -43,6 +43,9 @@ _READ_LOCK = threading.Lock()
 def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     """Expand files, folders (their rasters and zarr stores) and glob patterns into paths.
 
+    A zarr store holding several rasters (``dinogeo ingest`` of an archive) expands into one
+    input per raster group.
+
     Args:
         inputs: one input or several.
 
@@ -58,7 +61,7 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if is_zarr_path(path) and path.exists():
-            found = [path]
+            found = _zarr_rasters(path)
         elif path.is_dir():
             found = sorted(
                 p
@@ -79,6 +82,19 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
             )
         out.extend(p for p in found if p not in out)
     return out
+
+
+def _zarr_rasters(store: Path) -> list[Path]:
+    """The raster groups of a zarr store (the store itself when it holds one raster)."""
+    from dinogeo.data.zarr_source import list_store_rasters
+
+    try:
+        groups = list_store_rasters(store)
+    except RasterReadError:
+        return [store]
+    if len(groups) <= 1:
+        return [store / groups[0]] if groups and groups[0] else [store]
+    return [store / g for g in groups]
 
 
 def card_sensor(card: Any) -> Sensor:
