@@ -28,11 +28,13 @@ import torch
 from tqdm.auto import tqdm
 
 from dinogeo.errors import CheckpointError, ConfigError
+from dinogeo.inference.distributed import gather_and_write, rank_and_world
 from dinogeo.inference.encode import OutputSpec, make_output_spec
 from dinogeo.inference.inputs import align_to, expand_inputs, open_for_card, window_reader
 from dinogeo.inference.qgis import (
     footprint_area_km2,
     layout_for,
+    merge_output_stats,
     merge_stats,
     strip_stats,
     write_styles,
@@ -153,12 +155,6 @@ def _file_id(path: Path) -> list[Any]:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _runs(strips: Sequence[int]) -> list[tuple[int, int]]:
     """Group sorted strip indices into contiguous ``[start, stop)`` runs."""
     runs: list[tuple[int, int]] = []
@@ -221,7 +217,7 @@ def _predict_one(
     tile, overlap, strip_rows = opts["tile"], opts["overlap"], opts["strip_rows"]
     grid = TileGrid(ref.height, ref.width, tile, overlap, strip_rows)
     layout = layout_for(spec)
-    rank, world = _dist()
+    rank, world = rank_and_world()
     params = {
         "format": 1,
         "model": opts["model_hash"],
@@ -288,7 +284,7 @@ def _predict_one(
                 if delay:
                     time.sleep(delay)
         else:
-            _gather_and_write(computed(), writer, len(todo), world)
+            gather_and_write(computed(), writer, len(todo), world)
         if rank != 0 or writer is None:
             return 0, {}
         stats = merge_stats(list(writer.done.values()), spec)
@@ -302,40 +298,6 @@ def _predict_one(
             )
         raise
     return int(stats.get("count", 0)), stats
-
-
-def _merge_all(stats: list[dict[str, Any]], spec: OutputSpec) -> dict[str, Any]:
-    """Merge per-output statistics (already merged per raster) for a mosaic."""
-    if spec.task.is_classification:
-        return merge_stats(
-            [{"count": s.get("count", 0), "hist": s.get("hist", {})} for s in stats], spec
-        )
-    parts = [
-        {"count": s["count"], "sum": s["mean"] * s["count"],
-         "sumsq": (s["std"] ** 2 + s["mean"] ** 2) * s["count"], "min": s["min"], "max": s["max"]}
-        for s in stats if s.get("count")
-    ]  # fmt: skip
-    return merge_stats(parts, spec)
-
-
-def _gather_and_write(
-    items: Iterator[tuple[int, np.ndarray, dict[str, Any]]],
-    writer: StripWriter | None,
-    n_todo: int,
-    world: int,
-) -> None:
-    """Every rank computes its strips; rank 0 gathers them round by round and writes them."""
-    rounds = -(-n_todo // world) + 1
-    it = iter(items)
-    for _ in range(rounds):
-        item = next(it, None)
-        gathered: list[Any] = [None] * world if writer is not None else []
-        torch.distributed.gather_object(item, gathered if writer is not None else None, dst=0)
-        if writer is not None:
-            for got in gathered:
-                if got is not None:
-                    writer.write(*got)
-    torch.distributed.barrier()
 
 
 @gdal_cache()
@@ -371,7 +333,7 @@ def _run(
         )
     spec = make_output_spec(task, probabilities=probabilities, confidence=confidence)
     outs = _output_paths(inputs, Path(dst), task)
-    rank, _ = _dist()
+    rank, _ = rank_and_world()
     with tempfile.TemporaryDirectory(prefix="dinogeo-align-") as workdir:
         # open and check everything before any work starts
         opened = []
@@ -424,7 +386,7 @@ def _run(
         if vrt.exists() and not overwrite:
             check_output_path(vrt, overwrite=False)
         result.mosaic = write_vrt(vrt, result.outputs, layout_for(spec))
-        result.styles += write_styles(vrt, spec, _merge_all(all_stats, spec), aux=False)
+        result.styles += write_styles(vrt, spec, merge_output_stats(all_stats, spec), aux=False)
     result.seconds = time.perf_counter() - t0
     if progress and rank == 0:
         print(f"dinogeo predict: {result.summary()}", file=sys.stderr)

@@ -34,6 +34,7 @@ __all__ = [
     "equal_area_crs",
     "footprint_area_km2",
     "layout_for",
+    "merge_output_stats",
     "merge_stats",
     "raster_qml",
     "strip_stats",
@@ -130,6 +131,20 @@ def merge_stats(parts: list[dict[str, Any]], spec: OutputSpec) -> dict[str, Any]
         out["mean"] = s / count
         out["std"] = math.sqrt(max(0.0, sq / count - out["mean"] ** 2))
     return out
+
+
+def merge_output_stats(stats: list[dict[str, Any]], spec: OutputSpec) -> dict[str, Any]:
+    """Merge the statistics of several outputs (from :func:`merge_stats`), e.g. for a mosaic."""
+    if spec.task.is_classification:
+        return merge_stats(
+            [{"count": s.get("count", 0), "hist": s.get("hist", {})} for s in stats], spec
+        )
+    parts = [
+        {"count": s["count"], "sum": s["mean"] * s["count"],
+         "sumsq": (s["std"] ** 2 + s["mean"] ** 2) * s["count"], "min": s["min"], "max": s["max"]}
+        for s in stats if s.get("count")
+    ]  # fmt: skip
+    return merge_stats(parts, spec)
 
 
 def equal_area_crs(src_crs: CRS, x: float, y: float) -> CRS:
