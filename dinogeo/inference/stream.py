@@ -161,6 +161,8 @@ def stream_strips(
         keep = [i for i in range(len(batch.windows)) if batch.valid[i].any()]
         preds = infer(tuple(img[keep] for img in batch.images)) if keep else None
         pos = {k: n for n, k in enumerate(keep)}
+        if on_batch is not None:
+            on_batch(len(batch.windows))
         for i, win in enumerate(batch.windows):
             if not first_row <= win.tile_row <= last_row:
                 continue
@@ -190,5 +192,3 @@ def stream_strips(
                         return
                     s0, s1 = grid.strip_bounds(strip)
                     buf = np.full((spec.bands, s1 - s0, grid.width), spec.fill, dtype=spec.dtype)
-        if on_batch is not None:
-            on_batch(len(batch.windows))
