@@ -7,7 +7,8 @@
 2. Probe on the Aberystwyth scene (4 classes: forest, grass, urban, water) with a spatial split:
    128-pixel blocks in a checkerboard, "black" blocks train and "white" blocks test. Features
    are computed tile by tile (one tile = one block, so no test pixel feeds a training feature)
-   and brought to pixel resolution by shift-and-stitch (the tile is run once per offset within a
+   from the last 4 blocks (concatenated, as DINOv2's "linear4" probe) and brought to pixel
+   resolution by shift-and-stitch (the tile is run once per offset within a
    patch, so every pixel gets the token of the patch centred on it); a multinomial logistic
    regression is fitted on training pixels.
 3. Print the test mIoU of: the pretrained teacher backbone, the same backbone randomly
@@ -47,6 +48,7 @@ RUFIJI = "sentinel2-timeseries-rufiji-rsgislib/SEN2_*_T37MEM_20m_10band.tif"
 CLASSES = ["forest", "grass", "urban", "water"]
 BLOCK = 128
 PATCH = 4
+LAYERS = 4  # the probe concatenates the last 4 blocks' normalised patch tokens (DINOv2 "linear4")
 BACKBONE = {"patch_size": PATCH, "embed_dim": 96, "depth": 4, "num_heads": 3, "init_values": 0.1}
 
 
@@ -82,7 +84,7 @@ def make_datamodule(shared: Path, batch_size: int, sources: list[str]) -> SSLDat
 
 
 def make_task(steps: int) -> SSLTask:
-    head = HeadConfig(out_dim=1024, hidden_dim=256, bottleneck_dim=64)
+    head = HeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)
     return SSLTask(
         arch="vit_test_patch16_dinov3",
         in_chans=len(BANDS),
@@ -91,12 +93,12 @@ def make_task(steps: int) -> SSLTask:
         backbone_kwargs=dict(BACKBONE),
         dino_head=head,
         ibot_head=head,
-        loss=LossConfig(teacher_temp_warmup_steps=max(1, steps // 5)),
+        loss=LossConfig(teacher_temp_warmup_steps=max(1, steps // 10)),
         optim=OptimConfig(
-            lr=2e-3,
+            lr=4e-3,
             min_lr=1e-5,
-            warmup_steps=max(1, steps // 10),
-            momentum=0.98,
+            warmup_steps=max(1, steps // 20),
+            momentum=0.97,
             momentum_end=0.999,
             freeze_last_layer_steps=max(1, steps // 50),
             schedule_steps=steps,
@@ -133,7 +135,7 @@ def time_one_step(dm: SSLDataModule) -> float:
 
 @torch.no_grad()
 def dense_features(backbone: Backbone, image: torch.Tensor) -> torch.Tensor:
-    """Per-pixel features ``(H, W, D)`` by shift-and-stitch, one BLOCK-pixel tile at a time.
+    """Per-pixel features ``(H, W, LAYERS*D)`` by shift-and-stitch, one BLOCK-pixel tile at a time.
 
     Each tile is reflect-padded by itself (no pixel of a neighbouring block is seen) and run
     ``p*p`` times, shifted by every offset within a patch, so that every pixel gets the token
@@ -143,8 +145,7 @@ def dense_features(backbone: Backbone, image: torch.Tensor) -> torch.Tensor:
     p = backbone.patch_size
     c = p // 2
     _, height, width = image.shape
-    out = torch.zeros(height, width, backbone.embed_dim)
-    grid = BLOCK // p
+    out = torch.zeros(height, width, LAYERS * backbone.embed_dim)
     shifts = [(sy, sx) for sy in range(p) for sx in range(p)]
     for row in range(0, height, BLOCK):
         for col in range(0, width, BLOCK):
@@ -156,8 +157,8 @@ def dense_features(backbone: Backbone, image: torch.Tensor) -> torch.Tensor:
                     for sy, sx in shifts
                 ]
             )
-            tokens = backbone.forward_features(views)["x_norm_patchtokens"]
-            tokens = tokens.reshape(len(shifts), grid, grid, -1)
+            maps = backbone.get_intermediate_layers(views, LAYERS)  # each (S, D, g, g)
+            tokens = torch.cat(maps, dim=1).permute(0, 2, 3, 1)  # (S, g, g, n*D)
             for k, (sy, sx) in enumerate(shifts):
                 out[row + sy : row + BLOCK : p, col + sx : col + BLOCK : p] = tokens[k]
     return out
@@ -209,9 +210,67 @@ def linear_probe_miou(
     return float(np.mean(ious))
 
 
+def pretrain(args: argparse.Namespace, dm: SSLDataModule, sources: list[str]) -> SSLTask:
+    step_time = time_one_step(dm)
+    steps = max(20, int(0.9 * args.minutes * 60 / step_time))
+    print(f"pretraining: ~{step_time:.2f} s/step -> {steps} steps in {args.minutes:g} min (CPU)")
+    task = make_task(steps)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        max_time={"minutes": args.minutes},
+        logger=pl.loggers.CSVLogger(str(args.out), name="csv"),
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(task, make_datamodule(shared_data_dir(), args.batch_size, sources))
+    print(f"pretrained {trainer.global_step} steps in {(time.perf_counter() - start) / 60:.1f} min")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(task.teacher_backbone.state_dict(), args.out / "teacher_backbone.pt")
+    return task
+
+
+def run_probe(task: SSLTask, dm: SSLDataModule) -> None:
+    shared = shared_data_dir()
+    source = open_source(shared / ABER, sensor=dm.sensor)
+    image_np, _ = source.read_normalized(Window(0, 0, source.width, source.height))
+    image = torch.from_numpy(image_np).float()
+    with rasterio.open(shared / LABELS) as ds:
+        labels = ds.read(1)
+    train_mask = checkerboard(*labels.shape)
+
+    pretrained = task.teacher_backbone
+    random_init = make_task(100).teacher_backbone  # same seed and architecture, untrained
+    results = {
+        "dinogeo pretrained (frozen)": linear_probe_miou(
+            dense_features(pretrained, image), labels, train_mask
+        ),
+        "same ViT, random init (frozen)": linear_probe_miou(
+            dense_features(random_init, image), labels, train_mask
+        ),
+        "linear on raw bands (per pixel)": linear_probe_miou(
+            image.permute(1, 2, 0).contiguous(), labels, train_mask
+        ),
+    }
+    print("\nAberystwyth land cover, checkerboard 128-px blocks, test mIoU (4 classes)")
+    for name, value in results.items():
+        print(f"  {name:<34s} {value:.3f}")
+    best_baseline = max(v for k, v in results.items() if not k.startswith("dinogeo"))
+    print(
+        f"  pretrained - best baseline: {results['dinogeo pretrained (frozen)'] - best_baseline:+.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU pretraining budget")
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="skip pretraining: probe these teacher weights"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_probe"))
     parser.add_argument(
@@ -232,51 +291,12 @@ def main() -> None:
     sources = pretraining_sources(shared)
     print(f"pretraining on {len(sources)} Sentinel-2 images (Aberystwyth + Rufiji dates)")
     dm = make_datamodule(shared, args.batch_size, sources)
-    step_time = time_one_step(dm)
-    steps = max(20, int(0.9 * args.minutes * 60 / step_time))
-    print(f"pretraining: ~{step_time:.2f} s/step -> {steps} steps in {args.minutes:g} min (CPU)")
-    task = make_task(steps)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        max_time={"minutes": args.minutes},
-        logger=pl.loggers.CSVLogger(str(args.out), name="csv"),
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(task, make_datamodule(shared, args.batch_size, sources))
-    print(f"pretrained {trainer.global_step} steps in {(time.perf_counter() - start) / 60:.1f} min")
-
-    source = open_source(shared / ABER, sensor=dm.sensor)
-    image_np, _ = source.read_normalized(Window(0, 0, source.width, source.height))
-    image = torch.from_numpy(image_np).float()
-    with rasterio.open(shared / LABELS) as ds:
-        labels = ds.read(1)
-    train_mask = checkerboard(*labels.shape)
-
-    pretrained = task.teacher_backbone
-    random_init = make_task(steps).teacher_backbone
-    results = {
-        "dinogeo pretrained (frozen)": linear_probe_miou(
-            dense_features(pretrained, image), labels, train_mask
-        ),
-        "same ViT, random init (frozen)": linear_probe_miou(
-            dense_features(random_init, image), labels, train_mask
-        ),
-        "linear on raw bands (per pixel)": linear_probe_miou(
-            image.permute(1, 2, 0).contiguous(), labels, train_mask
-        ),
-    }
-    print("\nAberystwyth land cover, checkerboard 128-px blocks, test mIoU (4 classes)")
-    for name, value in results.items():
-        print(f"  {name:<34s} {value:.3f}")
-    best_baseline = max(v for k, v in results.items() if not k.startswith("dinogeo"))
-    print(
-        f"  pretrained - best baseline: {results['dinogeo pretrained (frozen)'] - best_baseline:+.3f}"
-    )
+    if args.weights is not None:
+        task = make_task(100)
+        task.teacher_backbone.load_state_dict(torch.load(args.weights, weights_only=True))
+    else:
+        task = pretrain(args, dm, sources)
+    run_probe(task, dm)
 
 
 if __name__ == "__main__":

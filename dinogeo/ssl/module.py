@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -420,9 +420,3 @@ def _asdict(cfg: Any) -> dict[str, Any]:
     out = dataclasses.asdict(cfg)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
-
-def iter_student_teacher(task: SSLTask) -> Iterator[tuple[str, Tensor, Tensor]]:
-    """Yield ``(name, student_param, teacher_param)`` pairs (for tests and debugging)."""
-    teacher = dict(task.teacher.named_parameters())
-    for name, param in task.student.named_parameters():
-        yield name, param, teacher[name]
