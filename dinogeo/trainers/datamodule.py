@@ -209,6 +209,9 @@ class LabeledChipDataModule(LightningDataModule):
         chip_size: chip side in pixels (a multiple of the patch size is best).
         block_size: spatial block side in pixels (>= chip_size).
         val_fraction: share of labelled pixels (by block) held out for validation.
+        split_by: what ``val_fraction`` counts: ``"labelled"`` pixels, or ``"positive"`` ones
+            (regression targets > 0, e.g. vegetation in a canopy height model that is mostly 0 m:
+            validation blocks then always hold some canopy).
         min_labelled: minimum labelled pixels for a chip to be used.
         train_stride: stride of training chip positions inside a block (default chip_size // 4).
         chips_per_epoch: training samples per epoch (with replacement); None: each chip once.
@@ -235,6 +238,7 @@ class LabeledChipDataModule(LightningDataModule):
         chip_size: int = 64,
         block_size: int = 128,
         val_fraction: float = 0.2,
+        split_by: str = "labelled",
         min_labelled: int = 1,
         train_stride: int | None = None,
         chips_per_epoch: int | None = None,
@@ -255,6 +259,10 @@ class LabeledChipDataModule(LightningDataModule):
                 "inside one spatial block"
             )
         self.task_card = load_task_card(task)
+        if split_by not in ("labelled", "positive"):
+            raise ConfigError(f"split_by must be 'labelled' or 'positive', got {split_by!r}")
+        if split_by == "positive" and self.task_card.is_classification:
+            raise ConfigError("split_by: positive is for regression targets; use 'labelled'")
         self.train_set: ChipDataset | None = None
         self.val_set: ChipDataset | None = None
         self.splits: list[BlockSplit] = []
@@ -330,6 +338,7 @@ class LabeledChipDataModule(LightningDataModule):
             block_size=hp["block_size"],
             val_fraction=0.0 if val_sep else hp["val_fraction"],
             min_labelled=hp["min_labelled"],
+            split_by=hp["split_by"],
             train_stride=hp["train_stride"] or max(1, hp["chip_size"] // 4),
             seed=hp["seed"],
             splits_out=self.splits,
@@ -420,6 +429,7 @@ def select_chips(
     train_stride: int,
     seed: int,
     all_to_val: bool = False,
+    split_by: str = "labelled",
     splits_out: list[BlockSplit] | None = None,
 ) -> tuple[list[Chip], list[Chip]]:
     """Split each scene into blocks and pick chips with labels over valid imagery.
@@ -433,6 +443,7 @@ def select_chips(
         grid = reader[0] if isinstance(reader, tuple) else reader
         rows, cols = -(-grid.height // block_size), -(-grid.width // block_size)
         counts = np.zeros((rows, cols))
+        weights = np.zeros((rows, cols))
         masks: dict[tuple[int, int], tuple[Window, np.ndarray]] = {}
         probe = block_split(grid.width, grid.height, block_size=block_size, val_fraction=0.0)
         for b in probe.blocks("all"):
@@ -441,8 +452,16 @@ def select_chips(
             padded = Window(
                 win.col_off, win.row_off, max(win.width, chip_size), max(win.height, chip_size)
             )
-            ok = lab.labelled(lab.read(padded)) & _valid(reader, padded)
+            values = lab.read(padded)
+            ok = lab.labelled(values) & _valid(reader, padded)
             counts[b] = ok.sum()
+            core = ok[: int(win.height), : int(win.width)]  # the block itself, not the padding
+            if split_by == "positive":
+                weights[b] = (
+                    core & (np.nan_to_num(values[: core.shape[0], : core.shape[1]]) > 0)
+                ).sum()
+            else:
+                weights[b] = core.sum()
             masks[b] = (padded, ok)
         split = block_split(
             grid.width,
@@ -450,7 +469,7 @@ def select_chips(
             block_size=block_size,
             val_fraction=val_fraction,
             seed=seed,
-            weights=counts,
+            weights=weights,
         )
         if splits_out is not None:
             splits_out.append(split)
