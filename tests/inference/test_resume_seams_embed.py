@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +19,7 @@ from dinogeo.cli.main import main
 from dinogeo.data.readers import open_source
 from dinogeo.inference import predict_raster
 from dinogeo.inference.writer import partial_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "inference"))
-import data as fx  # noqa: E402
+from tests.data.inference import data as fx
 
 FAST = ["--tile", "128", "--overlap", "32", "--batch-size", "4", "--quiet", "--no-vectorize"]
 
