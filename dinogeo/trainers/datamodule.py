@@ -363,7 +363,7 @@ class LabeledChipDataModule(LightningDataModule):
         else:
             self.val_set = ChipDataset(readers, labels, val)
 
-    def class_frequencies(self, max_chips: int = 256) -> np.ndarray:
+    def class_frequencies(self, max_chips: int = 64) -> np.ndarray:
         """Labelled pixel count per class over (up to ``max_chips``) training chips."""
         if self.train_set is None:
             self.setup("fit")

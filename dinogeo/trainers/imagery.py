@@ -10,7 +10,9 @@ statistics. :meth:`ImageReader.aligned_to` reads the same image on another image
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -86,6 +88,7 @@ class ImageReader:
         self.width, self.height = self.source.width, self.source.height
         self.bounds = tuple(self.source.bounds)
         self._target: ImageReader | None = None
+        self._vrt: tuple[int, Any, WarpedVRT] | None = None
 
     @property
     def band_names(self) -> list[str]:
@@ -120,22 +123,9 @@ class ImageReader:
         indexes = [int(file_bands[i]) for i in self.index]
         nodata = self.source.nodata
         try:
-            with rasterio.open(self.path) as ds:
-                src_crs = ds.crs or self.source.crs
-                with WarpedVRT(
-                    ds,
-                    src_crs=src_crs,
-                    crs=target.crs,
-                    transform=target.transform,
-                    width=target.width,
-                    height=target.height,
-                    resampling=Resampling.bilinear,
-                    src_nodata=nodata,
-                    nodata=nodata,
-                    add_alpha=True,
-                ) as vrt:
-                    arr = vrt.read(indexes, window=inner).astype(np.float64)
-                    alpha = vrt.read(vrt.count, window=inner)
+            vrt = self._warped_vrt(target)
+            arr = vrt.read(indexes, window=inner).astype(np.float64)
+            alpha = vrt.read(vrt.count, window=inner)
         except rasterio.errors.RasterioError as err:
             raise RasterReadError(
                 f"{self.path}: reprojecting onto the date-1 grid failed: {err}"
@@ -148,6 +138,31 @@ class ImageReader:
         data[(slice(None), *sl)] = arr
         valid[sl] = ok
         return data, valid
+
+    def _warped_vrt(self, target: ImageReader) -> WarpedVRT:
+        """The WarpedVRT onto ``target``'s grid, opened once per process."""
+        pid = os.getpid()
+        if self._vrt is None or self._vrt[0] != pid:
+            ds = rasterio.open(self.path)
+            vrt = WarpedVRT(
+                ds,
+                src_crs=ds.crs or self.source.crs,
+                crs=target.crs,
+                transform=target.transform,
+                width=target.width,
+                height=target.height,
+                resampling=Resampling.bilinear,
+                src_nodata=self.source.nodata,
+                nodata=self.source.nodata,
+                add_alpha=True,
+            )
+            self._vrt = (pid, ds, vrt)
+        return self._vrt[2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_vrt"] = None  # handles are reopened in each worker process
+        return state
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Normalised float32 (C, h, w) in card band order (0 where invalid) and the valid mask."""
@@ -176,6 +191,7 @@ class ImageReader:
         aligned = ImageReader.__new__(ImageReader)
         aligned.__dict__.update(self.__dict__)
         aligned._target = other
+        aligned._vrt = None
         aligned.crs, aligned.transform = other.crs, other.transform
         aligned.width, aligned.height, aligned.bounds = other.width, other.height, other.bounds
         return aligned

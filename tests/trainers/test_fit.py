@@ -62,7 +62,7 @@ def test_fit_land_cover_aberystwyth_then_validate(localised, shared_data, tmp_pa
             "--labels",
             str(shared_data / ABER / "sen2_20210527_aber_cls_crop.tif"),
             "--chip-size",
-            "128",
+            "256",
             "--json",
             str(out),
         ]
