@@ -1,6 +1,3 @@
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
@@ -10,9 +7,7 @@ from rasterio.windows import transform as window_transform
 from dinogeo.errors import ConfigError, LabelError
 from dinogeo.labels import IGNORE_INDEX, LabelRaster, block_split, chip_windows
 from dinogeo.models.task_card import load_task_card
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "data" / "labels"))
-import data as label_data  # noqa: E402
+from tests.data.labels import data as label_data
 
 ABER = "sentinel2-landcover-aberystwyth-rsgislib"
 SWISS = "swissimage-lidar-chm-detectree"

