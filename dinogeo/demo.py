@@ -183,7 +183,7 @@ def run_demo(
     )
     result.files["landcover"] = pred.output
     for path in pred.styles:
-        result.files["qgis_style"] = path
+        result.files["qgis_style" if path.suffix == ".qml" else "gdal_sidecar"] = path
     for path in pred.vectors:
         result.files["polygons"] = path
     emb = embed_raster(
