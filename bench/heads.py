@@ -38,6 +38,7 @@ from dinogeo._paths import resource_dir, shared_data_dir
 from dinogeo.labels import IGNORE_INDEX
 from dinogeo.models.bundle import ModelBundle, load_bundle
 from dinogeo.models.task_card import load_task_card
+from dinogeo.trainers.baselines import fit_softmax_regression
 from dinogeo.trainers.canopy_height import CanopyHeightTask
 from dinogeo.trainers.change import ChangeTask
 from dinogeo.trainers.datamodule import LabeledChipDataModule
@@ -89,22 +90,7 @@ def linked(data: dict) -> dict:
 # ----------------------------------------------------------------- per-pixel baselines
 def softmax_regression(x: np.ndarray, y: np.ndarray, k: int, l2: float = 1e-3) -> torch.nn.Linear:
     """Multinomial logistic regression, full-batch L-BFGS, balanced class weights."""
-    torch.manual_seed(0)
-    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).long()
-    layer = torch.nn.Linear(x.shape[1], k)
-    counts = torch.bincount(yt, minlength=k).float()
-    weight = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros(k))
-    opt = torch.optim.LBFGS(layer.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(layer(xt), yt, weight=weight)
-        loss = loss + l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return layer
+    return fit_softmax_regression(x, y, k, l2=l2)
 
 
 def classify(layer: torch.nn.Linear, x: np.ndarray) -> torch.Tensor:
