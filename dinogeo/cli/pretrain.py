@@ -15,6 +15,7 @@ exits with status 143; resume with ``--ckpt_path last`` (or the printed path).
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -57,14 +58,17 @@ def main(argv: list[str]) -> int:
     Returns:
         0 when training finished, 143 when it was stopped by SIGTERM (checkpoint saved).
     """
-    cli = PretrainCLI(
-        SSLTask,
-        SSLDataModule,
-        args=argv,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "dinogeo pretrain"},
-    )
+    with warnings.catch_warnings():
+        # main() always passes args; Lightning warns when sys.argv also holds arguments
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = PretrainCLI(
+            SSLTask,
+            SSLDataModule,
+            args=argv,
+            run=False,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "dinogeo pretrain"},
+        )
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     except SIGTERMException:
