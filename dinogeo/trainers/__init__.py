@@ -22,7 +22,7 @@ __all__ = [
 
 _WHERE = {
     "CanopyHeightTask": "dinogeo.trainers.canopy_height",
-    "ChangePairDataModule": "dinogeo.trainers.datamodule",
+    "ChangePairDataModule": "dinogeo.trainers.change_pairs",
     "ChangeTask": "dinogeo.trainers.change",
     "DenseTask": "dinogeo.trainers.base",
     "LabeledChipDataModule": "dinogeo.trainers.datamodule",
