@@ -42,14 +42,17 @@ import rasterio.features
 import rasterio.warp
 import shapely
 from affine import Affine
-from pyproj import Geod
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box
 from tqdm.auto import tqdm
 
+from dinogeo.data.footprint import area_km2 as _area_km2
+from dinogeo.data.footprint import footprint as _footprint
+from dinogeo.data.footprint import to_4326 as _to_4326
+from dinogeo.data.footprint import valid_decimated
 from dinogeo.data.naming import guess_sensor, parse_datetime
 from dinogeo.errors import RasterReadError
 
@@ -65,7 +68,6 @@ WORLD_FILES = {
 }
 #: longest side of the decimated mask read used for footprints
 FOOTPRINT_SIZE = 512
-_GEOD = Geod(ellps="WGS84")
 
 
 # ----------------------------------------------------------------------------- path expansion
@@ -150,65 +152,6 @@ def _layout(ds: Any) -> tuple[list[int], int | None, str]:
     if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
         return data, None, "internal"
     return data, None, "none"
-
-
-def valid_decimated(
-    ds: Any, data: list[int], alpha: int | None, mask: str, shp: tuple[int, int]
-) -> np.ndarray:
-    """Valid mask of an open dataset read decimated to ``shp`` (nearest; overviews if any).
-
-    ``mask`` is how validity is known (see the ``mask`` column); NaN is always invalid.
-    """
-    kw = {"out_shape": shp, "resampling": Resampling.nearest}
-    if mask == "alpha" and alpha is not None:
-        return np.asarray(ds.read(alpha, **kw) > 0)
-    if mask == "internal":
-        return np.asarray(ds.dataset_mask(**kw) > 0)
-    arr = ds.read(data, out_shape=(len(data), *shp), resampling=Resampling.nearest)
-    valid = np.ones(shp, dtype=bool)
-    if mask == "nodata":
-        nd = ds.nodata
-        if not math.isnan(nd):  # GDAL's rule: invalid where all bands equal nodata
-            valid &= (arr != arr.dtype.type(nd)).any(axis=0)
-    if arr.dtype.kind == "f":
-        valid &= ~np.isnan(arr).any(axis=0)
-    return valid
-
-
-def _footprint(valid: np.ndarray, transform: Affine, width: int, height: int) -> shapely.Geometry:
-    sy, sx = height / valid.shape[0], width / valid.shape[1]
-    t = transform @ Affine.scale(sx, sy)
-    if valid.all():
-        w, h = width, height
-        return shapely.Polygon(
-            [transform @ (0, 0), transform @ (w, 0), transform @ (w, h), transform @ (0, h)]
-        )
-    polys = [
-        shape(geom)
-        for geom, value in rasterio.features.shapes(valid.astype("uint8"), transform=t)
-        if value == 1
-    ]
-    if not polys:
-        return shapely.Polygon()
-    merged = shapely.unary_union(polys)
-    pixel = max(abs(t.a), abs(t.e), abs(t.b), abs(t.d))
-    return merged.simplify(pixel, preserve_topology=True)
-
-
-def _to_4326(geom: shapely.Geometry, crs: CRS) -> shapely.Geometry:
-    if geom.is_empty:
-        return geom
-    minx, miny, maxx, maxy = geom.bounds
-    dense = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 32 or 1.0)
-    out = rasterio.warp.transform_geom(crs, "EPSG:4326", mapping(dense), precision=-1)
-    return shapely.make_valid(shape(out))
-
-
-def _area_km2(geom: shapely.Geometry) -> float:
-    if geom.is_empty:
-        return 0.0
-    area, _ = _GEOD.geometry_area_perimeter(geom)
-    return abs(area) / 1e6
 
 
 def _crs_label(crs: CRS) -> str:
