@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "dinogeo.cli.embed",
         "dense backbone features of a raster into zarr/GeoTIFF + PCA picture",
     ),
+    "adapt": ("dinogeo.cli.adapt", "carry a backbone over to another sensor's bands"),
     "demo": ("dinogeo.cli.demo", "end-to-end demo on real sample imagery"),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dinogeo.models.adapt import adapt_backbone, adapt_backbone_file
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.bands import expand_bands, select_bands
 from dinogeo.models.card import (
@@ -20,6 +21,8 @@ __all__ = [
     "DPTDecoder",
     "LinearDecoder",
     "WeightCard",
+    "adapt_backbone",
+    "adapt_backbone_file",
     "check_bands",
     "create_backbone",
     "create_backbone_from_card",

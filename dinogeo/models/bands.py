@@ -52,8 +52,15 @@ _ALIAS_TO_ROLE = {alias: role for role, names in _ROLE_ALIASES.items() for alias
 class BandLike(Protocol):
     """Anything with a band ``name`` and a tuple of ``aliases`` (e.g. a sensor ``Band``)."""
 
-    name: str
-    aliases: tuple[str, ...]
+    @property
+    def name(self) -> str:
+        """The band's name."""
+        ...
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Other names of the band (``red``, ``nir``...)."""
+        ...
 
 
 BandSpec = str | BandLike
