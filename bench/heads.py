@@ -13,7 +13,10 @@ Tasks (all on ../shared/data, CPU, about 15 minutes with the defaults):
 Each head is compared with a per-pixel baseline on the normalised raw bands (softmax regression /
 ridge regression; for change: softmax regression on [date 1, date 2, |difference|]) measured on the
 same pixels, and with a randomly initialised backbone. A pretrained backbone is used when given
-(``--backbone FILE`` or ``$DINOGEO_BACKBONE``); the heads then run twice (pretrained and random).
+(``--backbone FILE`` or ``$DINOGEO_BACKBONE``); the heads then run twice: on it and on the same
+architecture randomly initialised. A backbone whose bands differ from a task's sensor (a
+Sentinel-2 backbone on Landsat 7 or RGB) is carried over with ``dinogeo.models.adapt_backbone``
+(matching bands keep their filters).
 
 Usage: ``python bench/heads.py [--backbone FILE] [--steps 120] [--tasks aber,nc,chm,change,rufiji]``
 """
@@ -35,7 +38,15 @@ from lightning.pytorch import Trainer, seed_everything
 from rasterio.windows import Window
 
 from dinogeo._paths import resource_dir, shared_data_dir
+from dinogeo.data.sensors import load_sensor
 from dinogeo.labels import IGNORE_INDEX
+from dinogeo.models import (
+    WeightCard,
+    adapt_backbone_file,
+    create_backbone_from_card,
+    load_backbone,
+    save_backbone,
+)
 from dinogeo.models.bundle import ModelBundle, load_bundle
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.baselines import fit_softmax_regression
@@ -147,7 +158,7 @@ def segmentation_block_task(
     rows = []
     task = load_task_card(data_args["task"])
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = backbone
+        data_args["backbone"] = for_task(backbone, data_args, tmp)
         dm = LabeledChipDataModule(**data_args)
         dm.setup("fit")
         bundle, secs = fit(
@@ -195,12 +206,48 @@ def segmentation_block_task(
     return rows
 
 
-def method_name(backbone: str, model_args: dict) -> str:
-    kind = (
-        "random-init " + backbone
-        if not Path(backbone).suffix
-        else f"pretrained {Path(backbone).name}"
+def random_twin(path: str, tmp: Path) -> str:
+    """The architecture and weight card of a backbone file, randomly initialised (seed 0)."""
+    _, card = load_backbone(path)
+    torch.manual_seed(0)
+    twin = create_backbone_from_card(card, initialise=True)
+    data = card.to_dict()
+    data.update(
+        training_config={"init": "random", "architecture_of": card.config_hash},
+        config_hash="",
+        source="random-init",
     )
+    out = tmp / f"random-init_{Path(path).name}"
+    save_backbone(out, twin, WeightCard.from_dict(data))
+    return str(out)
+
+
+def for_task(backbone: str, data_args: dict, tmp: Path) -> str:
+    """The backbone file itself, or a copy adapted to the task's sensor when the bands differ."""
+    if not Path(backbone).suffix:
+        return backbone  # an architecture name: random init for the task's sensor
+    _, card = load_backbone(backbone)
+    spec = load_sensor(data_args["sensor"])
+    if data_args.get("bands"):
+        spec = spec.select(data_args["bands"])
+    if [b.lower() for b in card.band_names] == [b.lower() for b in spec.band_names]:
+        return backbone
+    out = tmp / f"{Path(backbone).stem}_to_{spec.name}.safetensors"
+    if not out.exists():
+        adapt_backbone_file(backbone, spec, out)
+    return str(out)
+
+
+def method_name(backbone: str, model_args: dict) -> str:
+    path = Path(backbone)
+    if not path.suffix:
+        kind = f"random-init {backbone}"
+    elif path.name.startswith("random-init_"):
+        kind = "same ViT, random init"
+    else:
+        kind = f"pretrained {path.stem.split('_to_')[0]}"
+        if "_to_" in path.stem:
+            kind += f" (bands adapted to {path.stem.split('_to_')[1]})"
     return f"{kind} (frozen) + {model_args.get('decoder', 'dpt')} head"
 
 
@@ -212,7 +259,7 @@ def nc_task(shared: Path, backbones: list[str], args, tmp: Path) -> list[dict]:
     task = load_task_card(data_args["task"])
     rows = []
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = backbone
+        data_args["backbone"] = for_task(backbone, data_args, tmp)
         dm = LabeledChipDataModule(**data_args)
         dm.setup("fit")
         bundle, secs = fit(
@@ -269,7 +316,7 @@ def chm_task(shared: Path, backbones: list[str], args, tmp: Path) -> list[dict]:
     task = load_task_card("canopy_height")
     rows = []
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = backbone
+        data_args["backbone"] = for_task(backbone, data_args, tmp)
         dm = LabeledChipDataModule(**data_args)
         dm.setup("fit")
         bundle, secs = fit(
@@ -331,7 +378,7 @@ def change_task(shared: Path, backbones: list[str], args, tmp: Path) -> tuple[li
     task = load_task_card("change")
     rows, bundles = [], {}
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = backbone
+        data_args["backbone"] = for_task(backbone, data_args, tmp)
         dm = SyntheticChangeDataModule(**data_args)
         dm.setup("fit")
         bundle, secs = fit(
@@ -405,14 +452,17 @@ def rufiji_task(shared: Path, backbones: list[str], args, tmp: Path, change: dic
     rows = []
     for i, backbone in enumerate([*backbones, "baseline"]):
         if backbone == "baseline":
-            dm = LabeledChipDataModule(**{**data_args, "backbone": backbones[0]})
+            dm = LabeledChipDataModule(
+                **{**data_args, "backbone": for_task(backbones[0], data_args, tmp)}
+            )
             dm.setup("fit")
         else:
-            dm = LabeledChipDataModule(**{**data_args, "backbone": backbone})
+            chosen = for_task(backbone, data_args, tmp)
+            dm = LabeledChipDataModule(**{**data_args, "backbone": chosen})
             dm.setup("fit")
             bundle, _ = fit(
                 LandCoverTask,
-                {**model_args, **linked({**data_args, "backbone": backbone})},
+                {**model_args, **linked({**data_args, "backbone": chosen})},
                 dm,
                 args.steps,
                 tmp / f"rufiji_{i}.safetensors",
@@ -513,12 +563,15 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     shared = Path(args.shared)
-    backbones = ([args.backbone] if args.backbone else []) + [args.arch]
     tasks = set(args.tasks.split(","))
     rows: list[dict] = []
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
+        # a pretrained backbone is compared with the same architecture randomly initialised;
+        # without one, the random-init --arch only
+        backbones = [args.backbone, random_twin(args.backbone, tmp)] if args.backbone else []
+        backbones = backbones or [args.arch]
         if "aber" in tasks:
             rows += segmentation_block_task("land_cover_aberystwyth", shared, backbones, args, tmp)
         if "nc" in tasks:
