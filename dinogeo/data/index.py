@@ -7,6 +7,7 @@ Usage::
     index = build_index(["archive/", "more/**/*.jp2", "store.zarr"], workers=8)
     write_index(index, "index.parquet")          # + index.skipped.csv listing unreadable files
     sources = open_index_sources(load_index("index.parquet"))
+    sampler = RandomChipSampler(sources, 256, footprints=index_footprints(index))  # no file read
 
 Inputs are files, folders (walked recursively) and globs, expanded once. Folders yield GeoTIFF/COG,
 JPEG2000, VRT and ERDAS files, PNG/JPEG/GIF images that have a world file beside them, and zarr
@@ -29,6 +30,7 @@ import math
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -56,7 +58,14 @@ from dinogeo.data.footprint import valid_decimated
 from dinogeo.data.naming import guess_sensor, parse_datetime
 from dinogeo.errors import RasterReadError
 
-__all__ = ["build_index", "iter_raster_paths", "load_index", "open_index_sources", "write_index"]
+__all__ = [
+    "build_index",
+    "index_footprints",
+    "iter_raster_paths",
+    "load_index",
+    "open_index_sources",
+    "write_index",
+]
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ntf"})
 #: plain images are archive members only with a world file beside them
@@ -456,3 +465,46 @@ def open_index_sources(
         )
         out.append(open_source(row.path, sensor=spec, bands=bands))
     return out
+
+
+def index_footprints(
+    index: gpd.GeoDataFrame | str | Path, *, check_files: bool = True
+) -> list[Any]:
+    """Footprints for ``RandomChipSampler(..., footprints=)``: masks without reading every file.
+
+    Args:
+        index: an index or the path of one.
+        check_files: compare each file's size and mtime with the index (a ``stat``, no open); a
+            changed or missing file gets None, so its mask is read.
+
+    Returns:
+        One :class:`~dinogeo.data.samplers.Footprint` (EPSG:4326) per row (as
+        :func:`open_index_sources`), or None for zarr rows (their stores keep a coarse valid
+        mask), rows without a geometry and changed files.
+    """
+    from dinogeo.data.samplers import Footprint
+
+    frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)
+    out: list[Any] = []
+    stale = 0
+    for row in frame.itertuples(index=False):
+        usable = row.format != "zarr" and row.geometry is not None
+        if usable and check_files and not _unchanged(row.path, row.size_bytes, row.mtime):
+            usable, stale = False, stale + 1
+        nodata = float(row.nodata) if row.has_nodata else None
+        out.append(Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata) if usable else None)
+    if stale:
+        warnings.warn(
+            f"{stale} of {len(frame)} indexed files changed or vanished since indexing; their "
+            "valid masks are read from the files: re-run `dinogeo index` to refresh the index",
+            stacklevel=2,
+        )
+    return out
+
+
+def _unchanged(path: str, size: int, mtime: float) -> bool:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return stat.st_size == size and stat.st_mtime == mtime
