@@ -21,7 +21,13 @@ from dinogeo.data.index import (
     write_index,
 )
 from dinogeo.data.readers import open_source
-from dinogeo.data.samplers import Footprint, RandomChipSampler, ValidityIndex, footprint_mask
+from dinogeo.data.samplers import (
+    Footprint,
+    GridChipSampler,
+    RandomChipSampler,
+    ValidityIndex,
+    footprint_mask,
+)
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.datamodule import SSLDataModule
 
@@ -94,6 +100,11 @@ def test_sampler_from_index_opens_no_raster(archive, count_opens):
     count_opens.clear()
     s = RandomChipSampler(sources, 32, length=100, min_valid=0.5, footprints=fps)
     assert count_opens == [] and s.validity.n_from_footprints == len(sources)
+    g = GridChipSampler(sources, 32, min_valid=0.5, footprints=fps)
+    assert count_opens == []
+    assert abs(len(g) - len(GridChipSampler(sources, 32, min_valid=0.5))) <= 0.03 * len(g)
+    readers.close_handles()
+    count_opens.clear()
     RandomChipSampler(sources, 32, length=100, min_valid=0.5)
     masked = [str(src.path) for src in sources if src.mask_kind != "none"]
     assert sorted(count_opens) == sorted(masked)  # the read path opens every file with a mask

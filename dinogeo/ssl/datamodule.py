@@ -82,7 +82,7 @@ class SSLDataModule(pl.LightningDataModule):
             (``gram_size``) or the global crops.
         chip_align: chip offsets are multiples of this many pixels. Set it to the storage tile
             or zarr chunk size (e.g. 256 for 256-px tiled COGs or zarr chunks) when ``chip_size``
-            is a multiple of it: each chip then decodes whole tiles only (about 2.4x faster reads
+            is a multiple of it: each chip then decodes whole tiles only (2.4-2.6x faster reads
             on 256-px DEFLATE COGs), at the cost of chips starting only on tile boundaries (the
             crops inside each chip stay random). Default 1: any pixel offset.
         samples_per_epoch: chips per epoch over all ranks.
