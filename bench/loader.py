@@ -295,7 +295,9 @@ def main() -> int:
             sys.stdout.flush()
     print(f"\nbest of {args.rounds} rounds (chips/s; chips per CPU-second of loader + workers):")
     for key in labels:
-        print(f"({key:>4}) {best[key]:7.1f} chips/s {best_cpu[key]:7.1f} chips/cpu-s  {labels[key]}")
+        print(
+            f"({key:>4}) {best[key]:7.1f} chips/s {best_cpu[key]:7.1f} chips/cpu-s  {labels[key]}"
+        )
     print("random chips at any pixel offset (same sampling as (a) and (b)):")
     ratios = [("c", "a", 0.8), ("c", "b", 2), ("d", "b", 4)]
     ratios += [("c256", "a", 0.8), ("c256", "b", 2), ("d256", "b", 4)]

@@ -1,9 +1,11 @@
 """Frozen-feature land-cover probe of a small ViT pretrained with dinogeo on the shared imagery.
 
 1. Pretrain (DINOv3 recipe: DINO + iBOT + KoLeo, Sinkhorn-Knopp, EMA teacher) a small ViT with
-   patch size 4 on the Sentinel-2 scenes of ../shared/data for a fixed CPU time budget:
+   patch size 2 on the Sentinel-2 scenes of ../shared/data for a fixed CPU time budget:
    the Aberystwyth 10-band image (its labels are never used here) and the 21 Rufiji dates.
-   Patch 4 at 10-20 m keeps a token at 40-80 m, fine enough for a per-pixel probe.
+   Patch 2 at 10-20 m keeps a token at 20-40 m, fine enough for a per-pixel probe (with patch 4
+   the 160 values of a 10-band patch no longer fit the 96-wide tokens and every frozen backbone,
+   pretrained or not, fell below the per-pixel baseline).
 2. Probe on the Aberystwyth scene (4 classes: forest, grass, urban, water) with a spatial split:
    128-pixel blocks in a checkerboard, "black" blocks train and "white" blocks test. Features
    are computed tile by tile (one tile = one block, so no test pixel feeds a training feature)
@@ -12,7 +14,8 @@
    patch, so every pixel gets the token of the patch centred on it); a multinomial logistic
    regression is fitted on training pixels.
 3. Print the test mIoU of: the pretrained teacher backbone, the same backbone randomly
-   initialised, and a per-pixel linear classifier on the 10 raw (normalised) bands.
+   initialised (the very weights pretraining started from, plus two other seeds to show the
+   spread of random features), and a per-pixel linear classifier on the 10 raw (normalised) bands.
 
 Usage: python bench/probe.py [--minutes 15] [--threads 1] [--out runs/bench_probe]
 """
@@ -20,6 +23,7 @@ Usage: python bench/probe.py [--minutes 15] [--threads 1] [--out runs/bench_prob
 from __future__ import annotations
 
 import argparse
+import copy
 import glob
 import logging
 import time
@@ -38,6 +42,7 @@ from dinogeo.data.sensors import load_sensor
 from dinogeo.models.backbone import Backbone
 from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.module import SSLTask
+from dinogeo.ssl.module_export import export_teacher_backbone
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.task_config import GramConfig, HeadConfig, LossConfig, OptimConfig
 
@@ -47,7 +52,7 @@ LABELS = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_cls_crop.t
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib/SEN2_*_T37MEM_20m_10band.tif"
 CLASSES = ["forest", "grass", "urban", "water"]
 BLOCK = 128
-PATCH = 4
+PATCH = 2
 LAYERS = 4  # the probe concatenates the last 4 blocks' normalised patch tokens (DINOv2 "linear4")
 BACKBONE = {"patch_size": PATCH, "embed_dim": 96, "depth": 4, "num_heads": 3, "init_values": 0.1}
 
@@ -63,7 +68,9 @@ def pretraining_sources(shared: Path) -> list[str]:
     return [str(shared / ABER), *rufiji]
 
 
-def make_datamodule(shared: Path, batch_size: int, sources: list[str]) -> SSLDataModule:
+def make_datamodule(
+    shared: Path, batch_size: int, sources: list[str], num_workers: int = 0
+) -> SSLDataModule:
     return SSLDataModule(
         sources=sources,
         sensor="sentinel2_l2a",
@@ -74,7 +81,7 @@ def make_datamodule(shared: Path, batch_size: int, sources: list[str]) -> SSLDat
         samples_per_epoch=20_000,
         min_valid_fraction=0.5,
         batch_size=batch_size,
-        num_workers=0,
+        num_workers=num_workers,
         global_size=32,
         local_size=16,
         n_local=4,
@@ -83,7 +90,8 @@ def make_datamodule(shared: Path, batch_size: int, sources: list[str]) -> SSLDat
     )
 
 
-def make_task(steps: int = 100_000) -> SSLTask:
+def make_task(steps: int = 100_000, temp_warmup_steps: int = 100) -> SSLTask:
+    """The small SSL task; ``temp_warmup_steps`` is the teacher-temperature warm-up (0.04->0.07)."""
     head = HeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)
     return SSLTask(
         arch="vit_test_patch16_dinov3",
@@ -94,7 +102,7 @@ def make_task(steps: int = 100_000) -> SSLTask:
         dino_head=head,
         ibot_head=head,
         # v2-style constant schedules: the run length is set by the time budget, not a step count
-        loss=LossConfig(teacher_temp_warmup_steps=100),
+        loss=LossConfig(teacher_temp_warmup_steps=temp_warmup_steps),
         optim=OptimConfig(
             lr=4e-3,
             lr_schedule="constant",
@@ -217,10 +225,21 @@ def linear_probe_miou(
     return float(np.mean(ious))
 
 
-def pretrain(args: argparse.Namespace, dm: SSLDataModule, sources: list[str]) -> SSLTask:
+def pretrain(
+    args: argparse.Namespace, dm: SSLDataModule, sources: list[str]
+) -> tuple[SSLTask, Backbone]:
+    """Pretrain for the time budget; return the task and the teacher's initial (random) weights."""
     step_time = time_one_step(dm)
-    print(f"pretraining for {args.minutes:g} min on CPU (~{step_time:.2f} s/step now)")
-    task = make_task(100_000)
+    expected = int(args.minutes * 60 / step_time)
+    # the recipe warms the teacher temperature up over 30 of its 100 epochs: keep that proportion
+    # of the run this time budget allows (a fixed 100-step warm-up left the DINO targets flat)
+    warmup = max(100, int(0.3 * expected))
+    print(
+        f"pretraining for {args.minutes:g} min on CPU (~{step_time:.2f} s/step now, ~{expected} "
+        f"steps; teacher temperature 0.04 -> 0.07 over {warmup} steps)"
+    )
+    task = make_task(100_000, temp_warmup_steps=warmup)
+    initial = copy.deepcopy(task.teacher_backbone)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -233,14 +252,26 @@ def pretrain(args: argparse.Namespace, dm: SSLDataModule, sources: list[str]) ->
         enable_progress_bar=False,
     )
     start = time.perf_counter()
-    trainer.fit(task, make_datamodule(shared_data_dir(), args.batch_size, sources))
+    trainer.fit(
+        task, make_datamodule(shared_data_dir(), args.batch_size, sources, args.loader_workers)
+    )
     print(f"pretrained {trainer.global_step} steps in {(time.perf_counter() - start) / 60:.1f} min")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(task.teacher_backbone.state_dict(), args.out / "teacher_backbone.pt")
-    return task
+    card_file = export_teacher_backbone(task, args.out / "backbone.safetensors")
+    print(
+        f"teacher backbone with its weight card: {card_file} (usable as bench/heads.py --backbone)"
+    )
+    return task, initial
 
 
-def run_probe(task: SSLTask, dm: SSLDataModule) -> None:
+def random_backbone(seed: int) -> Backbone:
+    """The probe's architecture, randomly initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return make_task(100).teacher_backbone
+
+
+def run_probe(task: SSLTask, initial: Backbone | None, dm: SSLDataModule) -> None:
     shared = shared_data_dir()
     source = open_source(shared / ABER, sensor=dm.sensor)
     image_np, _ = source.read_normalized(Window(0, 0, source.width, source.height))
@@ -250,21 +281,24 @@ def run_probe(task: SSLTask, dm: SSLDataModule) -> None:
     train_mask = checkerboard(*labels.shape)
 
     pretrained = task.teacher_backbone
-    random_init = make_task(100).teacher_backbone  # same seed and architecture, untrained
+    randoms = {f"seed {seed}": random_backbone(seed) for seed in (1, 2)}
+    if initial is not None:
+        randoms = {"the pretraining's initial weights": initial, **randoms}
     results = {
         "dinogeo pretrained (frozen)": linear_probe_miou(
             dense_features(pretrained, image), labels, train_mask
         ),
-        "same ViT, random init (frozen)": linear_probe_miou(
-            dense_features(random_init, image), labels, train_mask
-        ),
-        "linear on raw bands (per pixel)": linear_probe_miou(
-            image.permute(1, 2, 0).contiguous(), labels, train_mask
-        ),
     }
+    for name, backbone in randoms.items():
+        results[f"same ViT, random init, {name}"] = linear_probe_miou(
+            dense_features(backbone, image), labels, train_mask
+        )
+    results["linear on raw bands (per pixel)"] = linear_probe_miou(
+        image.permute(1, 2, 0).contiguous(), labels, train_mask
+    )
     print("\nAberystwyth land cover, checkerboard 128-px blocks, test mIoU (4 classes)")
     for name, value in results.items():
-        print(f"  {name:<34s} {value:.3f}")
+        print(f"  {name:<58s} {value:.3f}")
     best_baseline = max(v for k, v in results.items() if not k.startswith("dinogeo"))
     print(
         f"  pretrained - best baseline: {results['dinogeo pretrained (frozen)'] - best_baseline:+.3f}"
@@ -278,6 +312,9 @@ def main() -> None:
         "--weights", type=Path, default=None, help="skip pretraining: probe these teacher weights"
     )
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--loader-workers", type=int, default=1, help="DataLoader workers while pretraining"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_probe"))
     parser.add_argument(
         "--threads",
@@ -297,12 +334,13 @@ def main() -> None:
     sources = pretraining_sources(shared)
     print(f"pretraining on {len(sources)} Sentinel-2 images (Aberystwyth + Rufiji dates)")
     dm = make_datamodule(shared, args.batch_size, sources)
+    initial: Backbone | None = None
     if args.weights is not None:
         task = make_task(100)
         task.teacher_backbone.load_state_dict(torch.load(args.weights, weights_only=True))
     else:
-        task = pretrain(args, dm, sources)
-    run_probe(task, dm)
+        task, initial = pretrain(args, dm, sources)
+    run_probe(task, initial, dm)
 
 
 if __name__ == "__main__":
