@@ -21,13 +21,8 @@ from dinogeo.data.index import (
     write_index,
 )
 from dinogeo.data.readers import open_source
-from dinogeo.data.samplers import (
-    Footprint,
-    GridChipSampler,
-    RandomChipSampler,
-    ValidityIndex,
-    footprint_mask,
-)
+from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
+from dinogeo.data.validity import Footprint, ValidityIndex, footprint_mask
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.datamodule import SSLDataModule
 
@@ -95,9 +90,9 @@ def test_footprint_mask_on_a_known_polygon(shared_data):
 
 def test_sampler_from_index_opens_no_raster(archive, count_opens):
     frame = load_index(archive)
-    sources = open_index_sources(frame)  # inspects each header once (RasterSource.__init__)
+    sources = open_index_sources(frame)  # headers from the rows
     fps = index_footprints(frame)
-    count_opens.clear()
+    assert count_opens == []
     s = RandomChipSampler(sources, 32, length=100, min_valid=0.5, footprints=fps)
     assert count_opens == [] and s.validity.n_from_footprints == len(sources)
     g = GridChipSampler(sources, 32, min_valid=0.5, footprints=fps)
@@ -159,10 +154,10 @@ def test_datamodule_index_uses_footprints(shared_data, tmp_path, count_opens):
     index = tmp_path / "rufiji.parquet"
     write_index(build_index(files, progress=False), index)
     dm = _tiny(index=str(index), bands=S2_BANDS, scale=1e-3, offset=0.0)
-    dm.setup("fit")
     count_opens.clear()
+    dm.setup("fit")
     loader = dm.train_dataloader()
-    assert count_opens == []
+    assert count_opens == []  # sources from the index rows, masks from the footprints
     assert loader.sampler.base.validity.n_from_footprints == len(files)
     batch = next(iter(loader))
     assert batch["global_crops"].shape == (8, 10, 32, 32)

@@ -7,13 +7,8 @@ import pytest
 from torch.utils.data import DistributedSampler
 
 from dinogeo.data.readers import open_source
-from dinogeo.data.samplers import (
-    ChipQuery,
-    GridChipSampler,
-    RandomChipSampler,
-    ValidityIndex,
-    redraw_chip,
-)
+from dinogeo.data.samplers import ChipQuery, GridChipSampler, RandomChipSampler, redraw_chip
+from dinogeo.data.validity import ValidityIndex
 from dinogeo.errors import NoValidDataError
 from tests.data.rasters import data as fixtures
 

@@ -45,7 +45,6 @@ import rasterio.warp
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 from shapely.geometry import box
@@ -55,7 +54,9 @@ from dinogeo.data.footprint import area_km2 as _area_km2
 from dinogeo.data.footprint import footprint as _footprint
 from dinogeo.data.footprint import to_4326 as _to_4326
 from dinogeo.data.footprint import valid_decimated
+from dinogeo.data.header import read_header, row_is_current
 from dinogeo.data.naming import guess_sensor, parse_datetime
+from dinogeo.data.validity import index_footprints
 from dinogeo.errors import RasterReadError
 
 __all__ = [
@@ -142,27 +143,6 @@ def iter_raster_paths(paths_or_globs: Sequence[str | Path] | str | Path) -> Iter
 
 
 # ----------------------------------------------------------------------------- one raster
-def _prj_crs(path: Path) -> CRS | None:
-    for cand in (path.with_suffix(".prj"), Path(f"{path}.prj")):
-        if cand.is_file():
-            return CRS.from_user_input(cand.read_text(encoding="utf-8", errors="replace"))
-    return None
-
-
-def _layout(ds: Any) -> tuple[list[int], int | None, str]:
-    """Data band indexes (1-based), the alpha band index and how validity is known."""
-    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
-    data = [i + 1 for i in range(ds.count) if (i + 1) not in alpha]
-    if alpha:
-        return data, alpha[0], "alpha"
-    if ds.nodata is not None:
-        return data, None, "nodata"
-    flags = ds.mask_flag_enums[data[0] - 1] if data else []
-    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
-        return data, None, "internal"
-    return data, None, "none"
-
-
 def _crs_label(crs: CRS) -> str:
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
@@ -187,7 +167,8 @@ def scan_raster(path: Path, sensor: str | None = None) -> dict[str, Any]:
 
 
 def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
-    crs = ds.crs or _prj_crs(path)
+    head = read_header(ds, path)  # the header RasterSource.from_index_row rebuilds from the row
+    crs = head.crs
     if crs is None:
         raise RasterReadError(
             "no CRS: assign one with 'gdal_edit.py -a_srs EPSG:XXXX FILE' (or add a .prj beside a "
@@ -195,15 +176,15 @@ def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
         )
     if ds.transform == Affine.identity():
         raise RasterReadError("no geotransform: add one with gdal_edit.py -a_ullr or a world file")
-    data, alpha, mask = _layout(ds)
+    data, alpha, mask = list(head.data_indexes), head.alpha, head.mask
     if not data:
         raise RasterReadError("only an alpha band, no data bands")
-    dtypes = {ds.dtypes[i - 1] for i in data}
+    dtypes = set(head.dtypes)
     if len(dtypes) > 1:
         raise RasterReadError(
             f"mixed band dtypes {sorted(dtypes)}; convert with gdal_translate -ot"
         )
-    dtype = ds.dtypes[data[0] - 1]
+    dtype = head.dtypes[0]
     if mask == "none" and np.dtype(dtype).kind != "f":
         valid = np.ones((1, 1), dtype=bool)
         # one pixel of the last block: catches truncated files without a full read
@@ -214,7 +195,7 @@ def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
         valid = valid_decimated(ds, data, alpha, mask, shp)
     native = _footprint(valid, ds.transform, ds.width, ds.height)
     geom = _to_4326(native, crs)
-    names = [ds.descriptions[i - 1] or "" for i in data]
+    names = [d or "" for d in head.descriptions]
     when, time_source = parse_datetime(path.name, ds.tags(), ds.tags(ns="IMAGERY"))
     stat = path.stat()
     return {
@@ -234,8 +215,8 @@ def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
         "count": len(data),
         "alpha_band": alpha or 0,
         "dtype": dtype,
-        "has_nodata": ds.nodata is not None,
-        "nodata": float("nan") if ds.nodata is None else float(ds.nodata),
+        "has_nodata": head.nodata is not None,
+        "nodata": float("nan") if head.nodata is None else head.nodata,
         "mask": mask,
         "band_names": names,
         "sensor": sensor or guess_sensor(path.name, len(data), dtype, names),
@@ -445,66 +426,57 @@ def open_index_sources(
     index: gpd.GeoDataFrame | str | Path,
     sensor: Any = None,
     bands: Sequence[str] | None = None,
+    *,
+    check_files: bool = True,
 ) -> list[Any]:
-    """Open every indexed raster as a lazy source (:func:`dinogeo.data.readers.open_source`).
+    """Lazy sources of every indexed raster, built from the index without opening the files.
+
+    Raster rows become :meth:`RasterSource.from_index_row <dinogeo.data.readers.RasterSource>`
+    sources (each file opens on its first read); zarr rows are opened with
+    :func:`~dinogeo.data.readers.open_source` (their stores' metadata).
 
     Args:
         index: an index or the path of one.
         sensor: sensor for every raster; default: each row's ``sensor`` column (generic if empty).
         bands: band names to read.
-    """
-    from dinogeo.data.readers import open_source
-
-    frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)
-    out = []
-    for row in frame.itertuples(index=False):
-        spec = (
-            sensor
-            if sensor is not None
-            else (row.sensor if isinstance(row.sensor, str) and row.sensor else None)
-        )
-        out.append(open_source(row.path, sensor=spec, bands=bands))
-    return out
-
-
-def index_footprints(
-    index: gpd.GeoDataFrame | str | Path, *, check_files: bool = True
-) -> list[Any]:
-    """Footprints for ``RandomChipSampler(..., footprints=)``: masks without reading every file.
-
-    Args:
-        index: an index or the path of one.
         check_files: compare each file's size and mtime with the index (a ``stat``, no open); a
-            changed or missing file gets None, so its mask is read.
+            changed file's header is read from the file, with one warning for all of them.
 
-    Returns:
-        One :class:`~dinogeo.data.samplers.Footprint` (EPSG:4326) per row (as
-        :func:`open_index_sources`), or None for zarr rows (their stores keep a coarse valid
-        mask), rows without a geometry and changed files.
+    Raises:
+        RasterReadError: an indexed file vanished, or a changed one is no longer readable.
     """
-    from dinogeo.data.samplers import Footprint
+    from dinogeo.data.readers import RasterSource, open_source
+    from dinogeo.data.sensors import Sensor, load_sensor
 
     frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)
-    out: list[Any] = []
-    stale = 0
-    for row in frame.itertuples(index=False):
-        usable = row.format != "zarr" and row.geometry is not None
-        if usable and check_files and not _unchanged(row.path, row.size_bytes, row.mtime):
-            usable, stale = False, stale + 1
-        nodata = float(row.nodata) if row.has_nodata else None
-        out.append(Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata) if usable else None)
-    if stale:
+    specs: dict[str, Any] = {}  # each sensor is loaded once, not once per row
+    rows = list(frame.itertuples(index=False))
+    stale = [
+        i
+        for i, r in enumerate(rows)
+        if check_files and r.format != "zarr" and not row_is_current(r)
+    ]
+    if stale:  # before opening them: a changed file may no longer fit its row's sensor
+        names = ", ".join(str(rows[i].path) for i in stale[:3])
+        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
         warnings.warn(
-            f"{stale} of {len(frame)} indexed files changed or vanished since indexing; their "
-            "valid masks are read from the files: re-run `dinogeo index` to refresh the index",
+            f"{len(stale)} of {len(rows)} indexed files changed since indexing ({names}{more}); "
+            "their headers are read from the files: re-run `dinogeo index` to refresh the index",
             stacklevel=2,
         )
+    out: list[Any] = []
+    reopen = set(stale)
+    for i, row in enumerate(rows):
+        name = row.sensor if isinstance(row.sensor, str) and row.sensor else None
+        spec = sensor if sensor is not None else name
+        if spec is not None and not isinstance(spec, Sensor):
+            if str(spec) not in specs:
+                specs[str(spec)] = load_sensor(spec)
+            spec = specs[str(spec)]
+        if row.format == "zarr":
+            out.append(open_source(row.path, sensor=spec, bands=bands))
+        elif i in reopen:
+            out.append(RasterSource(row.path, spec, bands))
+        else:
+            out.append(RasterSource.from_index_row(row, spec, bands, check_file=False))
     return out
-
-
-def _unchanged(path: str, size: int, mtime: float) -> bool:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    return stat.st_size == size and stat.st_mtime == mtime

@@ -1,7 +1,8 @@
 """Lazy, windowed raster sources: GeoTIFF/COG, JPEG2000, VRT and world-file georeferenced images.
 
 :func:`open_source` inspects a file once and returns a :class:`RasterSource` (or a ``ZarrSource``
-for zarr stores) that reads pixel windows on demand. Dataset handles are opened lazily in the
+for zarr stores) that reads pixel windows on demand; :meth:`RasterSource.from_index_row` takes the
+header from a ``dinogeo index`` row instead, opening nothing. Dataset handles are opened lazily in the
 process that reads and cached per ``(process id, path)``, so a source can be pickled into
 DataLoader workers and a handle is never shared across a fork.
 
@@ -9,9 +10,7 @@ Valid pixels: a pixel is valid when it lies inside the raster and, in order of p
 alpha is > 0 (the alpha band is never returned as data), or not all of its bands equal the nodata
 value (the file's, else the sensor's; GDAL's rule), or the file's internal mask (``dataset_mask``)
 marks it valid. A NaN in any band makes a pixel invalid.
-
-World files: GDAL reads ``.tfw/.pgw/.jgw/.wld`` transforms itself but ignores the ``.prj`` beside
-a PNG/JPEG/TIFF; the reader takes the CRS from that ``.prj`` when the file has none.
+World files: the CRS comes from a ``.prj`` when the file has none (:mod:`dinogeo.data.header`).
 """
 
 from __future__ import annotations
@@ -28,15 +27,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.errors import CRSError, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 from rasterio.windows import Window
 
+from dinogeo.data.header import (
+    RasterHeader,
+    current_row_header,
+    header_from_row,
+    open_dataset,
+    read_header,
+    row_value,
+)
 from dinogeo.data.sensors import Sensor, match_file_bands
 from dinogeo.errors import RasterReadError
 
@@ -150,32 +156,6 @@ def close_handles() -> None:
 atexit.register(close_handles)
 
 
-def _prj_crs(path: Path) -> CRS | None:
-    """CRS from a ``.prj`` sidecar (world-file georeferencing), or None."""
-    for cand in (path.with_suffix(".prj"), Path(str(path) + ".prj")):
-        if cand.is_file():
-            try:
-                return CRS.from_user_input(cand.read_text(encoding="utf-8", errors="replace"))
-            except CRSError as err:
-                raise RasterReadError(
-                    f"{path}: the CRS in {cand.name} cannot be parsed ({err}); write a valid WKT "
-                    "into the .prj or assign a CRS with gdal_edit.py -a_srs EPSG:XXXX"
-                ) from err
-    return None
-
-
-def _open_dataset(path: Path) -> Any:
-    try:
-        return rasterio.open(path)
-    except RasterioError as err:
-        if not path.exists():
-            raise RasterReadError(f"{path}: no such file; check the path") from err
-        raise RasterReadError(
-            f"{path}: cannot be opened as a raster ({err}); the file is corrupt, truncated or not "
-            "a raster: re-download or re-export it (gdalinfo shows what GDAL sees)"
-        ) from err
-
-
 class RasterSource:
     """A raster file read in pixel windows, in its native grid or warped onto a target grid.
 
@@ -202,6 +182,7 @@ class RasterSource:
         target_crs: Any = None,
         target_res: float | tuple[float, float] | None = None,
         resampling: str = "bilinear",
+        header: RasterHeader | None = None,
     ) -> None:
         """Inspect the file and resolve its bands (see :func:`open_source` for the arguments).
 
@@ -212,62 +193,89 @@ class RasterSource:
             target_crs: optional CRS to reproject onto.
             target_res: optional output resolution.
             resampling: resampling used when warping (a ``rasterio.enums.Resampling`` name).
+            header: the file's header when already known (e.g. :meth:`from_index_row`); the
+                file is then not opened until the first read. Default: read from the file.
         """
         self.path = Path(path)
-        ds = _open_dataset(self.path)
-        try:
-            self._inspect(ds, sensor, bands)
-            self._setup_grid(ds, target_crs, target_res, resampling)
-        finally:
-            ds.close()
+        if header is None:
+            ds = open_dataset(self.path)
+            try:
+                header = read_header(ds, self.path)
+            finally:
+                ds.close()
+        self._inspect(header, sensor, bands)
+        self._setup_grid(header, target_crs, target_res, resampling)
+
+    @classmethod
+    def from_index_row(
+        cls,
+        row: Any,
+        sensor: str | Path | Sensor | None = None,
+        bands: Sequence[str] | None = None,
+        *,
+        target_crs: Any = None,
+        target_res: float | tuple[float, float] | None = None,
+        resampling: str = "bilinear",
+        check_file: bool = True,
+    ) -> RasterSource:
+        """Build a source from its ``dinogeo index`` row, checked as a file's header is, unopened.
+
+        The file opens on the first read; reads equal those of ``RasterSource(path, ...)``.
+
+        Args:
+            row: a raster (not zarr) row of :func:`dinogeo.data.index.load_index`: a Series, a
+                dict or an ``itertuples`` namedtuple.
+            sensor: sensor name, YAML path or spec; None infers a generic one (the row's
+                ``sensor`` column is not read here).
+            bands: names of the bands to return (see :func:`open_source`).
+            target_crs: optional CRS to reproject onto.
+            target_res: optional output resolution.
+            resampling: resampling used when warping.
+            check_file: ``stat`` the file; if its size or mtime differ from the row (or it is
+                gone), warn and read the header from the file.
+
+        Raises:
+            ValueError: the row is a zarr store's.
+        """
+        header = current_row_header(row) if check_file else header_from_row(row)
+        grid: dict[str, Any] = {"target_crs": target_crs, "target_res": target_res}
+        return cls(
+            row_value(row, "path"), sensor, bands, resampling=resampling, header=header, **grid
+        )
 
     # ------------------------------------------------------------------ inspection
-    def _inspect(self, ds: Any, sensor: str | Path | Sensor | None, bands: Any) -> None:
-        crs = ds.crs
-        if crs is None:
-            crs = _prj_crs(self.path)
-        if crs is None:
+    def _inspect(self, h: RasterHeader, sensor: str | Path | Sensor | None, bands: Any) -> None:
+        if h.crs is None:
             raise RasterReadError(
                 f"{self.path}: the raster has no CRS; assign one with "
                 "'gdal_edit.py -a_srs EPSG:XXXX FILE', or place a .prj beside a world-file image"
             )
-        if ds.transform == Affine.identity() and not ds.gcps[0]:
+        if not h.georeferenced:
             raise RasterReadError(
                 f"{self.path}: the raster has a CRS but no geotransform; add one with "
                 "'gdal_edit.py -a_ullr ...' or a world file (.tfw/.pgw/.jgw/.wld)"
             )
-        self._file_crs = crs
-        self._file_has_crs = ds.crs is not None
-        interp = ds.colorinterp
-        alpha = [i + 1 for i, c in enumerate(interp) if c == ColorInterp.alpha]
-        self._alpha_index: int | None = alpha[0] if alpha else None
-        data_idx = [i + 1 for i in range(ds.count) if (i + 1) not in alpha]
+        self._file_crs = h.crs
+        self._alpha_index: int | None = h.alpha
+        data_idx = list(h.data_indexes)
         if not data_idx:
             raise RasterReadError(f"{self.path}: the raster has no data bands (only alpha)")
-        dtypes = {ds.dtypes[i - 1] for i in data_idx}
+        dtypes = set(h.dtypes)
         if len(dtypes) > 1:
             raise RasterReadError(
                 f"{self.path}: bands have mixed dtypes {sorted(dtypes)}; convert with "
                 "gdal_translate -ot to one dtype"
             )
-        self.dtype = np.dtype(ds.dtypes[data_idx[0] - 1])
-        descriptions = [ds.descriptions[i - 1] for i in data_idx]
+        self.dtype = np.dtype(h.dtypes[0])
         out_sensor, positions = match_file_bands(
-            self.path, len(data_idx), descriptions, self.dtype, ds.nodata, sensor, bands
+            self.path, len(data_idx), h.descriptions, self.dtype, h.nodata, sensor, bands
         )
         self.sensor = out_sensor
         self._read_indexes = [data_idx[p] for p in positions]
-        self.nodata: float | None = ds.nodata if ds.nodata is not None else out_sensor.nodata
-        flags = ds.mask_flag_enums[data_idx[0] - 1]
-        if self._alpha_index is not None:
-            self.mask_kind = "alpha"
-        elif self.nodata is not None:
-            self.mask_kind = "nodata"
-        elif MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
-            self.mask_kind = "internal"
-        else:
-            self.mask_kind = "none"
-        self._file_res = ds.res
+        self.nodata: float | None = h.nodata if h.nodata is not None else out_sensor.nodata
+        # a sensor's nodata value takes precedence over an internal mask
+        fallback = h.mask in ("internal", "none") and self.nodata is not None
+        self.mask_kind = "nodata" if fallback else h.mask
         if sensor is not None and out_sensor.dtype != str(self.dtype):
             warnings.warn(
                 f"{self.path}: the file is {self.dtype} but sensor {out_sensor.name!r} expects "
@@ -275,7 +283,9 @@ class RasterSource:
                 stacklevel=3,
             )
 
-    def _setup_grid(self, ds: Any, target_crs: Any, target_res: Any, resampling: str) -> None:
+    def _setup_grid(
+        self, h: RasterHeader, target_crs: Any, target_res: Any, resampling: str
+    ) -> None:
         dst_crs = self._file_crs if target_crs is None else _parse_crs(target_crs, self.path)
         res = None
         if target_res is not None:
@@ -284,13 +294,13 @@ class RasterSource:
             else:
                 res = (float(target_res[0]), float(target_res[1]))
         same_crs = dst_crs == self._file_crs
-        same_res = res is None or np.allclose(res, self._file_res, rtol=1e-9, atol=0)
+        same_res = res is None or np.allclose(res, h.res, rtol=1e-9, atol=0)
         self.warped = not (same_crs and same_res)
         self._vrt_kwargs: dict[str, Any] = {}
         if not self.warped:
             self.crs = self._file_crs
-            self.transform = ds.transform
-            self.width, self.height = ds.width, ds.height
+            self.transform = h.transform
+            self.width, self.height = h.width, h.height
         else:
             try:
                 resampling_enum = Resampling[resampling]
@@ -299,7 +309,7 @@ class RasterSource:
                     f"unknown resampling {resampling!r}; use one of {[r.name for r in Resampling]}"
                 ) from err
             transform, width, height = calculate_default_transform(
-                self._file_crs, dst_crs, ds.width, ds.height, *ds.bounds, resolution=res
+                self._file_crs, dst_crs, h.width, h.height, *h.bounds, resolution=res
             )
             self.crs, self.transform = dst_crs, transform
             self.width, self.height = int(width), int(height)
@@ -310,7 +320,7 @@ class RasterSource:
                 "height": self.height,
                 "resampling": resampling_enum,
             }
-            if not self._file_has_crs:
+            if not h.crs_in_file:
                 kw["src_crs"] = self._file_crs
             if self.mask_kind == "nodata":
                 kw["src_nodata"] = self.nodata
@@ -318,7 +328,7 @@ class RasterSource:
             elif self.mask_kind in ("none", "internal"):
                 # the warper writes an alpha band: 0 outside the source footprint / mask
                 kw["add_alpha"] = True
-                self._alpha_index = ds.count + 1
+                self._alpha_index = h.count + 1
                 self.mask_kind = "alpha"
             self._vrt_kwargs = kw
         self.bounds = BoundingBox(
@@ -341,7 +351,7 @@ class RasterSource:
         return _cached_handle(key, self._open_handle)
 
     def _open_handle(self) -> Any:
-        ds = _open_dataset(self.path)
+        ds = open_dataset(self.path)
         if not self.warped:
             return ds
         return WarpedVRT(ds, **self._vrt_kwargs)

@@ -15,27 +15,23 @@ Samplers yield :class:`ChipQuery` items (source index + pixel window) that
 whose valid fraction, estimated on each source's coarse valid mask, is below ``min_valid``; the
 dataset checks the exact fraction and redraws deterministically with :func:`redraw_chip`.
 
-Coarse valid masks come from a decimated read of each source, or from rasterising its
-:class:`Footprint` (the polygon ``dinogeo index`` stores, :func:`dinogeo.data.index.index_footprints`)
-without opening the file, so a sampler over a 100k-file archive starts without 100k reads.
+Coarse valid masks come from :class:`~dinogeo.data.validity.ValidityIndex` (re-exported here with
+:class:`Footprint` and :func:`footprint_mask`): a decimated read of each source, or its indexed
+footprint rasterised without opening the file (:func:`dinogeo.data.index.index_footprints`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import pyproj
-import rasterio.features
-import shapely
 import torch
 import torch.distributed as dist
-from affine import Affine
 from torch.utils.data import DistributedSampler
 
+from dinogeo.data.validity import Footprint, ValidityIndex, footprint_mask
 from dinogeo.errors import NoValidDataError
 
 __all__ = [
@@ -89,159 +85,6 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
     return rank, world_size
-
-
-class Footprint(NamedTuple):
-    """The valid-data polygon of a source, known without opening it (e.g. from an index row).
-
-    Attributes:
-        geometry: a shapely (multi)polygon of the valid pixels; empty when none is valid.
-        crs: CRS of ``geometry`` (anything ``pyproj.CRS.from_user_input`` takes).
-        mask: how validity was known when the polygon was made (the index's ``mask`` column:
-            ``"none"``, ``"nodata"``, ``"alpha"`` or ``"internal"``).
-        nodata: the nodata value used then, or None.
-    """
-
-    geometry: Any
-    crs: Any = "EPSG:4326"
-    mask: str = "none"
-    nodata: float | None = None
-
-
-@functools.lru_cache(maxsize=64)
-def _transformer(src: Any, dst: Any) -> pyproj.Transformer | None:
-    a, b = pyproj.CRS.from_user_input(src), pyproj.CRS.from_user_input(dst)
-    return None if a == b else pyproj.Transformer.from_crs(a, b, always_xy=True)
-
-
-def footprint_mask(
-    footprint: Footprint, crs: Any, transform: Affine, width: int, height: int, max_size: int = 64
-) -> np.ndarray:
-    """Rasterise a footprint onto a source's coarse grid, without reading the source.
-
-    The grid is the one ``coarse_valid_mask(max_size)`` returns (longest side ``<= max_size``);
-    a cell is valid when its centre lies inside the footprint, as a nearest decimation samples.
-
-    Args:
-        footprint: the valid-data polygon (reprojected from ``footprint.crs`` when it differs).
-        crs: the source grid's CRS.
-        transform: the source grid's affine transform.
-        width: the source grid's width in pixels.
-        height: the source grid's height in pixels.
-        max_size: longest side of the coarse mask.
-
-    Returns:
-        bool array of shape about ``(height / f, width / f)``.
-    """
-    f = max(1, math.ceil(max(width, height) / max_size))  # as the sources' coarse_valid_mask
-    shape = (max(1, math.ceil(height / f)), max(1, math.ceil(width / f)))
-    geom = footprint.geometry
-    if geom is None or geom.is_empty:
-        return np.zeros(shape, dtype=bool)
-    tr = _transformer(footprint.crs, crs)
-    if tr is not None:
-        geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    cell = transform @ Affine.scale(width / shape[1], height / shape[0])
-    out = rasterio.features.rasterize(
-        [geom], out_shape=shape, transform=cell, fill=0, default_value=1, dtype="uint8"
-    )
-    return np.asarray(out, dtype=bool)
-
-
-def _footprint_fits(source: Any, footprint: Footprint) -> bool:
-    """Whether the footprint follows the source's validity rule (else its mask is read)."""
-    kind = getattr(source, "mask_kind", None)
-    if kind is None or getattr(source, "crs", None) is None or not hasattr(source, "transform"):
-        return False
-    if kind == "alpha" and getattr(source, "warped", False) and footprint.mask == "none":
-        return True  # the warp's alpha band is the file's extent on the target grid
-    if kind != footprint.mask:
-        return False  # e.g. a nodata value the sensor supplies but the file lacks
-    if kind == "nodata":
-        a, b = getattr(source, "nodata", None), footprint.nodata
-        if a is None or b is None:
-            return False
-        return bool(a == b or (math.isnan(a) and math.isnan(b)))
-    return True
-
-
-class ValidityIndex:
-    """Coarse valid masks of all sources with summed-area tables for O(1) chip estimates.
-
-    Each source provides ``coarse_valid_mask(max_size)`` (a decimated read, cheap); sources
-    without it are assumed fully valid. A source given a :class:`Footprint` whose validity rule
-    matches its own (same ``mask_kind`` and nodata value) gets the footprint rasterised instead
-    (:func:`footprint_mask`), without opening the file; the others are read.
-
-    Args:
-        sources: the sources (anything with ``width``, ``height`` and optionally
-            ``coarse_valid_mask``).
-        max_size: longest side of each coarse mask.
-        footprints: one :class:`Footprint` or None per source (e.g. from
-            :func:`dinogeo.data.index.index_footprints`); default: read every mask.
-
-    Attributes:
-        n_from_footprints: how many masks were rasterised from footprints (the rest were read).
-
-    Raises:
-        ValueError: if ``footprints`` is not one per source.
-    """
-
-    def __init__(
-        self,
-        sources: Sequence[Any],
-        max_size: int = 64,
-        footprints: Sequence[Footprint | None] | None = None,
-    ) -> None:
-        if footprints is not None and len(footprints) != len(sources):
-            raise ValueError(
-                f"{len(footprints)} footprints for {len(sources)} sources: give one per source "
-                "(None to read that source's mask)"
-            )
-        self.shapes = [(int(s.height), int(s.width)) for s in sources]
-        self.masks: list[np.ndarray] = []
-        self._sat: list[np.ndarray] = []
-        self.n_from_footprints = 0
-        for i, s in enumerate(sources):
-            fp = footprints[i] if footprints is not None else None
-            fn = getattr(s, "coarse_valid_mask", None)
-            if fp is not None and _footprint_fits(s, fp):
-                m = footprint_mask(fp, s.crs, s.transform, *self.shapes[i][::-1], max_size)
-                self.n_from_footprints += 1
-            else:
-                m = np.asarray(fn(max_size), dtype=bool) if fn else np.ones((1, 1), bool)
-            self.masks.append(m)
-            sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1), dtype=np.float64)
-            sat[1:, 1:] = np.cumsum(np.cumsum(m, axis=0), axis=1)
-            self._sat.append(sat)
-
-    def valid_fraction(self, i: int) -> float:
-        """Estimated valid fraction of source ``i``."""
-        return float(self.masks[i].mean())
-
-    def valid_pixels(self, i: int) -> float:
-        """Estimated number of valid pixels of source ``i``."""
-        h, w = self.shapes[i]
-        return self.valid_fraction(i) * h * w
-
-    def chip_fraction(self, q: ChipQuery) -> float:
-        """Estimated valid fraction of a chip (area outside the source counts as invalid)."""
-        h, w = self.shapes[q.source]
-        m = self.masks[q.source]
-        sy, sx = m.shape[0] / h, m.shape[1] / w
-        r0 = min(max(q.row * sy, 0.0), m.shape[0])
-        r1 = min(max((q.row + q.height) * sy, 0.0), m.shape[0])
-        c0 = min(max(q.col * sx, 0.0), m.shape[1])
-        c1 = min(max((q.col + q.width) * sx, 0.0), m.shape[1])
-        r0i, r1i = int(math.floor(r0)), int(math.ceil(r1))
-        c0i, c1i = int(math.floor(c0)), int(math.ceil(c1))
-        if r1i <= r0i or c1i <= c0i:
-            return 0.0
-        sat = self._sat[q.source]
-        valid = sat[r1i, c1i] - sat[r0i, c1i] - sat[r1i, c0i] + sat[r0i, c0i]
-        cells = (r1i - r0i) * (c1i - c0i)
-        inside = ((r1 - r0) * (c1 - c0)) / max((q.height * sy) * (q.width * sx), 1e-12)
-        return float(valid / cells) * min(inside, 1.0)
 
 
 def _random_position(
