@@ -1,9 +1,9 @@
 """Inputs of a prediction: expanding files/folders/globs, opening them for a model, aligning dates.
 
-Every input is opened with :func:`dinogeo.data.readers.open_source` using the sensor named by the
-model's weight card, with the card's band order and normalisation statistics, so band mismatches,
-missing CRSs and unreadable files fail before any work starts. A second date whose grid differs
-from the first is warped onto the first date's grid through a GDAL warped VRT.
+Every input is opened as a :class:`dinogeo.data.card_imagery.CardImage` using the sensor named by
+the model's weight card, with the card's band order and normalisation statistics, so band
+mismatches, missing CRSs and unreadable files fail before any work starts. A second date whose grid
+differs from the first is read on the first date's grid through a GDAL warped VRT.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.shutil
-from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from dinogeo.data.readers import is_zarr_path, open_source
+from dinogeo.data.card_imagery import CardImage, apply_card_stats
+from dinogeo.data.readers import is_zarr_path
 from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.errors import RasterReadError, SensorError
+from dinogeo.models.card import WeightCard
 
 __all__ = [
     "RASTER_SUFFIXES",
@@ -97,11 +94,11 @@ def _zarr_rasters(store: Path) -> list[Path]:
     return [store / g for g in groups]
 
 
-def card_sensor(card: Any) -> Sensor:
+def card_sensor(card: WeightCard) -> Sensor:
     """Return the card's sensor spec with the card's scaling and normalisation statistics.
 
     Args:
-        card: a weight card (``sensor``, ``band_names``, ``mean``, ``std``, ``scale``, ``offset``).
+        card: the model's weight card.
 
     Returns:
         The full sensor spec (all bands) where the card's bands carry the card's mean/std.
@@ -115,14 +112,11 @@ def card_sensor(card: Any) -> Sensor:
         raise SensorError(
             f"the model's weight card names sensor {card.sensor!r}, which is not shipped: {err}"
         ) from err
-    bands = list(sensor.bands)
-    for name, mean, std in zip(card.band_names, card.mean, card.std, strict=True):
-        i = sensor.index(name)
-        bands[i] = replace(bands[i], mean=float(mean), std=float(std))
-    return replace(sensor, bands=tuple(bands), scale=float(card.scale), offset=float(card.offset))
+    scaled = replace(sensor, scale=float(card.scale), offset=float(card.offset))
+    return apply_card_stats(scaled, card)
 
 
-def open_for_card(path: Path, card: Any) -> Any:
+def open_for_card(path: Path, card: WeightCard) -> CardImage:
     """Open an input for a model and check its bands against the weight card.
 
     Args:
@@ -130,72 +124,35 @@ def open_for_card(path: Path, card: Any) -> Any:
         card: the model's weight card.
 
     Returns:
-        A raster source returning the card's bands, normalised with the card's statistics.
+        An image reading the card's bands (``read`` gives digital numbers that
+        ``image.sensor.normalize`` maps with the card's statistics).
 
     Raises:
         RasterReadError, BandMismatchError, SensorError: before any work starts.
     """
-    from dinogeo.models.card import check_bands
-
-    sensor = card_sensor(card)
-    src = open_source(path, sensor, list(card.band_names))
-    expected = sensor.select(list(card.band_names)).band_names
-    if tuple(src.sensor.band_names) != tuple(expected):
-        check_bands(card, list(src.sensor.band_names), source=str(path))
-    if src.crs is None:
-        raise RasterReadError(
-            f"{path} has no CRS: outputs could not be georeferenced; assign one (gdal_edit.py "
-            "-a_srs EPSG:XXXX) or add a .prj"
-        )
-    return src
+    return CardImage(path, card, sensor=card_sensor(card))
 
 
-def _same_grid(a: Any, b: Any) -> bool:
-    return (
-        a.crs == b.crs
-        and a.width == b.width
-        and a.height == b.height
-        and all(abs(x - y) < 1e-9 * max(1.0, abs(x)) for x, y in zip(a.transform, b.transform))
-    )
-
-
-def align_to(ref: Any, src: Any, card: Any, workdir: Path) -> Any:
+def align_to(
+    ref: CardImage, src: CardImage, card: WeightCard | None = None, workdir: Path | None = None
+) -> CardImage:
     """Return ``src`` resampled onto ``ref``'s grid (itself when the grids already match).
 
-    The warp is a GDAL warped VRT (bilinear) written into ``workdir`` and opened like any input.
+    The warp is a GDAL warped VRT (bilinear) read in memory (:meth:`CardImage.aligned_to`).
 
     Args:
-        ref: the source whose grid wins (date 1).
-        src: the source to align (date 2).
-        card: the model's weight card.
-        workdir: folder for the VRT.
+        ref: the image whose grid wins (date 1).
+        src: the image to align (date 2).
+        card: unused (``src`` already reads the card's bands); kept for callers.
+        workdir: unused (nothing is written); kept for callers.
 
     Returns:
-        A source on ``ref``'s grid.
+        An image on ``ref``'s grid.
+
+    Raises:
+        RasterReadError: ``src`` is a zarr store or cannot be warped.
     """
-    if _same_grid(ref, src):
-        return src
-    vrt = workdir / f"aligned_{Path(src.path).stem}.vrt"
-    try:
-        with (
-            rasterio.open(src.path) as ds,
-            WarpedVRT(
-                ds,
-                src_crs=ds.crs or src.crs,
-                crs=ref.crs,
-                transform=ref.transform,
-                width=ref.width,
-                height=ref.height,
-                resampling=Resampling.bilinear,
-            ) as warped,
-        ):
-            rasterio.shutil.copy(warped, vrt, driver="VRT")
-    except RasterioError as err:
-        raise RasterReadError(
-            f"cannot warp {src.path} onto the grid of {ref.path}: {err}; reproject it yourself "
-            "(gdalwarp) onto the first date's grid"
-        ) from err
-    return open_for_card(vrt, card)
+    return src.aligned_to(ref)
 
 
 def window_reader(
