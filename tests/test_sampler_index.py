@@ -8,7 +8,9 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
+import rasterio.features
 import shapely
+from affine import Affine
 from rasterio.windows import Window
 
 from dinogeo.data import readers
@@ -74,6 +76,36 @@ def test_footprint_masks_match_read_masks(archive):
         assert (a & b).sum() / max((a | b).sum(), 1) > 0.95, src.path.name
     fracs = [m.mean() for m in from_index.masks]
     assert min(fracs) < 0.1 and max(fracs) == 1.0  # the test covers cloudy and clear dates
+    full = [i for i, fp in enumerate(fps) if fp.full]
+    assert full and all(from_index.masks[i].all() for i in full)
+    # all-valid masks of one shape are one shared, read-only array (100k clear files: one mask)
+    shared = {id(m) for m in from_index.masks if m.all() and m.shape == (64, 64)}
+    assert len(shared) == 1 and not from_index.masks[full[0]].flags.writeable
+
+
+def test_footprint_mask_equals_rasterize_on_rotated_grids_and_odd_shapes():
+    transform = Affine(9.7, 2.3, 500_000.0, 1.9, -10.2, 4_000_000.0)  # rotated and sheared
+    width, height = 640, 500
+    cell = transform @ Affine.scale(width / 64, height / 50)
+
+    def world(coords):  # pixel coordinates of the coarse grid -> CRS coordinates
+        return [cell @ (x + 0.013, y + 0.029) for x, y in coords]
+
+    holed = shapely.Polygon(
+        world([(3, 2), (60, 5), (55, 47), (6, 40)]), [world([(20, 15), (40, 18), (30, 30)])]
+    )
+    second = shapely.Polygon(world([(-10, 30), (12, 44), (-4, 60)]))  # partly outside the grid
+    shapes = [
+        holed,
+        shapely.MultiPolygon([holed, second]),
+        shapely.GeometryCollection([second, shapely.LineString(world([(0, 0), (64, 50)])), holed]),
+    ]
+    for geom in shapes:
+        got = footprint_mask(Footprint(geom, "EPSG:32633"), "EPSG:32633", transform, width, height)
+        polys = [g for g in shapely.get_parts(geom) if g.geom_type == "Polygon"]
+        ref = rasterio.features.rasterize(polys, out_shape=(50, 64), transform=cell, dtype="uint8")
+        assert got.shape == (50, 64) and 0.2 < got.mean() < 0.9
+        np.testing.assert_array_equal(got, ref.astype(bool))
 
 
 def test_footprint_mask_on_a_known_polygon(shared_data):

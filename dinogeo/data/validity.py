@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyproj
-import rasterio.features
 import shapely
 from affine import Affine
 
@@ -42,12 +41,15 @@ class Footprint(NamedTuple):
         mask: how validity was known when the polygon was made (the index's ``mask`` column:
             ``"none"``, ``"nodata"``, ``"alpha"`` or ``"internal"``).
         nodata: the nodata value used then, or None.
+        full: whether every pixel of the file is valid (the index's ``valid_fraction`` is 1):
+            its mask on the file's own grid is then all valid, with no polygon to test.
     """
 
     geometry: Any
     crs: Any = "EPSG:4326"
     mask: str = "none"
     nodata: float | None = None
+    full: bool = False
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,19 +77,69 @@ def footprint_mask(
     Returns:
         bool array of shape about ``(height / f, width / f)``.
     """
-    f = max(1, math.ceil(max(width, height) / max_size))  # as the sources' coarse_valid_mask
-    shape = (max(1, math.ceil(height / f)), max(1, math.ceil(width / f)))
+    shape = _coarse_shape(width, height, max_size)
     geom = footprint.geometry
     if geom is None or geom.is_empty:
         return np.zeros(shape, dtype=bool)
+    coords, ring = _polygon_coords(geom)
+    if not len(coords):
+        return np.zeros(shape, dtype=bool)
+    x, y = coords[:, 0], coords[:, 1]
     tr = _transformer(footprint.crs, crs)
     if tr is not None:
-        geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    cell = transform @ Affine.scale(width / shape[1], height / shape[0])
-    out = rasterio.features.rasterize(
-        [geom], out_shape=shape, transform=cell, fill=0, default_value=1, dtype="uint8"
-    )
-    return np.asarray(out, dtype=bool)
+        x, y = tr.transform(x, y)
+    inv = ~(transform @ Affine.scale(width / shape[1], height / shape[0]))
+    x, y = np.asarray(x), np.asarray(y)
+    col, row = inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f  # coarse-grid pixels
+    same = ring[:-1] == ring[1:]  # consecutive vertices of one ring form an edge
+    a = np.column_stack([col[:-1][same], row[:-1][same]])
+    b = np.column_stack([col[1:][same], row[1:][same]])
+    return _even_odd(a, b, shape)
+
+
+def _coarse_shape(width: int, height: int, max_size: int) -> tuple[int, int]:
+    """Shape of the coarse mask, as the sources' ``coarse_valid_mask`` makes it."""
+    f = max(1, math.ceil(max(width, height) / max_size))
+    return (max(1, math.ceil(height / f)), max(1, math.ceil(width / f)))
+
+
+def _summed_area(mask: np.ndarray) -> np.ndarray:
+    """Summed-area table of a bool mask, with a leading row and column of zeros."""
+    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int32)
+    sat[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int32), axis=1)
+    return sat
+
+
+def _polygons(geom: Any) -> np.ndarray:
+    """The polygons of a geometry, multi-geometries and (nested) collections flattened."""
+    parts = shapely.get_parts(geom)  # a polygon gives itself
+    kinds = shapely.get_type_id(parts)
+    nested = [_polygons(p) for p in parts[kinds > 3]]  # make_valid may nest collections
+    return np.concatenate([parts[kinds == 3], *nested]) if nested else parts[kinds == 3]
+
+
+def _polygon_coords(geom: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (N, 2) of every ring of the polygons in ``geom``, and the ring of each vertex."""
+    coords, ring = shapely.get_coordinates(shapely.get_rings(_polygons(geom)), return_index=True)
+    return np.asarray(coords, dtype=np.float64), np.asarray(ring)
+
+
+def _even_odd(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Cells whose centre is inside the closed rings with edges ``a -> b`` (pixel coordinates).
+
+    A scanline even-odd test vectorised over rows, several times faster than
+    ``rasterio.features.rasterize`` on a 64 x 64 grid (it counts for 100k footprints).
+    """
+    h, w = shape
+    yc = np.arange(h, dtype=np.float64)[:, None] + 0.5
+    r, e = np.nonzero((a[:, 1] <= yc) != (b[:, 1] <= yc))  # edge e crosses row r's centre line
+    (xa, ya), (xb, yb) = a[e].T, b[e].T
+    x = np.clip(xa + (r + 0.5 - ya) / (yb - ya) * (xb - xa), -1.0, w + 1.0)
+    crossings = np.sort(x + (w + 4.0) * r)  # row r's crossings within [r(w+4) - 1, r(w+4) + w + 1]
+    base = (w + 4.0) * np.arange(h, dtype=np.float64)[:, None]
+    xc = np.arange(w, dtype=np.float64)[None, :] + 0.5
+    left = np.searchsorted(crossings, base + xc) - np.searchsorted(crossings, base - 1.5)
+    return np.asarray(left % 2 == 1)
 
 
 def _footprint_fits(source: Any, footprint: Footprint) -> bool:
@@ -144,17 +196,28 @@ class ValidityIndex:
         self.masks: list[np.ndarray] = []
         self._sat: list[np.ndarray] = []
         self.n_from_footprints = 0
+        full: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for i, s in enumerate(sources):
             fp = footprints[i] if footprints is not None else None
             fn = getattr(s, "coarse_valid_mask", None)
             if fp is not None and _footprint_fits(s, fp):
-                m = footprint_mask(fp, s.crs, s.transform, *self.shapes[i][::-1], max_size)
                 self.n_from_footprints += 1
+                h, w = self.shapes[i]
+                if fp.full and not getattr(s, "warped", False):
+                    m = np.ones(_coarse_shape(w, h, max_size), dtype=bool)
+                else:
+                    m = footprint_mask(fp, s.crs, s.transform, w, h, max_size)
             else:
                 m = np.asarray(fn(max_size), dtype=bool) if fn else np.ones((1, 1), bool)
+            if m.all():  # all-valid masks share one read-only copy per shape (100k clear files)
+                if m.shape not in full:
+                    full[m.shape] = (m, _summed_area(m))
+                    for arr in full[m.shape]:
+                        arr.setflags(write=False)
+                m, sat = full[m.shape]
+            else:
+                sat = _summed_area(m)
             self.masks.append(m)
-            sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1), dtype=np.float64)
-            sat[1:, 1:] = np.cumsum(np.cumsum(m, axis=0), axis=1)
             self._sat.append(sat)
 
     def valid_fraction(self, i: int) -> float:
@@ -211,7 +274,9 @@ def index_footprints(
         if usable and check_files and not row_is_current(row):
             usable, stale = False, stale + 1
         nodata = float(row.nodata) if row.has_nodata else None
-        out.append(Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata) if usable else None)
+        full = bool(row.valid_fraction >= 1.0)
+        fp = Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata, full)
+        out.append(fp if usable else None)
     if stale:
         warnings.warn(
             f"{stale} of {len(frame)} indexed files changed or vanished since indexing; their "
