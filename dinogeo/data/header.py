@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.coords import BoundingBox
@@ -27,6 +29,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import CRSError, RasterioError
 
+from dinogeo.data.sensors import Sensor, match_file_bands
 from dinogeo.errors import RasterReadError
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "open_dataset",
     "prj_crs",
     "read_header",
+    "resolve_bands",
     "row_is_current",
     "row_value",
 ]
@@ -87,6 +91,33 @@ class RasterHeader:
         if self.nodata is not None:
             return "nodata"
         return "internal" if self.internal_mask else "none"
+
+
+#: band layouts resolved per (header bands, sensor, bands): an archive has few distinct ones
+_LAYOUTS: dict[tuple[Any, ...], tuple[Sensor | None, Sensor, tuple[int, ...]]] = {}
+
+
+def resolve_bands(
+    header: RasterHeader, path: Path, sensor: Any, bands: Sequence[str] | None
+) -> tuple[Sensor, list[int]]:
+    """:func:`~dinogeo.data.sensors.match_file_bands` for a header (with data bands of one dtype).
+
+    Results are memoised when ``sensor`` is None or a :class:`Sensor`, so 100k files of one
+    layout resolve it once (a sensor name is loaded, and resolved, per call).
+    """
+    n, desc, dtype = len(header.data_indexes), header.descriptions, np.dtype(header.dtypes[0])
+    if sensor is not None and not isinstance(sensor, Sensor):
+        return match_file_bands(path, n, desc, dtype, header.nodata, sensor, bands)
+    names = None if bands is None else (bands,) if isinstance(bands, str) else tuple(bands)
+    # the sensor by identity (hashing a spec costs more than resolving); the entry keeps it alive
+    key = (n, desc, dtype.str, repr(header.nodata), id(sensor), names)
+    hit = _LAYOUTS.get(key)
+    if hit is None:
+        spec, positions = match_file_bands(path, n, desc, dtype, header.nodata, sensor, bands)
+        if len(_LAYOUTS) >= 1024:
+            _LAYOUTS.clear()
+        hit = _LAYOUTS[key] = (sensor, spec, tuple(positions))
+    return hit[1], list(hit[2])
 
 
 def open_dataset(path: Path) -> Any:

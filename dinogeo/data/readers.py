@@ -41,9 +41,10 @@ from dinogeo.data.header import (
     header_from_row,
     open_dataset,
     read_header,
+    resolve_bands,
     row_value,
 )
-from dinogeo.data.sensors import Sensor, match_file_bands
+from dinogeo.data.sensors import Sensor
 from dinogeo.errors import RasterReadError
 
 if TYPE_CHECKING:
@@ -267,9 +268,7 @@ class RasterSource:
                 "gdal_translate -ot to one dtype"
             )
         self.dtype = np.dtype(h.dtypes[0])
-        out_sensor, positions = match_file_bands(
-            self.path, len(data_idx), h.descriptions, self.dtype, h.nodata, sensor, bands
-        )
+        out_sensor, positions = resolve_bands(h, self.path, sensor, bands)
         self.sensor = out_sensor
         self._read_indexes = [data_idx[p] for p in positions]
         self.nodata: float | None = h.nodata if h.nodata is not None else out_sensor.nodata
