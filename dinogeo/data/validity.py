@@ -92,6 +92,8 @@ def footprint_mask(
     x, y = np.asarray(x), np.asarray(y)
     col, row = inv.a * x + inv.b * y + inv.c, inv.d * x + inv.e * y + inv.f  # coarse-grid pixels
     same = ring[:-1] == ring[1:]  # consecutive vertices of one ring form an edge
+    ok = np.isfinite(col) & np.isfinite(row)  # a vertex beyond the CRS's area of use is dropped
+    same &= ok[:-1] & ok[1:]
     a = np.column_stack([col[:-1][same], row[:-1][same]])
     b = np.column_stack([col[1:][same], row[1:][same]])
     return _even_odd(a, b, shape)
@@ -131,8 +133,12 @@ def _even_odd(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     ``rasterio.features.rasterize`` on a 64 x 64 grid (it counts for 100k footprints).
     """
     h, w = shape
-    yc = np.arange(h, dtype=np.float64)[:, None] + 0.5
-    r, e = np.nonzero((a[:, 1] <= yc) != (b[:, 1] <= yc))  # edge e crosses row r's centre line
+    # edge e crosses the centre lines of rows lo[e] <= r < hi[e] (half-open: y0 <= r + 0.5 < y1)
+    lo = np.clip(np.ceil(np.minimum(a[:, 1], b[:, 1]) - 0.5), 0, h).astype(np.int64)
+    hi = np.clip(np.ceil(np.maximum(a[:, 1], b[:, 1]) - 0.5), 0, h).astype(np.int64)
+    n = np.maximum(hi - lo, 0)
+    e = np.repeat(np.arange(len(n)), n)
+    r = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + lo[e]
     (xa, ya), (xb, yb) = a[e].T, b[e].T
     x = np.clip(xa + (r + 0.5 - ya) / (yb - ya) * (xb - xa), -1.0, w + 1.0)
     crossings = np.sort(x + (w + 4.0) * r)  # row r's crossings within [r(w+4) - 1, r(w+4) + w + 1]
