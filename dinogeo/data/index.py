@@ -6,7 +6,7 @@ Usage::
 
     index = build_index(["archive/", "more/**/*.jp2", "store.zarr"], workers=8)
     write_index(index, "index.parquet")          # + index.skipped.csv listing unreadable files
-    sources = open_index_sources(load_index("index.parquet"))
+    sources = open_index_sources(load_index("index.parquet"))  # headers from the rows: no open
     sampler = RandomChipSampler(sources, 256, footprints=index_footprints(index))  # no file read
 
 Inputs are files, folders (walked recursively) and globs, expanded once. Folders yield GeoTIFF/COG,
