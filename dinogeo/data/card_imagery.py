@@ -1,10 +1,9 @@
 """Imagery opened for a backbone's weight card: the card's bands and normalisation, on any grid.
 
-:func:`open_card_image` opens a raster file or zarr store with
-:func:`dinogeo.data.readers.open_source` and returns a :class:`CardImage` that reads the weight
-card's bands (matched by name or alias) in the card's order. Normalised reads are
-``(DN * scale + offset - mean) / std`` with the image's scale/offset (:func:`resolve_sensor`) and
-the card's mean/std (:func:`apply_card_stats`).
+:class:`CardImage` opens a raster file or zarr store with
+:func:`dinogeo.data.readers.open_source` and reads the weight card's bands (matched by name or
+alias) in the card's order. Normalised reads are ``(DN * scale + offset - mean) / std`` with the
+image's scale/offset (:func:`resolve_sensor`) and the card's mean/std (:func:`apply_card_stats`).
 
 :meth:`CardImage.aligned_to` reads an image exactly on another image's grid (CRS, transform and
 size) through a GDAL WarpedVRT (bilinear), as the second date of a change pair needs;
@@ -41,7 +40,7 @@ from dinogeo.models.card import WeightCard, check_bands
 if TYPE_CHECKING:
     from dinogeo.data.zarr_source import ZarrSource
 
-__all__ = ["CardImage", "apply_card_stats", "open_card_image", "resolve_sensor"]
+__all__ = ["CardImage", "apply_card_stats", "resolve_sensor"]
 
 
 def resolve_sensor(
@@ -103,36 +102,6 @@ def apply_card_stats(sensor: Sensor, card: WeightCard) -> Sensor:
         i = sensor.index(name)
         bands[i] = replace(bands[i], mean=float(mean), std=float(std))
     return replace(sensor, bands=tuple(bands))
-
-
-def open_card_image(
-    path: str | Path,
-    card: WeightCard,
-    *,
-    sensor: str | Path | Sensor | None = None,
-    bands: list[str] | None = None,
-    scale: float | None = None,
-    offset: float | None = None,
-) -> CardImage:
-    """Open a raster file or zarr store for a backbone (see :class:`CardImage`).
-
-    Args:
-        path: raster file or zarr store.
-        card: the backbone's weight card.
-        sensor: the image's sensor (default: the card's, see :func:`resolve_sensor`).
-        bands: the file's band names in file order (when it holds a subset of the sensor).
-        scale: override of the DN-to-reflectance scale.
-        offset: override of the offset.
-
-    Returns:
-        The image, reading the card's bands in the card's order.
-
-    Raises:
-        BandMismatchError: the image lacks bands the backbone needs.
-        RasterReadError: unreadable image or no CRS.
-        SensorError: an unknown sensor or band name.
-    """
-    return CardImage(path, card, sensor=sensor, bands=bands, scale=scale, offset=offset)
 
 
 class CardImage:
