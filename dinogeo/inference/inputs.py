@@ -133,9 +133,7 @@ def open_for_card(path: Path, card: WeightCard) -> CardImage:
     return CardImage(path, card, sensor=card_sensor(card))
 
 
-def align_to(
-    ref: CardImage, src: CardImage, card: WeightCard | None = None, workdir: Path | None = None
-) -> CardImage:
+def align_to(ref: CardImage, src: CardImage) -> CardImage:
     """Return ``src`` resampled onto ``ref``'s grid (itself when the grids already match).
 
     The warp is a GDAL warped VRT (bilinear) read in memory (:meth:`CardImage.aligned_to`).
@@ -143,8 +141,6 @@ def align_to(
     Args:
         ref: the image whose grid wins (date 1).
         src: the image to align (date 2).
-        card: unused (``src`` already reads the card's bands); kept for callers.
-        workdir: unused (nothing is written); kept for callers.
 
     Returns:
         An image on ``ref``'s grid.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -334,53 +333,50 @@ def _run(
     spec = make_output_spec(task, probabilities=probabilities, confidence=confidence)
     outs = _output_paths(inputs, Path(dst), task)
     rank, _ = rank_and_world()
-    with tempfile.TemporaryDirectory(prefix="dinogeo-align-") as workdir:
-        # open and check everything before any work starts
-        opened = []
-        for paths, out in zip(inputs, outs, strict=True):
-            srcs = [open_for_card(p, bundle.card) for p in paths]
-            srcs = [srcs[0]] + [align_to(srcs[0], s, bundle.card, Path(workdir)) for s in srcs[1:]]
-            if rank == 0 and not resume:
-                check_output_path(out, overwrite=overwrite)
-            if rank == 0 and task.is_classification and vectorize is not False:
-                check_output_path(out.with_suffix(".gpkg"), overwrite=overwrite or resume)
-            opened.append(srcs)
-        opts = {
-            "tile": tile,
-            "overlap": overlap,
-            "margin": overlap // 4,
-            "strip_rows": strip_rows,
-            "batch_size": batch_size,
-            "workers": workers,
-            "device": device,
-            "overwrite": overwrite,
-            "resume": resume,
-            "model_hash": _model_hash(bundle),
-        }
-        grids = [TileGrid(s[0].height, s[0].width, tile, overlap, strip_rows) for s in opened]
-        total = sum(sum(len(b) for b in g.batches(0, g.n_strips, batch_size)) for g in grids)
-        result = PredictResult()
-        all_stats: list[dict[str, Any]] = []
-        do_vectors = task.is_classification if vectorize is None else vectorize
-        with tqdm(
-            total=total, unit="tile", disable=not progress or rank != 0, desc="predict"
-        ) as bar:
-            for srcs, out in zip(opened, outs, strict=True):
-                pixels, stats = _predict_one(bundle, srcs, out, spec, opts, bar)
-                if rank != 0:
-                    continue
-                result.outputs.append(out)
-                result.pixels += pixels
-                ref = srcs[0]
-                result.area_km2 += footprint_area_km2(ref) * pixels / (ref.width * ref.height)
-                result.styles += write_styles(out, spec, stats, pixels=ref.width * ref.height)
-                all_stats.append(stats)
-                if do_vectors and task.is_classification:
-                    from dinogeo.inference.vectorize import vectorize_classes
+    # open and check everything before any work starts
+    opened = []
+    for paths, out in zip(inputs, outs, strict=True):
+        srcs = [open_for_card(p, bundle.card) for p in paths]
+        srcs = [srcs[0]] + [align_to(srcs[0], s) for s in srcs[1:]]
+        if rank == 0 and not resume:
+            check_output_path(out, overwrite=overwrite)
+        if rank == 0 and task.is_classification and vectorize is not False:
+            check_output_path(out.with_suffix(".gpkg"), overwrite=overwrite or resume)
+        opened.append(srcs)
+    opts = {
+        "tile": tile,
+        "overlap": overlap,
+        "margin": overlap // 4,
+        "strip_rows": strip_rows,
+        "batch_size": batch_size,
+        "workers": workers,
+        "device": device,
+        "overwrite": overwrite,
+        "resume": resume,
+        "model_hash": _model_hash(bundle),
+    }
+    grids = [TileGrid(s[0].height, s[0].width, tile, overlap, strip_rows) for s in opened]
+    total = sum(sum(len(b) for b in g.batches(0, g.n_strips, batch_size)) for g in grids)
+    result = PredictResult()
+    all_stats: list[dict[str, Any]] = []
+    do_vectors = task.is_classification if vectorize is None else vectorize
+    with tqdm(total=total, unit="tile", disable=not progress or rank != 0, desc="predict") as bar:
+        for srcs, out in zip(opened, outs, strict=True):
+            pixels, stats = _predict_one(bundle, srcs, out, spec, opts, bar)
+            if rank != 0:
+                continue
+            result.outputs.append(out)
+            result.pixels += pixels
+            ref = srcs[0]
+            result.area_km2 += footprint_area_km2(ref) * pixels / (ref.width * ref.height)
+            result.styles += write_styles(out, spec, stats, pixels=ref.width * ref.height)
+            all_stats.append(stats)
+            if do_vectors and task.is_classification:
+                from dinogeo.inference.vectorize import vectorize_classes
 
-                    result.vectors.append(
-                        vectorize_classes(out, task, out.with_suffix(".gpkg"), overwrite=True)
-                    )
+                result.vectors.append(
+                    vectorize_classes(out, task, out.with_suffix(".gpkg"), overwrite=True)
+                )
     if mosaic and rank == 0 and result.outputs:
         vrt = result.outputs[0].parent / f"{task.name}_mosaic.vrt"
         if vrt.exists() and not overwrite:
