@@ -76,12 +76,7 @@ def resolve_sensor(
             return None
     else:
         spec = load_sensor(sensor)
-    changes: dict[str, Any] = {}
-    if scale is not None:
-        changes["scale"] = float(scale)
-    if offset is not None:
-        changes["offset"] = float(offset)
-    return replace(spec, **changes) if changes else spec
+    return spec.with_scaling(scale, offset)
 
 
 def apply_card_stats(sensor: Sensor, card: WeightCard) -> Sensor:

@@ -116,6 +116,20 @@ class Sensor:
             parts.append(f"{b.name} ({', '.join(b.aliases)})" if b.aliases else b.name)
         return ", ".join(parts)
 
+    def with_scaling(self, scale: float | None = None, offset: float | None = None) -> Sensor:
+        """Return this spec with the DN-to-reflectance scale and/or offset overridden.
+
+        Args:
+            scale: new scale (e.g. 1e-3 for surface reflectance exported x1000); None keeps it.
+            offset: new offset; None keeps it.
+        """
+        changes: dict[str, Any] = {}
+        if scale is not None:
+            changes["scale"] = float(scale)
+        if offset is not None:
+            changes["offset"] = float(offset)
+        return replace(self, **changes) if changes else self
+
     def select(self, names: Sequence[str]) -> Sensor:
         """Return a sensor with only the named bands, in the given order.
 

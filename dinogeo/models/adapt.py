@@ -88,14 +88,9 @@ def adapt_backbone(
             "band_map": band_map,
         },
     }
-    new_card = WeightCard.from_backbone(
+    new_card = WeightCard.for_sensor(
         adapted,
-        band_names=list(spec.band_names),
-        sensor=spec.name,
-        mean=[b.mean for b in spec.bands],
-        std=[b.std for b in spec.bands],
-        scale=spec.scale,
-        offset=spec.offset,
+        spec,
         training_config=training_config,
         source=f"{card.source}; adapted from {card.sensor} to {spec.name}",
     )

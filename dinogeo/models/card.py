@@ -31,13 +31,16 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from dinogeo import __version__
+
+if TYPE_CHECKING:
+    from dinogeo.data.sensors import Sensor
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone, empty_backbone
 from dinogeo.models.official import load_official_dinov3, safe_torch_load
@@ -193,6 +196,32 @@ class WeightCard:
             training_config=dict(training_config or {}),
             source=source,
             backbone_kwargs=_backbone_kwargs(backbone),
+        )
+
+    @classmethod
+    def for_sensor(
+        cls,
+        backbone: Backbone,
+        sensor: Sensor,
+        *,
+        training_config: Mapping[str, Any] | None = None,
+        source: str = "scratch",
+    ) -> WeightCard:
+        """Make a card whose bands, normalisation and scale/offset come from a sensor spec.
+
+        Raises:
+            BandMismatchError: if the sensor's band count differs from the backbone's.
+        """
+        return cls.from_backbone(
+            backbone,
+            band_names=list(sensor.band_names),
+            sensor=sensor.name,
+            mean=[b.mean for b in sensor.bands],
+            std=[b.std for b in sensor.bands],
+            scale=float(sensor.scale),
+            offset=float(sensor.offset),
+            training_config=training_config,
+            source=source,
         )
 
     def to_dict(self) -> dict[str, Any]:

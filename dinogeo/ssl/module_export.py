@@ -51,14 +51,9 @@ def weight_card_for(task: SSLTask) -> WeightCard | None:
     if sensor is None:
         return None
     source = task.init_cfg.official_checkpoint or task.init_cfg.backbone or "scratch"
-    return WeightCard.from_backbone(
+    return WeightCard.for_sensor(
         task.teacher_backbone,
-        band_names=list(sensor.band_names),
-        sensor=sensor.name,
-        mean=[b.mean for b in sensor.bands],
-        std=[b.std for b in sensor.bands],
-        scale=float(sensor.scale),
-        offset=float(sensor.offset),
+        sensor,
         training_config=training_config(task),
         source=f"dinogeo pretrain (from {source})",
     )

@@ -14,7 +14,6 @@ the latter case the weight card is made from the ``sensor`` spec (bands, scale, 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dinogeo.data.sensors import Sensor, load_sensor
-from dinogeo.errors import ConfigError, SensorError
+from dinogeo.data.sensors import load_sensor
+from dinogeo.errors import ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.bundle import ModelBundle, save_bundle
 from dinogeo.models.card import WeightCard, load_backbone
@@ -32,47 +31,7 @@ from dinogeo.models.task_card import TaskCard, load_task_card
 from dinogeo.trainers.heads import DenseModel, HeadConfig, build_model
 from dinogeo.trainers.metrics import TaskMetrics
 
-__all__ = ["DenseTask", "image_sensor", "resolve_backbone"]
-
-
-def image_sensor(
-    sensor: str | None,
-    bands: list[str] | None,
-    *,
-    scale: float | None = None,
-    offset: float | None = None,
-    card: WeightCard | None = None,
-) -> Sensor | None:
-    """The sensor describing the imagery, with optional scale/offset overrides.
-
-    Args:
-        sensor: sensor name or YAML path; None uses the weight card's sensor when it is a
-            shipped or existing one, else None (the reader infers a generic sensor).
-        bands: band names of the file in file order (when it holds a subset of the sensor).
-        scale: override of the sensor's DN-to-reflectance scale (e.g. 1e-3 for x1000 products).
-        offset: override of the sensor's offset.
-        card: the backbone's weight card (fallback sensor).
-
-    Returns:
-        The sensor, or None for a generic one.
-    """
-    name = sensor or (card.sensor if card is not None else None)
-    if name is None:
-        return None
-    try:
-        spec = load_sensor(name)
-    except SensorError:
-        if sensor is None:  # the card's sensor is not a shipped name: let the reader infer one
-            return None
-        raise
-    if bands:
-        spec = spec.select(bands)
-    changes: dict[str, Any] = {}
-    if scale is not None:
-        changes["scale"] = float(scale)
-    if offset is not None:
-        changes["offset"] = float(offset)
-    return replace(spec, **changes) if changes else spec
+__all__ = ["DenseTask", "resolve_backbone"]
 
 
 def resolve_backbone(
@@ -108,23 +67,17 @@ def resolve_backbone(
             f"backbone {backbone!r} is neither a file nor an architecture: pass the path of a "
             f"backbone from 'dinogeo pretrain' or one of {list_archs()}"
         )
-    spec = image_sensor(sensor, bands, scale=scale, offset=offset)
-    if spec is None:
+    if sensor is None:
         raise ConfigError(
             f"a randomly initialised backbone ({backbone!r}) needs the imagery's sensor for its "
             "band names and normalisation: set data.sensor (e.g. sentinel2_l2a, rgb_uint8)"
         )
+    spec = load_sensor(sensor).with_scaling(scale, offset)
+    if bands:
+        spec = spec.select(bands)
     model = create_backbone(backbone, in_chans=len(spec.bands))
-    card = WeightCard.from_backbone(
-        model,
-        band_names=list(spec.band_names),
-        sensor=spec.name,
-        mean=[b.mean for b in spec.bands],
-        std=[b.std for b in spec.bands],
-        scale=spec.scale,
-        offset=spec.offset,
-        training_config={"init": "random", "arch": backbone},
-        source="random-init",
+    card = WeightCard.for_sensor(
+        model, spec, training_config={"init": "random", "arch": backbone}, source="random-init"
     )
     return model, card
 
