@@ -23,3 +23,22 @@ def shared_data() -> Path:
             "repository or set DINOGEO_SHARED_DATA"
         )
     return SHARED
+
+
+@pytest.fixture
+def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count ``rasterio.open`` calls (the readers open files through it); handles are closed first."""
+    import rasterio
+
+    from dinogeo.data import readers
+
+    calls: list[str] = []
+    real = rasterio.open
+
+    def counting(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(str(path))
+        return real(path, *args, **kwargs)
+
+    readers.close_handles()  # no cached handle may hide an open
+    monkeypatch.setattr(rasterio, "open", counting)
+    return calls

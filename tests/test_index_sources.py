@@ -15,7 +15,6 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from dinogeo.data import readers
 from dinogeo.data.header import header_from_row, read_header
 from dinogeo.data.index import build_index, load_index, open_index_sources, write_index
 from dinogeo.data.readers import RasterSource, open_source
@@ -53,21 +52,6 @@ def archive(shared_data, tmp_path_factory):
     out = folder / "index.parquet"
     write_index(index, out)
     return out
-
-
-@pytest.fixture
-def count_opens(monkeypatch):
-    """Count ``rasterio.open`` calls (the readers open files through it)."""
-    calls: list[str] = []
-    real = rasterio.open
-
-    def counting(path, *args, **kwargs):
-        calls.append(str(path))
-        return real(path, *args, **kwargs)
-
-    readers.close_handles()  # no cached handle may hide an open
-    monkeypatch.setattr(rasterio, "open", counting)
-    return calls
 
 
 def _same(a, b):

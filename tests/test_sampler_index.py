@@ -47,21 +47,6 @@ def archive(shared_data, tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def count_opens(monkeypatch):
-    """Count ``rasterio.open`` calls (the readers open files through it)."""
-    calls: list[str] = []
-    real = rasterio.open
-
-    def counting(path, *args, **kwargs):
-        calls.append(str(path))
-        return real(path, *args, **kwargs)
-
-    readers.close_handles()  # no cached handle may hide an open
-    monkeypatch.setattr(rasterio, "open", counting)
-    return calls
-
-
 def test_footprint_masks_match_read_masks(archive):
     frame = load_index(archive)
     sources = open_index_sources(frame)
