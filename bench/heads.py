@@ -94,6 +94,25 @@ def fit(task_cls, model_args: dict, dm, steps: int, out: Path) -> tuple[ModelBun
     return load_bundle(out), time.time() - start
 
 
+def task_args(name: str, shared: Path, args, **data_extra) -> tuple[dict, dict]:
+    """Model and data arguments of a shipped finetune config, sized for this benchmark."""
+    model_args, data_args, _ = config(name, shared)
+    data_args.update(
+        batch_size=args.batch_size, chips_per_epoch=args.batch_size * args.steps, **data_extra
+    )
+    model_args.update(features=args.features)
+    return model_args, data_args
+
+
+def fit_on(task_cls, dm_cls, model_args: dict, data_args: dict, backbone: str, args, out: Path):
+    """Fit one head on ``backbone`` (adapted to the task's sensor); ``data_args`` is updated."""
+    data_args["backbone"] = for_task(backbone, data_args, out.parent)
+    dm = dm_cls(**data_args)
+    dm.setup("fit")
+    bundle, secs = fit(task_cls, {**model_args, **linked(data_args)}, dm, args.steps, out)
+    return dm, bundle, secs
+
+
 def linked(data: dict) -> dict:
     return {k: data.get(k) for k in ("task", "backbone", "sensor", "bands", "scale", "offset")}
 
@@ -152,20 +171,17 @@ def predict_full(bundle: ModelBundle, *images: np.ndarray) -> np.ndarray:
 def segmentation_block_task(
     name: str, shared: Path, backbones: list[str], args, tmp: Path
 ) -> list[dict]:
-    model_args, data_args, _ = config(name, shared)
-    data_args.update(batch_size=args.batch_size, chips_per_epoch=args.batch_size * args.steps)
-    model_args.update(features=args.features)
+    model_args, data_args = task_args(name, shared, args)
     rows = []
     task = load_task_card(data_args["task"])
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = for_task(backbone, data_args, tmp)
-        dm = LabeledChipDataModule(**data_args)
-        dm.setup("fit")
-        bundle, secs = fit(
+        dm, bundle, secs = fit_on(
             LandCoverTask,
-            {**model_args, **linked(data_args)},
-            dm,
-            args.steps,
+            LabeledChipDataModule,
+            model_args,
+            data_args,
+            backbone,
+            args,
             tmp / f"{name}_{i}.safetensors",
         )
         split = dm.splits[0]
@@ -253,20 +269,17 @@ def method_name(backbone: str, model_args: dict) -> str:
 
 def nc_task(shared: Path, backbones: list[str], args, tmp: Path) -> list[dict]:
     name = "land_cover_nc_polygons"
-    model_args, data_args, _ = config(name, shared)
-    data_args.update(batch_size=args.batch_size, chips_per_epoch=args.batch_size * args.steps)
-    model_args.update(features=args.features)
+    model_args, data_args = task_args(name, shared, args)
     task = load_task_card(data_args["task"])
     rows = []
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = for_task(backbone, data_args, tmp)
-        dm = LabeledChipDataModule(**data_args)
-        dm.setup("fit")
-        bundle, secs = fit(
+        dm, bundle, secs = fit_on(
             LandCoverTask,
-            {**model_args, **linked(data_args)},
-            dm,
-            args.steps,
+            LabeledChipDataModule,
+            model_args,
+            data_args,
+            backbone,
+            args,
             tmp / f"nc_{i}.safetensors",
         )
         if i == 0:
@@ -310,20 +323,17 @@ def nc_task(shared: Path, backbones: list[str], args, tmp: Path) -> list[dict]:
 
 def chm_task(shared: Path, backbones: list[str], args, tmp: Path) -> list[dict]:
     name = "canopy_height_swiss"
-    model_args, data_args, _ = config(name, shared)
-    data_args.update(batch_size=args.batch_size, chips_per_epoch=args.batch_size * args.steps)
-    model_args.update(features=args.features)
+    model_args, data_args = task_args(name, shared, args)
     task = load_task_card("canopy_height")
     rows = []
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = for_task(backbone, data_args, tmp)
-        dm = LabeledChipDataModule(**data_args)
-        dm.setup("fit")
-        bundle, secs = fit(
+        dm, bundle, secs = fit_on(
             CanopyHeightTask,
-            {**model_args, **linked(data_args)},
-            dm,
-            args.steps,
+            LabeledChipDataModule,
+            model_args,
+            data_args,
+            backbone,
+            args,
             tmp / f"chm_{i}.safetensors",
         )
         reader = dm.train_set.readers[0]
@@ -370,22 +380,17 @@ def change_features(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def change_task(shared: Path, backbones: list[str], args, tmp: Path) -> tuple[list[dict], dict]:
-    model_args, data_args, _ = config("change_synthetic", shared)
-    data_args.update(
-        batch_size=args.batch_size, chips_per_epoch=args.batch_size * args.steps, val_chips=64
-    )
-    model_args.update(features=args.features)
+    model_args, data_args = task_args("change_synthetic", shared, args, val_chips=64)
     task = load_task_card("change")
     rows, bundles = [], {}
     for i, backbone in enumerate(backbones):
-        data_args["backbone"] = for_task(backbone, data_args, tmp)
-        dm = SyntheticChangeDataModule(**data_args)
-        dm.setup("fit")
-        bundle, secs = fit(
+        dm, bundle, secs = fit_on(
             ChangeTask,
-            {**model_args, **linked(data_args)},
-            dm,
-            args.steps,
+            SyntheticChangeDataModule,
+            model_args,
+            data_args,
+            backbone,
+            args,
             tmp / f"change_{i}.safetensors",
         )
         bundles[backbone] = bundle
