@@ -17,7 +17,12 @@ so load changes on a shared machine affect all variants alike.
 Crops (CPU-sized): ViT-S global 112 / local 48, 4 locals, batch 8, Gram crops 224;
 tiny ViT global 64 / local 32, 4 locals, batch 8, Gram 128.
 
+``--crops spec`` uses the recipe's default crops instead (global 224, local 96 x8, Gram 448) for
+ViT-S; ``--device cuda`` runs every variant on the GPU under bf16 autocast (as ``SSLTask`` does
+there), synchronising before each timer read.
+
 Usage: python bench/pretrain_step.py [--steps 3] [--out-dim 65536] [--threads 1]
+       [--crops cpu|spec] [--batch N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -67,17 +72,20 @@ CONFIGS = {
         out_dim=256,
     ),
 }
+# the recipe's default crops (configs/ssl/pretrain.yaml) for ViT-S: --crops spec
+SPEC_CROPS = dict(glob=224, loc=96, n_local=8)
 BANDS = 4
 
 
-def make_batch(cfg: dict[str, Any], patch: int) -> dict[str, Any]:
+def make_batch(cfg: dict[str, Any], patch: int, device: torch.device) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     aug = MultiCropAugmentation(cfg["glob"], cfg["loc"], cfg["n_local"], gram_size=2 * cfg["glob"])
     images = [
         torch.randn(BANDS, 2 * cfg["glob"], 2 * cfg["glob"], generator=gen)
         for _ in range(cfg["batch"])
     ]
-    return collate_multicrop([aug(im, generator=gen) for im in images], patch, generator=gen)
+    batch = collate_multicrop([aug(im, generator=gen) for im in images], patch, generator=gen)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 class DinogeoStep:
@@ -180,6 +188,11 @@ class LightlyStep:
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=1e-4, fused=True)
         self.n_local = cfg["n_local"]
 
+    def to(self, device: torch.device) -> LightlyStep:
+        for module in (self.student, self.teacher, self.criterion):
+            module.to(device)
+        return self
+
     def __call__(self, batch: dict[str, Any]) -> None:
         update_momentum(self.student.backbone, self.teacher.backbone, m=0.996)
         update_momentum(self.student.head, self.teacher.head, m=0.996)
@@ -194,23 +207,34 @@ class LightlyStep:
         self.opt.step()
 
 
-def bench(name: str, cfg: dict[str, Any], out_dim: int, steps: int, warmup: int) -> None:
+def bench(
+    name: str, cfg: dict[str, Any], out_dim: int, steps: int, warmup: int, device: torch.device
+) -> None:
     torch.manual_seed(0)
     full = DinogeoStep(cfg, out_dim, gram=False)
     gram = DinogeoStep(cfg, out_dim, gram=True)
+    full.task.to(device)
+    gram.task.to(device)
     backbone = full.task.student_backbone
-    batch = make_batch(cfg, backbone.patch_size)
+    batch = make_batch(cfg, backbone.patch_size, device)
     variants: dict[str, Callable[[dict[str, Any]], None]] = {
         "a": full,
         "b": FloorStep(backbone),
-        "c": LightlyStep(backbone, out_dim, cfg),
+        "c": LightlyStep(backbone, out_dim, cfg).to(device),
         "a+gram": gram,
     }
+    cuda = device.type == "cuda"
     times: dict[str, list[float]] = {k: [] for k in variants}
     for step in range(warmup + steps):
         for key, fn in variants.items():
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
-            fn(batch)
+            # bf16 autocast on CUDA, as SSLTask does there; fp32 on CPU, as SSLTask does there
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                fn(batch)
+            if cuda:
+                torch.cuda.synchronize()
             if step >= warmup:
                 times[key].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -218,7 +242,7 @@ def bench(name: str, cfg: dict[str, Any], out_dim: int, steps: int, warmup: int)
         f"global {cfg['glob']}, local {cfg['loc']} x{cfg['n_local']}, batch {cfg['batch']}, "
         f"gram {2 * cfg['glob']}, K={out_dim}, {BANDS} bands"
     )
-    print(f"\n{name} ({crops}); median of {steps} steps after {warmup} warm-up")
+    print(f"\n{name} ({crops}; {device}); median of {steps} steps after {warmup} warm-up")
     print(f"  (a) dinogeo full step (Gram off)  {med['a'] * 1000:9.1f} ms")
     print(f"  (b) compute floor (backbones)     {med['b'] * 1000:9.1f} ms")
     print(f"  (c) lightly DINO step             {med['c'] * 1000:9.1f} ms")
@@ -235,16 +259,31 @@ def main() -> None:
     parser.add_argument("--out-dim", type=int, default=65536, help="prototypes K of every head")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--only", choices=sorted(CONFIGS), default=None)
+    parser.add_argument(
+        "--crops", choices=["cpu", "spec"], default="cpu", help="ViT-S crops: CPU-sized or recipe"
+    )
+    parser.add_argument("--batch", type=int, default=None, help="images per step (ViT-S)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), CPU")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        where = f"{torch.cuda.get_device_name(device)}, bf16 autocast"
+    else:
+        where = f"{args.threads} thread(s), CPU"
+    print(f"torch {torch.__version__}, {where}")
     for name, cfg in CONFIGS.items():
         if args.only and name != args.only:
             continue
         if name == "tiny":
-            bench(name, cfg, cfg["out_dim"], steps=4 * args.steps, warmup=2)
-        else:
-            bench(name, cfg, args.out_dim, steps=args.steps, warmup=1)
+            bench(name, cfg, cfg["out_dim"], steps=4 * args.steps, warmup=2, device=device)
+            continue
+        cfg = dict(cfg, **(SPEC_CROPS if args.crops == "spec" else {}))
+        if args.batch:
+            cfg["batch"] = args.batch
+        warmup = 3 if device.type == "cuda" else 1
+        bench(name, cfg, args.out_dim, steps=args.steps, warmup=warmup, device=device)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinogeo.errors import ConfigError
+from dinogeo.ssl.precision import fp32_region
 
 __all__ = ["DINOLoss", "dino_pair_fractions"]
 
@@ -63,8 +64,9 @@ class DINOLoss(nn.Module):
         # student (S,B,K) logits, teacher (T,B,K) probabilities -> mean over pairs and images.
         n_s, batch, _ = student.shape
         n_t = teacher.shape[0]
-        log_p = F.log_softmax(student.float() / self.student_temp, dim=-1)
-        pair_loss = -torch.einsum("sbk,tbk->st", log_p, teacher.float())  # summed over images
+        with fp32_region(student):
+            log_p = F.log_softmax(student.float() / self.student_temp, dim=-1)
+            pair_loss = -torch.einsum("sbk,tbk->st", log_p, teacher.float())  # sum over images
         n_pairs = n_s * n_t
         if ignore_diagonal:
             n_diag = min(n_s, n_t)

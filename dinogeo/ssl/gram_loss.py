@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
+from dinogeo.ssl.precision import fp32_region
 
 __all__ = ["gram_loss", "resize_token_grid"]
 
@@ -48,8 +49,9 @@ def gram_loss(
     teacher = F.normalize(teacher_patches.float(), dim=-1)
     if not img_level:
         student, teacher = student.flatten(0, 1), teacher.flatten(0, 1)
-    student_sim = student @ student.transpose(-1, -2)
-    teacher_sim = teacher @ teacher.transpose(-1, -2)
+    with fp32_region(student):  # bf16 similarities would drown the Gram differences
+        student_sim = student @ student.transpose(-1, -2)
+        teacher_sim = teacher @ teacher.transpose(-1, -2)
     if remove_neg:
         student_sim = student_sim.clamp(min=0.0)
         teacher_sim = teacher_sim.clamp(min=0.0)

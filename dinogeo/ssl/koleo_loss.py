@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
+from dinogeo.ssl.precision import fp32_region
 
 __all__ = ["all_gather_with_grad", "koleo_loss", "koleo_loss_distributed"]
 
@@ -60,7 +61,7 @@ def _nearest_neighbour_log_distance(
 ) -> Tensor:
     # queries (n,D) and candidates (m,D) are L2-normalised; self_index (n,) is each query's
     # own row in candidates, excluded from the search.
-    with torch.no_grad():
+    with torch.no_grad(), fp32_region(queries):
         dots = queries @ candidates.t()
         dots[torch.arange(queries.shape[0], device=queries.device), self_index] = -2.0
         nearest = dots.argmax(dim=1)
