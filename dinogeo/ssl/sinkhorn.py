@@ -60,7 +60,8 @@ def sinkhorn_knopp(
     if distributed:
         local_max = local_max.clone()
         dist.all_reduce(local_max, op=dist.ReduceOp.MAX, group=group)
-    q = torch.exp((scores - local_max) / teacher_temp).t()  # (K, B_local)
+    # (K, B_local); in place: one buffer of K x B fp32, the largest tensor of the step
+    q = (scores - local_max).div_(teacher_temp).exp_().t()
 
     if n_samples is None:
         count = torch.tensor(float(n_local), device=scores.device)
@@ -75,13 +76,13 @@ def sinkhorn_knopp(
     if distributed:
         dist.all_reduce(total, group=group)
     q /= total.clamp(min=tiny)
+    # each round: rows to 1/K, then columns to 1/B (the scalars folded into the sums, so that
+    # every normalisation is one pass over the K x B matrix)
     for _ in range(n_iterations):
         row_sums = q.sum(dim=1, keepdim=True)
         if distributed:
             dist.all_reduce(row_sums, group=group)
-        q /= row_sums.clamp_(min=tiny)
-        q /= n_protos
-        q /= q.sum(dim=0, keepdim=True).clamp_(min=tiny)
-        q /= n_global
+        q /= row_sums.clamp_(min=tiny) * n_protos
+        q /= q.sum(dim=0, keepdim=True).clamp_(min=tiny) * n_global
     q *= n_global
     return q.t()
