@@ -32,18 +32,45 @@ from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
 from dinogeo.ssl.collate import collate_multicrop
+from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
 from dinogeo.ssl.probe_set import load_probe_set
 
 __all__ = ["SSLDataModule"]
 
 
 class _MultiCropDataset(Dataset[dict[str, Any]]):
-    """Read a chip and augment it with random draws seeded by ``(seed, epoch, position)``."""
+    """Read a chip and augment it with random draws seeded by ``(seed, epoch, position)``.
 
-    def __init__(self, chips: ChipDataset, augment: MultiCropAugmentation, seed: int) -> None:
+    With a crop mix, ``augments`` holds one augmentation per entry and the batch's entry is
+    ``mix.choose(seed, epoch, batch)``. The sampler yields consecutive positions and the
+    DataLoader (``drop_last=True``) groups them by ``batch_size``, so batch ``k`` of an epoch
+    holds positions ``[phase + k B, phase + (k+1) B)``, where ``phase`` is 0 except in an epoch
+    resumed after a number of samples that is not a multiple of ``B`` (a batch size changed at
+    resume): ``phases`` maps that epoch to the offset so that each batch still has one size.
+    """
+
+    def __init__(
+        self,
+        chips: ChipDataset,
+        augments: list[MultiCropAugmentation],
+        seed: int,
+        mix: CropMix | None = None,
+        batch_size: int = 1,
+        phases: dict[int, int] | None = None,
+    ) -> None:
         self.chips = chips
-        self.augment = augment
+        self.augments = augments
         self.seed = seed
+        self.mix = mix
+        self.batch_size = batch_size
+        self.phases = dict(phases or {})
+
+    def augmentation(self, epoch: int, position: int) -> MultiCropAugmentation:
+        """The augmentation (crop sizes) of the batch holding ``position`` of ``epoch``."""
+        if self.mix is None:
+            return self.augments[0]
+        batch = (position - self.phases.get(epoch, 0)) // self.batch_size
+        return self.augments[self.mix.choose(self.seed, epoch, batch)]
 
     def __getitem__(self, key: tuple[int, int, Any]) -> dict[str, Any]:
         epoch, position, query = key
@@ -51,7 +78,8 @@ class _MultiCropDataset(Dataset[dict[str, Any]]):
         with SeededRNG(seed):
             sample = self.chips[query]
         generator = torch.Generator().manual_seed(seed)
-        crops: dict[str, Any] = dict(self.augment(sample["image"].float(), generator=generator))
+        augment = self.augmentation(epoch, position)
+        crops: dict[str, Any] = dict(augment(sample["image"].float(), generator=generator))
         crops["_seed"] = seed
         return crops
 
@@ -79,7 +107,7 @@ class SSLDataModule(pl.LightningDataModule):
             for surface reflectance exported x1000.
         offset: override the sensor's offset.
         chip_size: side of the random chips in pixels; default: enough for the Gram crops
-            (``gram_size``) or the global crops.
+            (``gram_size``) or the global crops (the largest of ``crop_mix`` when given).
         chip_align: chip offsets are multiples of this many pixels. Set it to the storage tile
             or zarr chunk size (e.g. 256 for 256-px tiled COGs or zarr chunks) when ``chip_size``
             is a multiple of it: each chip then decodes whole tiles only (2.4-2.6x faster reads
@@ -103,6 +131,14 @@ class SSLDataModule(pl.LightningDataModule):
         probe_image: optional labelled raster for the kNN probe (same sensor and bands).
         probe_labels: its class raster (same grid; 0 = nodata).
         probe_chip_size: probe chip side in pixels.
+        crop_mix: several crop resolutions, one per batch (DINOv3's
+            ``global_local_crop_pairs_ratios``): a list of
+            ``{global_size, local_size, gram_size, weight}`` (:class:`CropMixEntry`). Each batch
+            uses one entry, drawn with the normalised weights as a function of
+            ``(seed, epoch, batch index)``, identical on every worker and rank and after a
+            resume. When given, it replaces ``global_size``, ``local_size`` and ``gram_size``;
+            the chips are cut at the largest Gram/global size of the mix, so every entry
+            crops the same ground regions at its own resolution. ``None``: one size.
     """
 
     def __init__(
@@ -133,9 +169,13 @@ class SSLDataModule(pl.LightningDataModule):
         probe_image: str | None = None,
         probe_labels: str | None = None,
         probe_chip_size: int = 32,
+        crop_mix: list[CropMixEntry] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # plain dicts in the hyperparameters: checkpoints stay loadable with weights_only=True
+        self.save_hyperparameters(ignore=["crop_mix"])
+        self.crop_mix = CropMix(crop_mix, patch_size) if crop_mix is not None else None
+        self.hparams["crop_mix"] = self.crop_mix.to_config() if self.crop_mix else None
         if not sources and not index:
             raise ConfigError(
                 "SSLDataModule: give data.sources (files, folders or globs) or data.index "
@@ -146,13 +186,17 @@ class SSLDataModule(pl.LightningDataModule):
                 f"global_size={global_size} is not a multiple of the patch size {patch_size}: "
                 f"use e.g. {global_size // patch_size * patch_size or patch_size}"
             )
-        needed = gram_size or global_size
+        if self.crop_mix is not None:
+            needed = self.crop_mix.largest
+            what = "largest Gram/global crop of data.crop_mix"
+        else:
+            needed = gram_size or global_size
+            what = f"{'Gram' if gram_size else 'global'} crop size"
         self.chip_size = int(chip_size or needed)
         if self.chip_size < needed:
             raise ConfigError(
-                f"chip_size={self.chip_size} is smaller than the "
-                f"{'Gram' if gram_size else 'global'} crop size {needed}: raise chip_size or "
-                "leave it unset"
+                f"chip_size={self.chip_size} is smaller than the {what} {needed}: raise "
+                f"data.chip_size to at least {needed} or leave it unset"
             )
         if isinstance(chip_align, bool) or not isinstance(chip_align, int) or chip_align < 1:
             raise ConfigError(
@@ -173,15 +217,24 @@ class SSLDataModule(pl.LightningDataModule):
         if offset is not None:
             base = dataclasses.replace(base, offset=float(offset))
         self.sensor: Sensor = base.select(bands) if bands else base
-        self.augment = MultiCropAugmentation(
-            global_size=global_size,
-            local_size=local_size,
-            n_local=n_local,
-            global_scale=global_scale,
-            local_scale=local_scale,
-            gram_size=gram_size,
-            flips=flips,
+        sizes = (
+            [(e.global_size, e.local_size, e.gram_size) for e in self.crop_mix.entries]
+            if self.crop_mix is not None
+            else [(global_size, local_size, gram_size)]
         )
+        self.augments = [
+            MultiCropAugmentation(
+                global_size=g,
+                local_size=loc,
+                n_local=n_local,
+                global_scale=global_scale,
+                local_scale=local_scale,
+                gram_size=gram,
+                flips=flips,
+            )
+            for g, loc, gram in sizes
+        ]
+        self.augment = self.augments[0]
         self.collate = partial(
             _collate,
             patch_size=patch_size,
@@ -256,12 +309,16 @@ class SSLDataModule(pl.LightningDataModule):
         )
         chips = ChipDataset(sources, min_valid=min_valid, validity=base.validity)
         sampler = ResumableSampler(base)
+        phases: dict[int, int] = {}
         if self._resume is not None:
             sampler.set_epoch(self._resume[0])
             sampler.skip(*self._resume)
+            phases[self._resume[0]] = self._resume[1] % self.batch_size
             self._resume = None
         self._sampler = sampler
-        dataset = _MultiCropDataset(chips, self.augment, self.seed)
+        dataset = _MultiCropDataset(
+            chips, self.augments, self.seed, self.crop_mix, self.batch_size, phases
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

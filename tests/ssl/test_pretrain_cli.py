@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dinogeo.cli.main import main
 from dinogeo.models import load_backbone
+from dinogeo.ssl.crop_mix import CropMix
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ssl"
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
@@ -153,7 +155,13 @@ def test_default_config_learns_on_real_imagery(shared_data, tmp_path, monkeypatc
         ),
         (
             "high_res.yaml",
-            ["--data.global_size", "32", "--data.gram_size", "64", "--data.chip_size", "64"],
+            [
+                "--data.crop_mix",
+                "[{global_size: 32, local_size: 16, gram_size: 48, weight: 0.5}, "
+                "{global_size: 48, local_size: 16, gram_size: 64, weight: 0.5}]",
+                "--data.chip_size",
+                "64",
+            ],
         ),
     ],
 )
@@ -171,6 +179,11 @@ def test_stage_configs_run(shared_data, tmp_path, monkeypatch, name, extra):
     assert len(series(rows, "loss/total")) == 2
     if name == "high_res.yaml":
         assert series(rows, "loss/gram")  # fixed Gram teacher taken from the EMA teacher
+        # the shipped mix is the recipe's five resolutions; the tiny override's two both ran
+        shipped = yaml.safe_load((CONFIGS / name).read_text())["data"]["crop_mix"]
+        assert len(shipped) == 5 and sum(e["weight"] for e in shipped) == pytest.approx(1.0)
+        mix = CropMix(yaml.safe_load(extra[1]), patch_size=16)
+        assert {mix.choose(0, 0, batch) for batch in range(2)} == {0, 1}
     assert (tmp_path / "runs" / "pretrain" / "backbone.safetensors").is_file()
 
 
