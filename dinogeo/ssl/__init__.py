@@ -2,6 +2,7 @@
 
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.collate import collate_multicrop
+from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import ema_update
@@ -19,6 +20,8 @@ from dinogeo.ssl.sinkhorn import sinkhorn_knopp
 
 __all__ = [
     "BlockMaskGenerator",
+    "CropMix",
+    "CropMixEntry",
     "DINOHead",
     "DINOLoss",
     "MultiCropAugmentation",

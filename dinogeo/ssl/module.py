@@ -357,7 +357,11 @@ class SSLTask(pl.LightningModule):
             "sched/momentum": self._schedule("momentum", step),
             "sched/teacher_temp": temp,
             "sched/gram_weight": gram_weight,
+            # the step's resolution (varies with data.crop_mix)
+            "data/global_size": float(batch["global_crops"].shape[-1]),
         }
+        if batch["local_crops"].numel():
+            scheds["data/local_size"] = float(batch["local_crops"].shape[-1])
         self.log_dict(scheds, on_step=True, on_epoch=False, batch_size=batch_size)
         return out.loss
 

@@ -178,7 +178,11 @@ class _Record(pl.Callback):
         self.rows = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        logs = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("loss/")}
+        logs = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(("loss/", "data/"))
+        }
         self.rows.append((_sizes(batch), logs))
 
 
@@ -213,6 +217,7 @@ def test_training_steps_on_real_imagery_with_gram(shared_data, tmp_path):
     for sizes, logs in record.rows:
         for key in ("loss/dino", "loss/ibot", "loss/koleo", "loss/gram", "loss/total"):
             assert math.isfinite(logs[key]), (sizes, key, logs)
+        assert logs["data/global_size"] == sizes[0]  # each step logs its resolution
     # the checkpoint's datamodule hyperparameters hold plain dicts: loadable without pickle
     trainer.save_checkpoint(tmp_path / "mix.ckpt")
     state = torch.load(tmp_path / "mix.ckpt", weights_only=True)
