@@ -1,16 +1,34 @@
-"""Canopy height: binned regression (soft-argmax over log-spaced bins), L1 + scale-invariant log."""
+"""Canopy height: binned regression (soft-argmax over log-spaced bins), L1 + scale-invariant log.
+
+Two things keep the soft-argmax head from collapsing to a constant on scenes where most
+reference pixels are 0 m (lakes, roads, roofs), both measured on the Swiss CHM (see
+``docs/heads.md``):
+
+* **bin-logit prior** (``bin_prior``): the bias of the layer producing the bin logits starts at
+  the log of the training heights' histogram over the bins (0 m counts in the lowest bin, every
+  bin keeps a small floor). The head then starts at the data's height distribution instead of
+  the ~8.8 m mean of uniformly weighted log-spaced bins; starting there, the first steps of L1
+  drive all the mass into the lowest bins, the softmax saturates and the gradient to the canopy
+  bins vanishes (``p_k (c_k - h)`` with ``p_k`` ~ 0), leaving a flat ~0 m map.
+* **bin cross-entropy** (``bin_ce_weight``): an optional cross-entropy term on the reference's
+  nearest bin, whose gradient (``p_k - 1`` on the target bin) does not vanish when the softmax is
+  saturated.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from dinogeo.errors import ConfigError
 from dinogeo.trainers.base import DenseTask
-from dinogeo.trainers.heads import HeadConfig
+from dinogeo.trainers.heads import DenseModel, HeadConfig
 
-__all__ = ["CanopyHeightTask", "silog_loss"]
+__all__ = ["CanopyHeightTask", "bin_indices", "height_bin_prior", "silog_loss"]
 
 
 def silog_loss(pred: Tensor, target: Tensor, *, variance_focus: float = 0.85) -> Tensor:
@@ -29,6 +47,48 @@ def silog_loss(pred: Tensor, target: Tensor, *, variance_focus: float = 0.85) ->
     return value.sqrt()
 
 
+def bin_indices(heights: Tensor, centres: Tensor) -> Tensor:
+    """Index of the nearest bin centre in log space (heights below the first centre -> 0).
+
+    Args:
+        heights: heights in metres (any shape, finite).
+        centres: the log-spaced bin centres (K,).
+    """
+    logs = torch.log(centres.to(heights.dtype))
+    step = (logs[-1] - logs[0]) / (len(centres) - 1)
+    h = heights.clamp(min=float(centres[0]), max=float(centres[-1]))
+    return ((torch.log(h) - logs[0]) / step).round().long().clamp(0, len(centres) - 1)
+
+
+def height_bin_prior(heights: np.ndarray, centres: Tensor, *, floor: float = 1e-4) -> Tensor:
+    """Probabilities of the bins in a sample of reference heights, with a floor on every bin.
+
+    Args:
+        heights: reference heights in metres (NaN = nodata, ignored).
+        centres: the bin centres (K,).
+        floor: probability added to every bin before normalising (keeps all bins trainable).
+
+    Returns:
+        (K,) probabilities summing to 1.
+    """
+    values = torch.from_numpy(np.asarray(heights, dtype=np.float32).ravel())
+    values = values[torch.isfinite(values)]
+    counts = torch.bincount(bin_indices(values, centres), minlength=len(centres)).double()
+    prob = counts / max(1.0, float(counts.sum())) + floor
+    return (prob / prob.sum()).float()
+
+
+def _bin_logit_layer(model: DenseModel, bins: int) -> nn.Conv2d:
+    """The last convolution of the model producing one channel per height bin."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels == bins]
+    if not layers or layers[-1].bias is None:
+        raise ConfigError(
+            f"the height model has no biased convolution with {bins} outputs to initialise; "
+            "set bin_prior: false"
+        )
+    return layers[-1]
+
+
 class CanopyHeightTask(DenseTask):
     """Canopy height in metres from a height raster; nodata in the reference is ignored.
 
@@ -37,6 +97,9 @@ class CanopyHeightTask(DenseTask):
         min_height: centre of the lowest bin (m).
         max_height: centre of the highest bin (m).
         silog_weight: weight of the scale-invariant log loss added to the L1 loss.
+        bin_prior: start the bin logits at the training heights' histogram (read from up to 64
+            training chips when fitting starts); False keeps the default initialisation.
+        bin_ce_weight: weight of a cross-entropy term on the reference's nearest bin (0: off).
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
@@ -48,10 +111,19 @@ class CanopyHeightTask(DenseTask):
         min_height: float = 1e-3,
         max_height: float = 96.0,
         silog_weight: float = 1.0,
+        bin_prior: bool = True,
+        bin_ce_weight: float = 5.0,
         **kwargs: Any,
     ) -> None:
         self._bins = (int(bins), float(min_height), float(max_height))
         self._silog_weight = float(silog_weight)
+        self._bin_prior = bool(bin_prior)
+        self._ce_weight = float(bin_ce_weight)
+        if self._ce_weight < 0 or self._silog_weight < 0:
+            raise ConfigError(
+                f"silog_weight and bin_ce_weight must be >= 0, got {silog_weight}, {bin_ce_weight}"
+            )
+        self._logits: Tensor | None = None
         kwargs.setdefault("task", "canopy_height")
         super().__init__(**kwargs)
 
@@ -61,8 +133,55 @@ class CanopyHeightTask(DenseTask):
         config.bins, config.min_height, config.max_height = self._bins
         return config
 
+    def setup(self, stage: str) -> None:
+        """Initialise the bin logits at the training heights' histogram (``bin_prior``).
+
+        Runs before a checkpoint is restored, so resumed runs keep their trained weights.
+        """
+        if stage != "fit" or not self._bin_prior or self._trainer is None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_set", None)
+        if dataset is None or not len(dataset):
+            return
+        chips = dataset.chips[:: max(1, len(dataset.chips) // 64)]
+        heights = np.concatenate(
+            [dataset.labels[c.scene].read(c.window).ravel() for c in chips]
+        ).astype(np.float32)
+        self.init_bin_prior(heights)
+
+    def init_bin_prior(self, heights: np.ndarray) -> Tensor:
+        """Set the bin-logit bias to the log of the bins' probabilities in ``heights``.
+
+        Args:
+            heights: a sample of reference heights in metres (NaN ignored).
+
+        Returns:
+            The prior probabilities (K,).
+        """
+        centres = self._centres()
+        prior = height_bin_prior(heights, centres.cpu())
+        layer = _bin_logit_layer(self.model, len(centres))
+        with torch.no_grad():
+            assert layer.bias is not None  # checked by _bin_logit_layer
+            layer.bias.copy_(prior.log().to(layer.bias))
+        return prior
+
+    def _centres(self) -> Tensor:
+        centres = self.model.bin_centres
+        assert isinstance(centres, Tensor)  # a buffer of HeightModel
+        return centres
+
+    def forward(self, *images: Tensor) -> Tensor:
+        """Heights in metres (B, 1, H, W); the bin logits are kept for the loss."""
+        logits = DenseModel.forward(self.model, *images)
+        self._logits = logits
+        prob = logits.softmax(dim=1)
+        centres = self._centres().to(prob.dtype)
+        return torch.einsum("bkhw,k->bhw", prob, centres).unsqueeze(1)
+
     def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """L1 + ``silog_weight`` x SILog over pixels with a finite reference height."""
+        """L1 + SILog (+ bin cross-entropy) over pixels with a finite reference height."""
         target = batch["mask"].to(output.dtype).reshape(output.shape[0], *output.shape[-2:])
         pred = output.reshape(target.shape)
         keep = torch.isfinite(target)
@@ -72,4 +191,9 @@ class CanopyHeightTask(DenseTask):
         loss = (p - t).abs().mean()
         if self._silog_weight:
             loss = loss + self._silog_weight * silog_loss(p, t)
+        if self._ce_weight and self._logits is not None:
+            index = bin_indices(torch.nan_to_num(target), self._centres())
+            index = torch.where(keep, index, torch.full_like(index, -100))
+            ce = F.cross_entropy(self._logits, index, ignore_index=-100)
+            loss = loss + self._ce_weight * ce
         return loss
