@@ -23,15 +23,6 @@ MIX = [
 HEAD = HeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dm(shared, *, mix=MIX, batch_size=4, samples=32, workers=0, seed=0, **kwargs):
     dm = SSLDataModule(
         sources=[str(shared / S2_10M)],

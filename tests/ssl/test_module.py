@@ -33,15 +33,6 @@ ABER_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B1
 HEAD = HeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _load_generator():
     spec = importlib.util.spec_from_file_location(
         "ckpt_data", ROOT / "tests" / "data" / "checkpoints" / "data.py"

@@ -19,15 +19,6 @@ ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.
 ABER_BANDS = "[B02, B03, B04, B05, B06, B07, B08, B8A, B11, B12]"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(shared: Path, steps: int, *, gram: bool = False) -> list[str]:
     """Overrides that shrink any config to a few CPU seconds on the 4-band Sentinel-2 scene."""
     args = [

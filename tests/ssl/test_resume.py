@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from dinogeo.cli.main import main
@@ -18,15 +17,6 @@ from dinogeo.cli.main import main
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "ssl" / "default.yaml"
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def args_for(shared: Path, run_dir: Path, steps: int, every: int) -> list[str]:
