@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from dinogeo.errors import ConfigError
 from dinogeo.trainers.base import DenseTask
-from dinogeo.trainers.heads import DenseModel, HeadConfig
+from dinogeo.trainers.heads import DenseModel, HeadConfig, HeightModel
 
 __all__ = ["CanopyHeightTask", "bin_indices", "height_bin_prior", "silog_loss"]
 
@@ -176,9 +176,9 @@ class CanopyHeightTask(DenseTask):
         """Heights in metres (B, 1, H, W); the bin logits are kept for the loss."""
         logits = DenseModel.forward(self.model, *images)
         self._logits = logits
-        prob = logits.softmax(dim=1)
-        centres = self._centres().to(prob.dtype)
-        return torch.einsum("bkhw,k->bhw", prob, centres).unsqueeze(1)
+        model = self.model
+        assert isinstance(model, HeightModel)  # build_model makes one for the height task
+        return model.heights(logits)
 
     def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """L1 + SILog (+ bin cross-entropy) over pixels with a finite reference height."""

@@ -234,7 +234,17 @@ class HeightModel(DenseModel):
 
     def forward(self, x: Tensor) -> Tensor:
         """Heights in metres (B, 1, H, W)."""
-        logits = super().forward(x)
+        return self.heights(super().forward(x))
+
+    def heights(self, logits: Tensor) -> Tensor:
+        """Soft-argmax of bin logits (B, K, H, W): the expected bin centre, (B, 1, H, W) metres.
+
+        Args:
+            logits: one logit per height bin and pixel.
+
+        Returns:
+            Heights in metres.
+        """
         prob = logits.softmax(dim=1)
         return torch.einsum("bkhw,k->bhw", prob, self.bin_centres.to(prob.dtype)).unsqueeze(1)
 
