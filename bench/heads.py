@@ -396,6 +396,7 @@ def change_task(shared: Path, backbones: list[str], args, tmp: Path) -> tuple[li
         bundles[backbone] = bundle
         val = [dm.val_set[j] for j in range(len(dm.val_set))]
         if i == 0:
+            torch.manual_seed(0)  # the same training pairs for the baseline in every run
             train = [dm.train_set[j] for j in range(64)]
             x = np.concatenate(
                 [change_features(s["image1"].numpy(), s["image2"].numpy()) for s in train]

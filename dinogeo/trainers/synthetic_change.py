@@ -101,7 +101,8 @@ class SyntheticChangeDataset(Dataset[dict[str, Tensor]]):
         patch_max: largest pasted shape side.
         max_patches: most pasted shapes per pair (at least 1).
         min_valid: minimum valid fraction of a chip.
-        seed: None draws fresh pairs each time (training); an int fixes pair ``i`` (validation).
+        seed: None draws fresh pairs each time (training; reproducible under torch's seed, e.g.
+            ``seed_everything``); an int fixes pair ``i`` (validation).
     """
 
     def __init__(
@@ -149,7 +150,10 @@ class SyntheticChangeDataset(Dataset[dict[str, Tensor]]):
         )
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        rng = np.random.default_rng(None if self.seed is None else (self.seed, index))
+        # training pairs: fresh each time, drawn from torch's generator so that
+        # seed_everything (and the DataLoader's per-worker seeding) makes a run reproducible
+        fresh = int(torch.randint(0, 2**62, ()).item())
+        rng = np.random.default_rng(fresh if self.seed is None else (self.seed, index))
         first, where = self._chip(rng)
         donors = []
         for _ in range(int(rng.integers(1, self.max_patches + 1))):
