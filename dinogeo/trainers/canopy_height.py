@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from dinogeo.errors import ConfigError
 from dinogeo.trainers.base import DenseTask
@@ -76,17 +76,6 @@ def height_bin_prior(heights: np.ndarray, centres: Tensor, *, floor: float = 1e-
     counts = torch.bincount(bin_indices(values, centres), minlength=len(centres)).double()
     prob = counts / max(1.0, float(counts.sum())) + floor
     return (prob / prob.sum()).float()
-
-
-def _bin_logit_layer(model: DenseModel, bins: int) -> nn.Conv2d:
-    """The last convolution of the model producing one channel per height bin."""
-    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.out_channels == bins]
-    if not layers or layers[-1].bias is None:
-        raise ConfigError(
-            f"the height model has no biased convolution with {bins} outputs to initialise; "
-            "set bin_prior: false"
-        )
-    return layers[-1]
 
 
 class CanopyHeightTask(DenseTask):
@@ -161,24 +150,26 @@ class CanopyHeightTask(DenseTask):
         """
         centres = self._centres()
         prior = height_bin_prior(heights, centres.cpu())
-        layer = _bin_logit_layer(self.model, len(centres))
+        layer = self.model.output_layer()
+        assert layer.bias is not None and layer.out_channels == len(centres)  # one logit per bin
         with torch.no_grad():
-            assert layer.bias is not None  # checked by _bin_logit_layer
             layer.bias.copy_(prior.log().to(layer.bias))
         return prior
 
+    @property
+    def _height_model(self) -> HeightModel:
+        model = self.model
+        assert isinstance(model, HeightModel)  # build_model makes one for the height task
+        return model
+
     def _centres(self) -> Tensor:
-        centres = self.model.bin_centres
-        assert isinstance(centres, Tensor)  # a buffer of HeightModel
-        return centres
+        return self._height_model.bin_centres
 
     def forward(self, *images: Tensor) -> Tensor:
         """Heights in metres (B, 1, H, W); the bin logits are kept for the loss."""
         logits = DenseModel.forward(self.model, *images)
         self._logits = logits
-        model = self.model
-        assert isinstance(model, HeightModel)  # build_model makes one for the height task
-        return model.heights(logits)
+        return self._height_model.heights(logits)
 
     def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """L1 + SILog (+ bin cross-entropy) over pixels with a finite reference height."""

@@ -176,6 +176,18 @@ class DenseModel(nn.Module):
         """Channels of the final output before any activation."""
         return self.config.num_outputs
 
+    def output_layer(self) -> nn.Conv2d:
+        """The convolution producing the model's raw outputs (logits before any activation)."""
+        layer: Any
+        if self.skip is not None:
+            layer = self.skip.fuse[-1]
+        elif isinstance(self.decoder, DPTDecoder):
+            layer = self.decoder.head_out[-1]
+        else:
+            layer = self.decoder.classifier
+        assert isinstance(layer, nn.Conv2d)  # fixed by the decoders' construction
+        return layer
+
     @property
     def backbone_frozen(self) -> bool:
         """True when no backbone parameter is trainable."""

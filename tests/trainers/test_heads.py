@@ -36,6 +36,21 @@ def test_height_bins_and_soft_argmax():
     torch.testing.assert_close(heights, torch.full_like(heights, model.bin_centres[10].item()))
 
 
+@pytest.mark.parametrize("decoder, skip", [("linear", 0), ("dpt", 0), ("dpt", 4)])
+def test_output_layer_produces_the_raw_outputs(decoder, skip):
+    config = HeadConfig("segmentation", 3, decoder=decoder, features=8, image_skip=skip)
+    model = build_model(_backbone(), config).eval()
+    layer = model.output_layer()
+    assert layer.out_channels == 3
+    x = torch.randn(1, 3, 32, 32)
+    before = model(x)
+    with torch.no_grad():
+        layer.bias += torch.tensor([1.0, 0.0, -1.0])  # a bias shift moves the logits by it
+    torch.testing.assert_close(
+        model(x) - before, torch.tensor([1.0, 0.0, -1.0]).view(1, 3, 1, 1).expand_as(before)
+    )
+
+
 def test_silog_loss():
     target = torch.tensor([0.0, 2.0, 10.0, 25.0])
     assert silog_loss(target, target) == pytest.approx(0.0, abs=1e-3)
