@@ -234,7 +234,6 @@ class SSLDataModule(pl.LightningDataModule):
             )
             for g, loc, gram in sizes
         ]
-        self.augment = self.augments[0]
         self.collate = partial(
             _collate,
             patch_size=patch_size,
