@@ -3,9 +3,10 @@
 The student (backbone + separate DINO and iBOT heads) is trained by AdamW with the recipe's
 parameter groups (layer-wise decay, patch-embedding multiplier, no decay on biases / norms /
 LayerScale, frozen prototypes at the start) and per-module gradient clipping; the teacher is
-its EMA, updated right after every optimizer step. All schedules (learning rate, weight decay, EMA
-momentum, teacher temperature, Gram weight) are functions of ``global_step``, so a resumed run
-continues exactly. bf16 autocast is used on CUDA devices that support it, fp32 elsewhere.
+its EMA, updated right after every optimizer step and, like the Gram teacher, always in eval mode
+(no drop path, no RoPE rescaling). All schedules (learning rate, weight decay, EMA momentum,
+teacher temperature, Gram weight) are functions of ``global_step``, so a resumed run continues
+exactly. bf16 autocast is used on CUDA devices that support it, fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ class SSLTask(pl.LightningModule):
         )
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
+        self.teacher.eval()
         self.gram_teacher: GramTeacher | None = None
         if self.gram_cfg.enabled:
             self.gram_teacher = GramTeacher(
@@ -188,6 +190,18 @@ class SSLTask(pl.LightningModule):
     def teacher_backbone(self) -> Backbone:
         """The EMA teacher backbone (the one exported at the end)."""
         return self.teacher["backbone"]  # type: ignore[return-value]
+
+    def train(self, mode: bool = True) -> SSLTask:
+        """Set the student's mode; the EMA and Gram teachers always stay in eval mode.
+
+        As in the official ``SSLMetaArch``: the teachers never apply drop path nor RoPE
+        coordinate rescaling, so their targets are deterministic functions of the input.
+        """
+        super().train(mode)
+        self.teacher.eval()
+        if self.gram_teacher is not None:
+            self.gram_teacher.eval()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         """Teacher cls features of a normalised batch ``(B, C, H, W)``."""
