@@ -3,7 +3,7 @@
 Usage::
 
     dinogeo validate --model BUNDLE --image IMAGE --labels LABELS [--image2 DATE2]
-        [--label-field FIELD] [--label-layer LAYER] [--point-radius PX] [--sensor S]
+        [--label-field FIELD] [--label-layer LAYER] [--label-crs CRS] [--point-radius PX] [--sensor S]
         [--bands B ...] [--scale X] [--offset Y] [--chip-size 256] [--json OUT.json]
         [--format table|json]
 """
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="label raster, or GeoPackage/Shapefile/GeoJSON")
     p.add_argument("--label-field", help="class attribute of vector labels (guessed if omitted)")
     p.add_argument("--label-layer", help="layer of a multi-layer GeoPackage")
+    p.add_argument("--label-crs", help="CRS of label coordinates stored without one (CSV)")
     p.add_argument("--point-radius", type=float, default=0.0, help="point label radius in pixels")
     p.add_argument("--sensor", help="sensor of the imagery (default: the weight card's)")
     p.add_argument("--bands", nargs="+", help="the file's band names in file order")
@@ -73,6 +74,7 @@ def main(argv: list[str]) -> int:
         offset=args.offset,
         label_field=args.label_field,
         label_layer=args.label_layer,
+        label_crs=args.label_crs,
         point_radius=args.point_radius,
         chip_size=args.chip_size,
         batch_size=args.batch_size,

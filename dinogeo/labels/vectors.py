@@ -1,7 +1,8 @@
-"""Vector labels (GeoPackage, Shapefile, GeoJSON) mapped to task classes and rasterised per chip.
+"""Vector labels (GeoPackage, Shapefile, GeoJSON, CSV) mapped to task classes, rasterised per chip.
 
 Polygons and points drawn in QGIS carry a class in one attribute, as a name (``"forest"``) or a
-code (``5``). :func:`read_vector_labels` reads one layer, checks its CRS, finds the class field
+code (``5``). :func:`read_vector_labels` reads one layer (a path or a QGIS layer source, see
+:mod:`dinogeo.labels.sources`), checks its CRS, finds the class field
 (tolerating the 10-character truncation of Shapefile field names), maps every value to a task-card
 class and reprojects the geometries to the imagery's CRS. :func:`rasterize_labels` burns the
 features onto any chip grid: class channel indices, :data:`IGNORE_INDEX` where unlabelled.
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pyogrio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import rasterize
 from shapely.geometry import box
 
 from dinogeo.errors import LabelError
+from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source, read_label_frame
 from dinogeo.models.task_card import TaskCard
 
 __all__ = ["IGNORE_INDEX", "VectorLabels", "read_vector_labels", "rasterize_labels"]
@@ -39,7 +40,7 @@ class VectorLabels:
 
     Attributes:
         path: the vector file.
-        layer: the layer read.
+        layer: the layer read (None for single-layer formats).
         field: the attribute holding the class.
         frame: the features (geometry column only is used after mapping), in ``frame.crs``.
         class_index: per-feature class channel index (into ``task.classes``).
@@ -52,6 +53,7 @@ class VectorLabels:
     frame: gpd.GeoDataFrame
     class_index: np.ndarray
     task: TaskCard
+    source: LabelSource | None = None
 
     @property
     def crs(self) -> CRS:
@@ -68,29 +70,7 @@ class VectorLabels:
         return len(self.frame)
 
 
-def _pick_layer(path: Path, layer: str | None) -> str | None:
-    try:
-        layers = [str(row[0]) for row in pyogrio.list_layers(path)]
-    except pyogrio.errors.DataSourceError as err:
-        raise LabelError(
-            f"{path}: cannot open the label file ({err}); export it from QGIS as GeoPackage, "
-            "Shapefile or GeoJSON"
-        ) from err
-    if layer is not None:
-        if layer not in layers:
-            raise LabelError(
-                f"{path}: no layer {layer!r}; available layers: {layers}. Fix: pass one of them "
-                "as the label layer"
-            )
-        return layer
-    if len(layers) > 1:
-        raise LabelError(
-            f"{path}: has {len(layers)} layers {layers}; choose one with the label layer option"
-        )
-    return layers[0] if layers else None
-
-
-def _pick_field(path: Path, columns: list[str], field: str | None) -> str:
+def _pick_field(path: object, columns: list[str], field: str | None, keys: LabelKeys) -> str:
     lower = {c.lower(): c for c in columns}
     if field is not None:
         if field in columns:
@@ -101,33 +81,39 @@ def _pick_field(path: Path, columns: list[str], field: str | None) -> str:
                 return lower[key]
         raise LabelError(
             f"{path}: no attribute {field!r} holds the class; available fields: {columns}. "
-            "Fix: pass one of them as the class field"
+            f"Fix: set {keys.field} to one of them"
         )
     for name in DEFAULT_FIELDS + DEFAULT_CODE_FIELDS:
         if name in lower:
             return lower[name]
     raise LabelError(
         f"{path}: no class attribute found (looked for {list(DEFAULT_FIELDS + DEFAULT_CODE_FIELDS)}); "
-        f"available fields: {columns}. Fix: pass the class field explicitly"
+        f"available fields: {columns}. Fix: set {keys.field} to the attribute holding the class"
     )
 
 
 def read_vector_labels(
-    path: str | Path,
+    path: str | Path | LabelSource,
     task: TaskCard,
     *,
     field: str | None = None,
     layer: str | None = None,
     target_crs: CRS | str | None = None,
+    crs: str | None = None,
+    keys: LabelKeys | None = None,
 ) -> VectorLabels:
     """Read labelled polygons/points and map their class attribute to the task's classes.
 
     Args:
-        path: GeoPackage, Shapefile or GeoJSON.
+        path: GeoPackage, Shapefile, GeoJSON or CSV (WKT or X/Y columns), or a QGIS layer
+            source such as ``labels.gpkg|layername=train``.
         task: the task card; values are matched by class name, alias or value.
         field: the class attribute; guessed from common names when None.
-        layer: the layer to read (required when a GeoPackage has several).
+        layer: the layer to read (required when a GeoPackage has several feature layers;
+            non-spatial tables such as ``layer_styles`` do not count).
         target_crs: reproject the geometries to this CRS (the imagery's).
+        crs: CRS of coordinates stored without one (a CSV without ``.prj``).
+        keys: option names used in error messages (e.g. ``LabelKeys.prefixed("data.")``).
 
     Returns:
         The features with a class index each, in ``target_crs`` when given.
@@ -135,50 +121,42 @@ def read_vector_labels(
     Raises:
         LabelError: missing file, no CRS, unknown field or class, or no usable feature.
     """
-    path = Path(path)
-    if not path.exists():
-        raise LabelError(f"label file {path} does not exist: check the path")
+    keys = keys or LabelKeys()
+    source = (
+        path if isinstance(path, LabelSource) else parse_label_source(path, layer=layer, keys=keys)
+    )
     if not task.is_classification:
         raise LabelError(
-            f"{path}: vector labels need a segmentation or change task card, not the "
+            f"{source}: vector labels need a segmentation or change task card, not the "
             f"{task.kind} card {task.name!r}; pass a label raster for regression targets"
         )
-    chosen = _pick_layer(path, layer)
-    try:
-        frame = gpd.read_file(path, layer=chosen) if chosen else gpd.read_file(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
-        raise LabelError(f"{path}: cannot read features ({err})") from err
-    if frame.crs is None:
-        raise LabelError(
-            f"{path}: the labels have no CRS, so they cannot be placed on the imagery. Fix: set "
-            "the layer CRS in QGIS (Layer > Set CRS, then export), or add the .prj of a Shapefile"
-        )
+    frame, chosen = read_label_frame(source, crs=crs, keys=keys)
     columns = [c for c in frame.columns if c != frame.geometry.name]
-    name = _pick_field(path, columns, field)
+    name = _pick_field(source, columns, field, keys)
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty & frame[name].notna()]
     if len(frame) == 0:
-        raise LabelError(f"{path}: no feature has both a geometry and a value in {name!r}")
+        raise LabelError(f"{source}: no feature has both a geometry and a value in {name!r}")
     values = frame[name].tolist()
     unique = list(dict.fromkeys(values))
     lut: dict[object, int] = {}
     unknown = []
     for v in unique:
         try:
-            lut[v] = task.class_index(v, source=path)
+            lut[v] = task.class_index(v, source=source.path)
         except LabelError:
             unknown.append(v)
     if unknown:
         known = ", ".join(f"{c.value}={c.name}" for c in task.classes)
         raise LabelError(
-            f"{path}: field {name!r} has value(s) {unknown[:20]} that match no class of task card "
-            f"{task.name!r} ({known}). Fix: relabel those features, choose another field, or use "
-            "a task card whose class names/aliases/values include them"
+            f"{source}: field {name!r} has value(s) {unknown[:20]} that match no class of task "
+            f"card {task.name!r} ({known}). Fix: relabel those features, set {keys.field} to "
+            "another field, or use a task card whose class names/aliases/values include them"
         )
     index = np.asarray([lut[v] for v in values], dtype=np.int64)
     if target_crs is not None:
         frame = frame.to_crs(CRS.from_user_input(target_crs).to_wkt())
     frame = frame[[frame.geometry.name]].reset_index(drop=True)
-    return VectorLabels(path, chosen, name, frame, index, task)
+    return VectorLabels(source.path, chosen, name, frame, index, task, source)
 
 
 def rasterize_labels(

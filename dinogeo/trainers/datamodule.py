@@ -27,7 +27,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
+from dinogeo.labels.independence import check_independent
 from dinogeo.labels.rasters import LabelRaster
+from dinogeo.labels.sources import LabelKeys, LabelSource, is_raster_source, parse_label_source
 from dinogeo.labels.split import BlockSplit, block_split, chip_windows
 from dinogeo.labels.vectors import IGNORE_INDEX, VectorLabels, rasterize_labels, read_vector_labels
 from dinogeo.models.card import WeightCard
@@ -36,8 +38,6 @@ from dinogeo.trainers.base import resolve_backbone
 from dinogeo.trainers.imagery import ImageReader
 
 __all__ = ["ChipDataset", "LabeledChipDataModule", "Labels", "open_labels", "select_chips"]
-
-VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite"}
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -50,33 +50,43 @@ class Labels:
     """Labels of one image, vector or raster, read on chips of the image grid.
 
     Args:
-        path: label raster or vector file.
+        path: label raster, vector file or QGIS layer source (``labels.gpkg|layername=train``).
         task: the task card.
         reader: the image the labels belong to.
         field: class attribute of vector labels.
         layer: layer of a multi-layer vector file.
         point_radius: disk radius of point labels in pixels.
+        crs: CRS of label coordinates stored without one (CSV tables).
+        keys: option names used in error messages.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | LabelSource,
         task: TaskCard,
         reader: ImageReader,
         *,
         field: str | None = None,
         layer: str | None = None,
         point_radius: float = 0.0,
+        crs: str | None = None,
+        keys: LabelKeys | None = None,
     ) -> None:
-        self.path = Path(path)
+        keys = keys or LabelKeys()
+        self.source = (
+            path
+            if isinstance(path, LabelSource)
+            else parse_label_source(path, layer=layer, keys=keys)
+        )
+        self.path = self.source.path
         self.task = task
         self.reader = reader
         self.point_radius = point_radius
         self.vector: VectorLabels | None = None
         self.raster: LabelRaster | None = None
-        if self.path.suffix.lower() in VECTOR_SUFFIXES:
+        if not is_raster_source(self.source):
             self.vector = read_vector_labels(
-                self.path, task, field=field, layer=layer, target_crs=reader.crs
+                self.source, task, field=field, target_crs=reader.crs, crs=crs, keys=keys
             )
             bounds = self.vector.bounds
         else:
@@ -110,16 +120,20 @@ class Labels:
 
 
 def open_labels(
-    path: str | Path,
+    path: str | Path | LabelSource,
     task: TaskCard,
     reader: ImageReader,
     *,
     field: str | None = None,
     layer: str | None = None,
     point_radius: float = 0.0,
+    crs: str | None = None,
+    keys: LabelKeys | None = None,
 ) -> Labels:
     """Open labels for one image (see :class:`Labels`)."""
-    return Labels(path, task, reader, field=field, layer=layer, point_radius=point_radius)
+    return Labels(
+        path, task, reader, field=field, layer=layer, point_radius=point_radius, crs=crs, keys=keys
+    )
 
 
 @dataclass(frozen=True)
@@ -202,10 +216,17 @@ class LabeledChipDataModule(LightningDataModule):
         scale: override of the sensor's DN-to-reflectance scale.
         offset: override of the sensor's offset.
         label_field: class attribute of vector labels (guessed when None).
-        label_layer: layer of a multi-layer GeoPackage.
+        label_layer: layer of a multi-layer GeoPackage (``labels`` may also be a QGIS layer
+            source, ``labels.gpkg|layername=train``).
+        label_crs: CRS of label coordinates stored without one (a CSV with X/Y or WKT columns
+            and no ``.prj``), e.g. ``EPSG:4326``.
         point_radius: disk radius in pixels for point labels (0: one pixel).
         val_labels: separate validation labels (e.g. points): then training uses every block
-            and validation uses these labels over whole images.
+            and validation uses these labels over whole images. They must not be the training
+            labels (an error says so).
+        val_label_layer: layer of the validation labels; without ``val_labels`` it is read from
+            the training labels' file (one GeoPackage with a training and a validation layer).
+        val_label_field: class attribute of the validation labels (default: ``label_field``).
         chip_size: chip side in pixels (a multiple of the patch size is best).
         block_size: spatial block side in pixels (>= chip_size).
         val_fraction: share of labelled pixels (by block) held out for validation.
@@ -233,8 +254,11 @@ class LabeledChipDataModule(LightningDataModule):
         offset: float | None = None,
         label_field: str | None = None,
         label_layer: str | None = None,
+        label_crs: str | None = None,
         point_radius: float = 0.0,
         val_labels: str | list[str] | None = None,
+        val_label_layer: str | None = None,
+        val_label_field: str | None = None,
         chip_size: int = 64,
         block_size: int = 128,
         val_fraction: float = 0.2,
@@ -291,16 +315,37 @@ class LabeledChipDataModule(LightningDataModule):
             offset=hp["offset"],
         )
 
-    def _labels(self, path: str, reader: ImageReader) -> Labels:
+    def _labels(self, path: str, reader: ImageReader, *, validation: bool = False) -> Labels:
         hp = self.cfg
+        if validation:
+            source = parse_label_source(
+                path,
+                layer=hp.get("val_label_layer"),
+                keys=LabelKeys.prefixed("data.", validation=True),
+            )
+        else:
+            source = parse_label_source(
+                path, layer=hp["label_layer"], keys=LabelKeys.prefixed("data.")
+            )
+        field = hp.get("val_label_field") if validation else None
         return open_labels(
-            path,
+            source,
             self.task_card,
             reader,
-            field=hp["label_field"],
-            layer=hp["label_layer"],
+            field=field or hp["label_field"],
             point_radius=hp["point_radius"],
+            crs=hp.get("label_crs"),
+            keys=LabelKeys.prefixed("data.", validation=validation),
         )
+
+    def _validation_sources(self, train_labels: list[str]) -> list[str]:
+        """The separate validation labels: ``val_labels``, or ``val_label_layer`` of the labels."""
+        hp = self.cfg
+        given = _as_list(hp["val_labels"])
+        if given or not hp.get("val_label_layer"):
+            return given
+        # one file with a training and a validation layer: drop any layer named in the URI
+        return [str(parse_label_source(p).path) for p in train_labels]
 
     @staticmethod
     def _pair(images: list[str], labels: list[str], what: str) -> list[tuple[str, str]]:
@@ -330,7 +375,7 @@ class LabeledChipDataModule(LightningDataModule):
         pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), "data.labels")
         readers = [self._reader(img, card) for img, _ in pairs]
         labels = [self._labels(lab, r) for (_, lab), r in zip(pairs, readers, strict=True)]
-        val_sep = _as_list(hp["val_labels"])
+        val_sep = self._validation_sources([lab for _, lab in pairs])
         train, val = select_chips(
             readers,
             labels,
@@ -347,7 +392,18 @@ class LabeledChipDataModule(LightningDataModule):
         self.train_set = ChipDataset(readers, labels, train, augment=hp["augment"])
         if val_sep:
             vpairs = self._pair([p for p, _ in pairs], val_sep, "data.val_labels")
-            vlabels = [self._labels(lab, r) for (_, lab), r in zip(vpairs, readers, strict=True)]
+            vlabels = [
+                self._labels(lab, r, validation=True)
+                for (_, lab), r in zip(vpairs, readers, strict=True)
+            ]
+            for train_lab, val_lab in zip(labels, vlabels, strict=True):
+                check_independent(
+                    train_lab.source,
+                    val_lab.source,
+                    train_lab.vector,
+                    val_lab.vector,
+                    keys=("data.labels", "data.val_labels / data.val_label_layer"),
+                )
             _, val = select_chips(
                 readers,
                 vlabels,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from dinogeo.errors import ConfigError, NoValidDataError
+from dinogeo.errors import ConfigError, LabelError, NoValidDataError
+from dinogeo.labels.independence import check_independent
+from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
 from dinogeo.models.bundle import ModelBundle, load_bundle
 from dinogeo.trainers.datamodule import ChipDataset, open_labels, select_chips
 from dinogeo.trainers.imagery import ImageReader
@@ -29,6 +33,7 @@ def evaluate_bundle(
     offset: float | None = None,
     label_field: str | None = None,
     label_layer: str | None = None,
+    label_crs: str | None = None,
     point_radius: float = 0.0,
     chip_size: int = 256,
     batch_size: int = 4,
@@ -46,7 +51,9 @@ def evaluate_bundle(
         scale: DN-to-reflectance scale override.
         offset: offset override.
         label_field: class attribute of vector labels.
-        label_layer: layer of a multi-layer vector file.
+        label_layer: layer of a multi-layer vector file (``labels`` may also be a QGIS layer
+            source, ``labels.gpkg|layername=val``).
+        label_crs: CRS of label coordinates stored without one (CSV tables).
         point_radius: disk radius in pixels for point labels.
         chip_size: prediction window side in pixels.
         batch_size: windows per forward pass.
@@ -77,9 +84,18 @@ def evaluate_bundle(
     reader: ImageReader | tuple[ImageReader, ImageReader] = first
     if image2 is not None:
         reader = (first, open_image(image2).aligned_to(first))
+    keys = LabelKeys(labels="labels", layer="label_layer", field="label_field", crs="label_crs")
+    source = parse_label_source(labels, layer=label_layer, keys=keys)
     lab = open_labels(
-        labels, bundle.task, first, field=label_field, layer=label_layer, point_radius=point_radius
+        source,
+        bundle.task,
+        first,
+        field=label_field,
+        point_radius=point_radius,
+        crs=label_crs,
+        keys=keys,
     )
+    _warn_if_training_labels(bundle, source)
     _, chips = select_chips(
         [reader],
         [lab],
@@ -103,11 +119,36 @@ def evaluate_bundle(
     for start in tqdm(starts, desc="validate", unit="batch", disable=not progress):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        keys = ("image1", "image2") if bundle.num_inputs == 2 else ("image",)
-        output = bundle.predict_batch(*(batch[k].to(device) for k in keys))
+        names = ("image1", "image2") if bundle.num_inputs == 2 else ("image",)
+        output = bundle.predict_batch(*(batch[k].to(device) for k in names))
         metrics.update(output.cpu(), batch["mask"])
     result = metrics.compute()
     if not result:
         raise NoValidDataError(f"{labels}: no labelled pixel over valid imagery of {image}")
     result["chips"] = float(len(chips))
     return {k: float(v) if np.isfinite(v) else float("nan") for k, v in result.items()}
+
+
+def _training_sources(config: dict[str, Any]) -> list[LabelSource]:
+    data = config.get("data") or {}
+    labels = data.get("labels")
+    if not labels:
+        return []
+    paths = [labels] if isinstance(labels, str) else [str(p) for p in labels]
+    out = []
+    for p in paths:
+        try:
+            out.append(parse_label_source(p, layer=data.get("label_layer")))
+        except LabelError:
+            continue
+    return out
+
+
+def _warn_if_training_labels(bundle: ModelBundle, source: LabelSource) -> None:
+    """Warn when the validation labels are those the bundle was trained on (its training config)."""
+    for train in _training_sources(bundle.training_config):
+        try:
+            check_independent(train, source, keys=("the bundle's training labels", "labels"))
+        except LabelError as err:
+            warnings.warn(str(err), UserWarning, stacklevel=3)
+            return

@@ -63,7 +63,7 @@ def test_shapefile_truncated_field_and_gpkg_layers(grid_files):
     shp = read_vector_labels(grid_files["shp"], TASK, field="landcover_class", target_crs=crs)
     assert shp.field == "landcover_"
     np.testing.assert_array_equal(rasterize_labels(shp, transform, w, h), _expected(False))
-    with pytest.raises(LabelError, match=r"has 2 layers \['polygons', 'points'\]"):
+    with pytest.raises(LabelError, match=r"has 2 feature layers \['polygons', 'points'\]"):
         read_vector_labels(grid_files["gpkg"], TASK, field="code")
     pts = read_vector_labels(grid_files["gpkg"], TASK, field="code", layer="points", target_crs=crs)
     assert rasterize_labels(pts, transform, w, h)[15, 15] == 3

