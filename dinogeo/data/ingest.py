@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -50,6 +50,10 @@ from tqdm.auto import tqdm
 from dinogeo.data.geozarr import FORMAT_VERSION, GeoInfo, create_raster_group
 from dinogeo.data.index import valid_decimated as _valid_decimated
 from dinogeo.errors import DinogeoError, NoValidDataError, OutputExistsError, RasterReadError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from distributed import Client
 
 __all__ = ["ingest", "verify_store"]
 
@@ -82,11 +86,11 @@ class _Task:
 
 
 def ingest(
-    index_or_paths: Any,
+    index_or_paths: gpd.GeoDataFrame | str | Path | Sequence[str | Path],
     store_path: str | Path,
     *,
     chunk: int = 256,
-    scheduler: Any = None,
+    scheduler: str | Client | None = None,
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 2,

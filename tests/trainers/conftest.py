@@ -3,9 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dinogeo._paths import resource_dir
-
-CONFIGS = resource_dir("configs") / "finetune"
+from dinogeo._paths import config_text
 
 #: overrides that make every shipped config run in seconds with the tiny backbone
 TINY = [
@@ -36,7 +34,7 @@ TINY = [
 
 def localise(name: str, shared: Path, folder: Path) -> Path:
     """Copy a shipped config with its ../shared/data paths pointing at the fixture folder."""
-    text = (CONFIGS / f"{name}.yaml").read_text().replace("../shared/data", str(shared))
+    text = config_text(f"finetune/{name}", shared)
     yaml.safe_load(text)  # stays valid YAML
     out = folder / f"{name}.yaml"
     out.write_text(text)

@@ -15,7 +15,9 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+from dinogeo._paths import shared_data_dir
+
+SHARED = shared_data_dir()
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib"
 DATE1 = f"{RUFIJI}/SEN2_20160312_T37MEM_20m_10band.tif"  # half cloud-masked (0 = nodata)
 DATE2 = f"{RUFIJI}/SEN2_20160710_T37MEM_20m_10band.tif"  # fully valid

@@ -16,7 +16,9 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+from dinogeo._paths import shared_data_dir
+
+SHARED = shared_data_dir()
 BAHAMAS = "landsat7-rgb-bahamas-rasterio/RGB.byte.tif"
 VIRGINIA_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
 
