@@ -1,0 +1,140 @@
+"""Alert thresholds: from a target false-alarm rate on the history, or fitted on labelled points.
+
+* :func:`threshold_from_history` (the default, needs no labels): every history date is scored
+  against a fit that leaves it out, the confirmation rule runs over those history scores, and the
+  threshold is the lowest of a grid whose confirmed-alert rate over stable history pixels is at
+  most ``false_alarm_rate`` per year. History that already holds disturbances makes it
+  conservative.
+* :func:`threshold_from_points`: the threshold of the grid that maximises F1 on labelled points,
+  with out-of-fold predictions from stratified k-fold cross-validation so that the reported
+  accuracy never scores a point with a threshold fitted on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dinogeo.tracking.decision import HIGH, sequential_alerts
+
+__all__ = [
+    "THRESHOLDS",
+    "CrossValidated",
+    "false_alarm_rates",
+    "threshold_from_history",
+    "threshold_from_points",
+]
+
+#: candidate thresholds (score units, about standard deviations of a stable pixel)
+THRESHOLDS = np.round(np.arange(0.5, 6.01, 0.25), 2)
+
+
+def false_alarm_rates(
+    loo: np.ndarray, monitored: np.ndarray, years: float, *, window: int, need: int
+) -> np.ndarray:
+    """Confirmed-alert rate per year on history scores for every candidate threshold.
+
+    Args:
+        loo: (T_hist, N) leave-one-out history scores of sampled pixels.
+        monitored: (N,) pixels with enough history.
+        years: length of the history period in years.
+        window: confirmation window (as in the decision).
+        need: confirmations needed.
+
+    Returns:
+        (len(THRESHOLDS),) fraction of pixels alerting per year.
+    """
+    s = loo[:, monitored]
+    if s.shape[1] == 0:
+        return np.zeros(len(THRESHOLDS))
+    rates = []
+    for thr in THRESHOLDS:
+        a = sequential_alerts(s, float(thr), window=window, need=need)
+        rates.append(float((a.confidence == HIGH).mean()) / max(years, 1e-3))
+    return np.array(rates)
+
+
+def threshold_from_history(rates: np.ndarray, false_alarm_rate: float) -> float:
+    """Lowest candidate threshold whose history false-alarm rate is at most the target."""
+    ok = np.where(rates <= false_alarm_rate)[0]
+    return float(THRESHOLDS[ok[0]] if ok.size else THRESHOLDS[-1])
+
+
+@dataclass
+class CrossValidated:
+    """Result of :func:`threshold_from_points`.
+
+    Attributes:
+        threshold: fitted on every point (used for the map).
+        fold_thresholds: threshold chosen in each fold.
+        oof_index: per point, index into ``THRESHOLDS`` of the threshold it was predicted with.
+        f1_by_threshold: F1 of every candidate on all points (for the report; not a CV figure).
+    """
+
+    threshold: float
+    fold_thresholds: list[float]
+    oof_index: np.ndarray
+    f1_by_threshold: list[float]
+
+
+def _folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), int)
+    for cls in (False, True):
+        idx = np.where(labels == cls)[0]
+        idx = idx[rng.permutation(len(idx))]
+        fold[idx] = np.arange(len(idx)) % k
+    return fold
+
+
+def threshold_from_points(
+    labels: np.ndarray,
+    f1_of: Callable[[int, np.ndarray], float],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> CrossValidated:
+    """Fit the threshold on labelled points with stratified k-fold cross-validation.
+
+    Args:
+        labels: (N,) bool, disturbed points.
+        f1_of: ``f1_of(threshold_index, point_indices) -> F1`` of that candidate on those points.
+        folds: number of folds.
+        seed: fold assignment seed.
+
+    Returns:
+        The fitted threshold and the out-of-fold assignment.
+    """
+    n = len(labels)
+    fold = _folds(np.asarray(labels, bool), folds, seed)
+    oof = np.zeros(n, int)
+    chosen: list[float] = []
+
+    def best(idx: np.ndarray) -> int:
+        f1s = np.array([f1_of(i, idx) for i in range(len(THRESHOLDS))])
+        return int(np.flatnonzero(f1s >= f1s.max() - 1e-12)[-1])  # ties: the strictest
+
+    for k in range(folds):
+        train, test = np.where(fold != k)[0], np.where(fold == k)[0]
+        i = best(train)
+        oof[test] = i
+        chosen.append(float(THRESHOLDS[i]))
+    every = np.arange(n)
+    return CrossValidated(
+        float(THRESHOLDS[best(every)]),
+        chosen,
+        oof,
+        [float(f1_of(i, every)) for i in range(len(THRESHOLDS))],
+    )
+
+
+def summary(cv: CrossValidated) -> dict[str, Any]:
+    """JSON-ready summary."""
+    return {
+        "threshold": cv.threshold,
+        "fold_thresholds": cv.fold_thresholds,
+        "f1_by_threshold_all_points": dict(zip([float(t) for t in THRESHOLDS], cv.f1_by_threshold)),
+    }
