@@ -60,6 +60,12 @@ def main(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> None:
+    from dinogeo.progress import lightning_callback
+
+    json_progress = lightning_callback()  # None unless `dinogeo --progress json fit ...`
+    defaults: dict[str, object] = {"logger": False, "enable_checkpointing": False}
+    if json_progress is not None:
+        defaults.update(callbacks=[json_progress], enable_progress_bar=False)
     FitCLI(
         DenseTask,
         LightningDataModule,
@@ -67,6 +73,6 @@ def _run(argv: list[str]) -> None:
         subclass_mode_data=True,
         args=["fit", *argv],
         save_config_callback=None,
-        trainer_defaults={"logger": False, "enable_checkpointing": False},
+        trainer_defaults=defaults,
         auto_configure_optimizers=False,
     )

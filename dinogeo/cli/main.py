@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from dinogeo import __version__
+from dinogeo import __version__, progress
 from dinogeo.cli.command import COMMANDS, register_command
 from dinogeo.errors import DinogeoError
 
@@ -123,7 +123,10 @@ def _usage() -> str:
     lines = [
         f"dinogeo {__version__}",
         "",
-        "usage: dinogeo SUBCOMMAND [options]",
+        "usage: dinogeo [--progress bar|json] SUBCOMMAND [options]",
+        "",
+        "  --progress json  progress as JSON lines on stderr (fraction, ETA, message), for",
+        "                   programs that run dinogeo (QGIS); also DINOGEO_PROGRESS=json",
         "",
         "subcommands:",
     ]
@@ -134,6 +137,15 @@ def _usage() -> str:
         "takes --config FILE.yaml and --print_config.",
     ]
     return "\n".join(lines)
+
+
+def _progress_option(args: list[str]) -> tuple[str | None, list[str]]:
+    """Split a leading ``--progress MODE`` / ``--progress=MODE`` off the arguments."""
+    if args and args[0].startswith("--progress="):
+        return args[0].split("=", 1)[1], args[1:]
+    if args and args[0] == "--progress":
+        return (args[1] if len(args) > 1 else ""), args[2:]
+    return None, args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,6 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args[0] == "--version":
         print(__version__)
+        return 0
+    mode, args = _progress_option(args)
+    if mode is not None and mode not in progress.MODES:
+        print(f"dinogeo: --progress takes one of {progress.MODES}, got {mode!r}", file=sys.stderr)
+        return 2
+    progress.install(mode)
+    if not args:
+        print(_usage())
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:

@@ -1,0 +1,166 @@
+"""PyQGIS side of the QGIS tests: run with QGIS's own Python (``/usr/bin/python3`` on Debian).
+
+The tests (Python 3.12) call ``python3 pyqgis_helper.py COMMAND ARGS...``; each command prints
+one JSON object on stdout:
+
+* ``layers RASTER VECTOR`` - load both as QGIS does and report renderer type, class labels and
+  colours, feature count and the fields (what a user sees when the outputs open in QGIS);
+* ``write-labels SRC OUT_DIR`` - write the features of SRC with QgsVectorFileWriter as
+  GeoPackage, Shapefile, GeoJSON and CSV with a WKT column (the formats QGIS users export);
+* ``run ALG JSON_PARAMS`` - run a Processing algorithm in QGIS's Python (provider loaded from
+  $QGIS_PLUGINPATH), with a feedback that records progress and can cancel after N seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateTransformContext,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+
+FORMATS = {
+    "gpkg": ("GPKG", []),
+    "shp": ("ESRI Shapefile", []),
+    "geojson": ("GeoJSON", []),
+    "csv": ("CSV", ["GEOMETRY=AS_WKT"]),
+}
+
+
+def start() -> QgsApplication:
+    """A headless QGIS application with the Processing framework and native algorithms."""
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    from processing.core.Processing import Processing
+
+    Processing.initialize()  # with QGIS's native algorithms
+    return app
+
+
+def layers(raster: str, vector: str) -> dict:
+    """Renderer and classes of the outputs as QGIS loads them (default styles applied)."""
+    out: dict = {}
+    rl = QgsRasterLayer(raster, "prediction")
+    out["raster_valid"] = rl.isValid()
+    renderer = rl.renderer()
+    out["raster_renderer"] = renderer.type() if renderer else None
+    if isinstance(renderer, QgsPalettedRasterRenderer):
+        out["raster_classes"] = [
+            {"value": int(c.value), "label": c.label, "color": c.color.name()}
+            for c in renderer.classes()
+        ]
+    vl = QgsVectorLayer(vector, "polygons", "ogr")
+    out["vector_valid"] = vl.isValid()
+    out["vector_features"] = vl.featureCount()
+    out["vector_fields"] = vl.fields().names()
+    vr = vl.renderer()
+    out["vector_renderer"] = vr.type() if vr else None
+    if vr is not None and vr.type() == "categorizedSymbol":
+        out["vector_categories"] = [c.label() for c in vr.categories()]
+    return out
+
+
+def write_labels(src: str, out_dir: str) -> dict:
+    """Write SRC's features in each format QGIS users export; return the paths."""
+    layer = QgsVectorLayer(src, "labels", "ogr")
+    if not layer.isValid():
+        raise SystemExit(f"cannot open {src}")
+    paths = {}
+    for ext, (driver, layer_options) in FORMATS.items():
+        path = os.path.join(out_dir, f"labels.{ext}")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = driver
+        options.layerName = "training"
+        options.layerOptions = layer_options
+        error = QgsVectorFileWriter.writeAsVectorFormatV3(
+            layer, path, QgsCoordinateTransformContext(), options
+        )
+        if error[0] != QgsVectorFileWriter.NoError:
+            raise SystemExit(f"{driver}: {error}")
+        paths[ext] = path
+    return paths
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Records progress values and texts; cancels ``cancel_after`` s after the first text."""
+
+    def __init__(self, cancel_after: float | None = None) -> None:
+        super().__init__()
+        self.progress: list[float] = []
+        self.texts: list[str] = []
+        self.log: list[str] = []
+        self.start: float | None = None
+        self.cancel_after = cancel_after
+        self.progressChanged.connect(self.progress.append)
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802 - QGIS API
+        self.texts.append(text)
+        if self.start is None and text.startswith("fit step"):
+            self.start = time.monotonic()
+
+    def pushConsoleInfo(self, info: str) -> None:  # noqa: N802 - QGIS API
+        self.log.append(info)
+
+    def isCanceled(self) -> bool:  # noqa: N802 - QGIS API
+        late = self.start is not None and time.monotonic() - self.start > (self.cancel_after or 0)
+        if self.cancel_after is not None and late:
+            self.cancel()
+        return super().isCanceled()
+
+
+def run(algorithm: str, params_json: str, cancel_after: str = "") -> dict:
+    """Run a Processing algorithm (the dinogeo plugin loaded from $QGIS_PLUGINPATH)."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    plugin_dir = os.environ["QGIS_PLUGINPATH"]
+    sys.path.insert(0, plugin_dir)
+    from dinogeo_processing.plugin import DinogeoPlugin
+
+    plugin = DinogeoPlugin()
+    plugin.initProcessing()
+    feedback = RecordingFeedback(float(cancel_after) if cancel_after else None)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    started = time.monotonic()
+    try:
+        results = processing.run(
+            algorithm, json.loads(params_json), context=context, feedback=feedback
+        )
+        error = None
+    except QgsProcessingException as err:
+        results, error = {}, str(err)
+    return {
+        "results": {k: v for k, v in results.items() if isinstance(v, str | int | float | None)},
+        "error": error,
+        "seconds": time.monotonic() - started,
+        "progress": feedback.progress,
+        "texts": feedback.texts,
+        "log": feedback.log[-20:],
+        "layers_to_load": list(context.layersToLoadOnCompletion().keys()),
+    }
+
+
+def main() -> None:
+    """Dispatch a command and print its JSON answer."""
+    app = start()
+    command, args = sys.argv[1], sys.argv[2:]
+    handler = {"layers": layers, "write-labels": write_labels, "run": run}[command]
+    print(json.dumps(handler(*args)))
+    app.exitQgis()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The dinogeo Processing plugin in real QGIS 3.22 (qgis_process and QGIS's own Python).
+
+Everything runs on real imagery: the North Carolina Landsat 7 scene and its 1996 land-cover
+polygons (../shared/data). The head is trained by the plugin's fit algorithm itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pyogrio
+import pytest
+
+from tests.qgis.conftest import NC_IMAGE, NC_POINTS, NC_POLYGONS, PLUGIN_PATH
+
+pytestmark = [pytest.mark.qgis, pytest.mark.slow]
+
+ALGORITHMS = {"predict", "embed", "fit", "validate", "adapt"}
+NC_CLASSES = ["agriculture", "developed", "forest", "herbaceous", "sediment", "shrubland", "water"]
+
+
+def test_provider_loads_and_lists_its_algorithms(qgis):
+    plugins = qgis.process("plugins").stdout
+    assert re.search(r"^\*\s+dinogeo_processing$", plugins, re.M), plugins
+    listed = qgis.process("list").stdout
+    names = set(re.findall(r"^\s*dinogeo:(\w+)\t", listed, re.M))
+    assert ALGORITHMS <= names, listed
+    helptext = qgis.process("help", "dinogeo:fit").stdout
+    for param in ("INPUT", "LABELS", "FIELD", "BACKBONE", "VAL_LABELS", "STEPS", "OUTPUT"):
+        assert f"{param}:" in helptext
+
+
+def test_fit_trains_a_head_with_the_layer_classes_and_reports_progress(nc_bundle):
+    results = nc_bundle["results"]
+    assert Path(results["OUTPUT"]).stat().st_size > 0
+    card = json.loads(Path(results["TASK_CARD"]).read_text())
+    assert [c["name"] for c in card["classes"]] == NC_CLASSES
+    assert [c["value"] for c in card["classes"]] == list(range(1, 8))
+    from dinogeo.models.bundle import load_bundle
+
+    bundle = load_bundle(results["OUTPUT"])
+    assert bundle.task.class_names == NC_CLASSES
+    assert bundle.card.band_names == ["B1", "B2", "B3", "B4", "B5", "B7"]
+
+
+def test_predict_from_qgis_loads_styled_into_the_project(qgis, nc_bundle, shared_data, tmp_path):
+    output = tmp_path / "nc_landcover.tif"
+    params = {
+        "INPUT": str(shared_data / NC_IMAGE),
+        "MODEL": nc_bundle["results"]["OUTPUT"],
+        "TILE": 256,
+        "OVERLAP": 32,
+        "OUTPUT": str(output),
+    }
+    ran = qgis.python("run", "dinogeo:predict", json.dumps(params))
+    assert ran["error"] is None, ran
+    polygons = tmp_path / "nc_landcover.gpkg"
+    assert ran["results"] == {"OUTPUT": str(output), "OUTPUT_POLYGONS": str(polygons)}
+    # progress reached QGIS: the bar moved to 100 % and the text said what ran
+    assert ran["progress"] and max(ran["progress"]) == pytest.approx(100.0)
+    assert any(t.startswith("predict ") and "tile" in t for t in ran["texts"]), ran["texts"]
+    assert str(polygons) in ran["layers_to_load"]
+    # what a QGIS user sees: a paletted raster with the class names, categorised polygons
+    seen = qgis.python("layers", str(output), str(polygons))
+    assert seen["raster_valid"] and seen["raster_renderer"] == "paletted"
+    card = json.loads(Path(nc_bundle["results"]["TASK_CARD"]).read_text())
+    assert [(c["value"], c["label"], c["color"]) for c in seen["raster_classes"]] == [
+        (c["value"], c["name"], c["color"]) for c in card["classes"]
+    ]
+    assert seen["vector_valid"] and seen["vector_features"] > 0
+    assert seen["vector_renderer"] == "categorizedSymbol"
+    assert set(seen["vector_categories"]) == set(NC_CLASSES)
+    assert {"class", "class_name", "area_ha"} <= set(seen["vector_fields"])
+
+
+def test_model3_chains_predict_into_zonal_statistics(qgis, nc_bundle, shared_data, tmp_path):
+    model = PLUGIN_PATH / "dinogeo_processing" / "models" / "landcover_per_zone.model3"
+    out = tmp_path / "zones.gpkg"
+    qgis.process(
+        "run",
+        str(model),
+        "--",
+        f"image={shared_data / NC_IMAGE}",
+        f"model={nc_bundle['results']['OUTPUT']}",
+        f"zones={shared_data / NC_POLYGONS}",
+        f"zonal:zones_landcover={out}",
+    )
+    zones = pyogrio.read_dataframe(out)
+    assert len(zones) == 34
+    counted = zones[zones["lc_count"] > 0]  # two polygons cover no pixel centre of the scene
+    assert len(counted) >= 30
+    assert set(counted["lc_majority"].astype(int)) <= set(range(1, 8))
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "shp", "geojson", "csv"])
+def test_labels_exported_by_qgis_train_a_head(qgis, tiny_backbone, shared_data, tmp_path, fmt):
+    paths = qgis.python("write-labels", str(shared_data / NC_POLYGONS), str(tmp_path))
+    source = paths[fmt]
+    if fmt == "csv":  # as QGIS's "Add Delimited Text Layer" opens a CSV with a WKT column
+        source = f"delimitedtext://file://{source}?type=csv&wktField=WKT&crs=EPSG:3358"
+    params = {
+        "INPUT": str(shared_data / NC_IMAGE),
+        "LABELS": source,
+        "FIELD": "label",
+        "BACKBONE": str(tiny_backbone),
+        "STEPS": 1,
+        "CHIP_SIZE": 32,
+        "BATCH_SIZE": 2,
+        "OUTPUT": str(tmp_path / f"from_{fmt}.safetensors"),
+    }
+    ran = qgis.python("run", "dinogeo:fit", json.dumps(params))
+    assert ran["error"] is None, ran
+    assert Path(ran["results"]["OUTPUT"]).stat().st_size > 0
+    card = json.loads(Path(ran["results"]["TASK_CARD"]).read_text())
+    assert [c["name"] for c in card["classes"]] == NC_CLASSES
+
+
+def test_validate_from_qgis_on_independent_points(qgis, nc_bundle, shared_data, tmp_path):
+    params = {
+        "MODEL": nc_bundle["results"]["OUTPUT"],
+        "INPUT": str(shared_data / NC_IMAGE),
+        "LABELS": str(shared_data / NC_POINTS),
+        "FIELD": "label",
+        "CHIP_SIZE": 256,
+        "OUTPUT": str(tmp_path / "metrics.json"),
+    }
+    ran = qgis.python("run", "dinogeo:validate", json.dumps(params))
+    assert ran["error"] is None, ran
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert ran["results"]["ACCURACY"] == pytest.approx(metrics["accuracy"])
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["pixels"] > 500
+
+
+def test_cancel_in_qgis_stops_dinogeo(qgis, tiny_backbone, shared_data, tmp_path):
+    params = {
+        "INPUT": str(shared_data / NC_IMAGE),
+        "LABELS": str(shared_data / NC_POLYGONS),
+        "FIELD": "label",
+        "BACKBONE": str(tiny_backbone),
+        "STEPS": 100000,
+        "CHIP_SIZE": 32,
+        "BATCH_SIZE": 2,
+        "OUTPUT": str(tmp_path / "long.safetensors"),
+    }
+    ran = qgis.python("run", "dinogeo:fit", json.dumps(params), "2")  # 2 s into training
+    assert ran["error"] is not None and "cancelled" in ran["error"]
+    assert ran["seconds"] < 120
+    assert not (tmp_path / "long.safetensors").exists()
+    alive = subprocess.run(["pgrep", "-f", str(tmp_path / "long_fit")], capture_output=True)
+    assert alive.returncode == 1, f"dinogeo still runs after cancel: {alive.stdout!r}"
+    assert any(t.startswith("fit step") for t in ran["texts"]), ran["texts"]
