@@ -7,6 +7,8 @@ one JSON object on stdout:
   colours, feature count and the fields (what a user sees when the outputs open in QGIS);
 * ``write-labels SRC OUT_DIR`` - write the features of SRC with QgsVectorFileWriter as
   GeoPackage, Shapefile, GeoJSON and CSV with a WKT column (the formats QGIS users export);
+* ``write-two-layers POLYGONS POINTS OUT.gpkg`` - one GeoPackage with a training and a
+  validation layer and their styles saved in it (``layer_styles``), as a QGIS project keeps them;
 * ``run ALG JSON_PARAMS`` - run a Processing algorithm in QGIS's Python (provider loaded from
   $QGIS_PLUGINPATH), with a feedback that records progress and can cancel after N seconds.
 """
@@ -93,6 +95,25 @@ def write_labels(src: str, out_dir: str) -> dict:
     return paths
 
 
+def write_two_layers(polygons: str, points: str, out: str) -> dict:
+    """One GeoPackage with a 'training' and a 'validation' layer, each style saved in it."""
+    for name, src in (("training", polygons), ("validation", points)):
+        layer = QgsVectorLayer(src, name, "ogr")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = name
+        if os.path.exists(out):
+            options.actionOnExistingFile = QgsVectorFileWriter.CreateOrOverwriteLayer
+        error = QgsVectorFileWriter.writeAsVectorFormatV3(
+            layer, out, QgsCoordinateTransformContext(), options
+        )
+        if error[0] != QgsVectorFileWriter.NoError:
+            raise SystemExit(f"{name}: {error}")
+        saved = QgsVectorLayer(f"{out}|layername={name}", name, "ogr")
+        saved.saveStyleToDatabase(name, "default style", True, "")  # -> layer_styles table
+    return {"training": f"{out}|layername=training", "validation": f"{out}|layername=validation"}
+
+
 class RecordingFeedback(QgsProcessingFeedback):
     """Records progress values and texts; cancels ``cancel_after`` s after the first text."""
 
@@ -157,7 +178,12 @@ def main() -> None:
     """Dispatch a command and print its JSON answer."""
     app = start()
     command, args = sys.argv[1], sys.argv[2:]
-    handler = {"layers": layers, "write-labels": write_labels, "run": run}[command]
+    handler = {
+        "layers": layers,
+        "write-labels": write_labels,
+        "write-two-layers": write_two_layers,
+        "run": run,
+    }[command]
     print(json.dumps(handler(*args)))
     app.exitQgis()
 

@@ -118,6 +118,37 @@ def test_labels_exported_by_qgis_train_a_head(qgis, tiny_backbone, shared_data, 
     assert [c["name"] for c in card["classes"]] == NC_CLASSES
 
 
+def test_fit_with_training_and_validation_layers_of_one_geopackage(
+    qgis, tiny_backbone, shared_data, tmp_path
+):
+    sources = qgis.python(
+        "write-two-layers",
+        str(shared_data / NC_POLYGONS),
+        str(shared_data / NC_POINTS),
+        str(tmp_path / "labels.gpkg"),
+    )
+    tables = pyogrio.list_layers(tmp_path / "labels.gpkg")[:, 0].tolist()
+    assert {"training", "validation", "layer_styles"} <= set(tables)
+    params = {
+        "INPUT": str(shared_data / NC_IMAGE),
+        "LABELS": sources["training"],
+        "VAL_LABELS": sources["validation"],
+        "FIELD": "label",
+        "BACKBONE": str(tiny_backbone),
+        "STEPS": 1,
+        "CHIP_SIZE": 32,
+        "BATCH_SIZE": 2,
+        "OUTPUT": str(tmp_path / "two_layers.safetensors"),
+    }
+    ran = qgis.python("run", "dinogeo:fit", json.dumps(params))
+    assert ran["error"] is None, ran
+    from dinogeo.models.bundle import load_bundle
+
+    data = load_bundle(ran["results"]["OUTPUT"]).training_config["data"]
+    assert data["label_layer"] == "training" and data["val_label_layer"] == "validation"
+    assert data["val_chips"] > 0
+
+
 def test_validate_from_qgis_on_independent_points(qgis, nc_bundle, shared_data, tmp_path):
     params = {
         "MODEL": nc_bundle["results"]["OUTPUT"],

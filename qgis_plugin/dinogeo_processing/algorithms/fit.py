@@ -209,11 +209,7 @@ class FitAlgorithm(DinogeoAlgorithm):
             data["val_labels"], val_layer = self.vector_path(
                 parameters, "VAL_LABELS", context, feedback
             )
-            if val_layer and val_layer != label_layer:
-                feedback.pushWarning(
-                    "the validation layer is read with the training layer's name; save the "
-                    "validation features to their own file if validation fails"
-                )
+            data["val_label_layer"] = val_layer or None
         steps = self.parameterAsInt(parameters, "STEPS", context)
         data["chips_per_epoch"] = steps * data["batch_size"]
         device = self.device(parameters, context)

@@ -49,10 +49,10 @@ class PredictAlgorithm(DinogeoAlgorithm):
         tile = self.parameterAsInt(parameters, "TILE", context)
         args = ["predict", "--model", model, source, "-o", output, "--overwrite"]
         args += ["--tile", tile, "--overlap", self.parameterAsInt(parameters, "OVERLAP", context)]
-        args += ["--batch-size", self.parameterAsInt(parameters, "BATCH_SIZE", context)]
+        args += ["--batch_size", self.parameterAsInt(parameters, "BATCH_SIZE", context)]
         args += ["--device", self.device(parameters, context)]
         if not vectorize:
-            args.append("--no-vectorize")
+            args += ["--vectorize", "false"]
         self.run_command(args, feedback)
         results = {"OUTPUT": output, "OUTPUT_POLYGONS": None}
         polygons = os.path.splitext(output)[0] + ".gpkg"

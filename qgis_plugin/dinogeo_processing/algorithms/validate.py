@@ -56,10 +56,10 @@ class ValidateAlgorithm(DinogeoAlgorithm):
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         args = ["validate", "--model", self.parameterAsFile(parameters, "MODEL", context)]
         args += ["--image", self.raster_path(parameters, "INPUT", context), "--labels", labels]
-        args += ["--label-field", self.parameterAsString(parameters, "FIELD", context)]
+        args += ["--label_field", self.parameterAsString(parameters, "FIELD", context)]
         if layer:
-            args += ["--label-layer", layer]
-        args += ["--chip-size", self.parameterAsInt(parameters, "CHIP_SIZE", context)]
+            args += ["--label_layer", layer]
+        args += ["--chip_size", self.parameterAsInt(parameters, "CHIP_SIZE", context)]
         self.run_command(args + ["--json", output], feedback)
         with open(output, encoding="utf-8") as handle:
             metrics = json.load(handle)["metrics"]
