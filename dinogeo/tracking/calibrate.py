@@ -1,10 +1,10 @@
 """Alert thresholds: from a target false-alarm rate on the history, or fitted on labelled points.
 
 * :func:`threshold_from_history` (the default, needs no labels): every history date is scored
-  against a fit that leaves it out, the confirmation rule runs over those history scores, and the
-  threshold is the lowest of a grid whose confirmed-alert rate over stable history pixels is at
-  most ``false_alarm_rate`` per year. History that already holds disturbances makes it
-  conservative.
+  against a fit that leaves it out; from those scores, :func:`false_alarm_rates` estimates the
+  share of stable pixels that would raise a confirmed alert over the monitoring period, and the
+  threshold is the lowest of a grid whose share is at most ``false_alarm_rate``. History that
+  already holds disturbances makes it conservative.
 * :func:`threshold_from_points`: the threshold of the grid that maximises F1 on labelled points,
   with out-of-fold predictions from stratified k-fold cross-validation so that the reported
   accuracy never scores a point with a threshold fitted on it.
@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from dinogeo.tracking.decision import HIGH, sequential_alerts
 
 __all__ = [
     "THRESHOLDS",
@@ -33,28 +31,34 @@ THRESHOLDS = np.round(np.arange(0.5, 6.01, 0.25), 2)
 
 
 def false_alarm_rates(
-    loo: np.ndarray, monitored: np.ndarray, years: float, *, window: int, need: int
+    loo: np.ndarray, monitored_obs: float, *, window: int, need: int
 ) -> np.ndarray:
-    """Confirmed-alert rate per year on history scores for every candidate threshold.
+    """Expected share of stable pixels with a confirmed false alarm over the monitoring period.
+
+    ``p``, the chance that one observation of a stable pixel exceeds a threshold, is the exceedance
+    rate of the leave-one-out history scores. Treating observations as independent, an anomaly is
+    confirmed with probability ``q = P(Binomial(window, p) >= need)``, and a pixel observed ``M``
+    times raises a false alarm with probability ``1 - (1 - p q)^M``. (Running the rule over the
+    history itself would underestimate it: two neighbouring anomalies inflate each other's
+    left-out fit.)
 
     Args:
-        loo: (T_hist, N) leave-one-out history scores of sampled pixels.
-        monitored: (N,) pixels with enough history.
-        years: length of the history period in years.
+        loo: leave-one-out history scores of sampled pixels (any shape, NaN = no observation).
+        monitored_obs: mean number of valid monitoring observations per pixel (``M``).
         window: confirmation window (as in the decision).
         need: confirmations needed.
 
     Returns:
-        (len(THRESHOLDS),) fraction of pixels alerting per year.
+        (len(THRESHOLDS),) false-alarm share for every candidate threshold.
     """
-    s = loo[:, monitored]
-    if s.shape[1] == 0:
+    from scipy.stats import binom
+
+    s = loo[np.isfinite(loo)]
+    if s.size == 0:
         return np.zeros(len(THRESHOLDS))
-    rates = []
-    for thr in THRESHOLDS:
-        a = sequential_alerts(s, float(thr), window=window, need=need)
-        rates.append(float((a.confidence == HIGH).mean()) / max(years, 1e-3))
-    return np.array(rates)
+    p = np.array([(s > t).mean() for t in THRESHOLDS])
+    q = binom.sf(need - 1, window, p) if need > 0 else np.ones_like(p)
+    return 1.0 - (1.0 - p * q) ** max(monitored_obs, 1.0)
 
 
 def threshold_from_history(rates: np.ndarray, false_alarm_rate: float) -> float:

@@ -119,6 +119,32 @@ class _Setup:
     stat: ChangeStatistic
     window: int
     need: int
+    mask: Path | None = None
+    mask_values: tuple[int, ...] = (1,)
+
+    def region(self, win: Window) -> np.ndarray | None:
+        """Pixels of a tile inside the monitored region (None: everywhere)."""
+        if self.mask is None:
+            return None
+        import rasterio
+        from rasterio.vrt import WarpedVRT
+
+        s = self.series
+        with rasterio.open(self.mask) as ds:
+            same = (ds.crs, ds.transform, ds.width, ds.height) == (
+                s.crs,
+                s.transform,
+                s.width,
+                s.height,
+            )
+            if same:
+                values = ds.read(1, window=win)
+            else:
+                with WarpedVRT(
+                    ds, crs=s.crs, transform=s.transform, width=s.width, height=s.height
+                ) as v:
+                    values = v.read(1, window=win)
+        return np.isin(values, self.mask_values)
 
 
 def _tile_scores(s: _Setup, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -132,7 +158,20 @@ def _tile_scores(s: _Setup, win: Window) -> tuple[np.ndarray, np.ndarray, np.nda
     scores, loo, monitored = s.stat.scores(idx, s.hist, s.doy)
     core = (slice(halo, halo + int(win.height)), slice(halo, halo + int(win.width)))
     every = (slice(None), *core)
-    return scores[every], loo[every], monitored[core], x[(slice(None), slice(None), *core)]
+    monitored = monitored[core]
+    region = s.region(win)
+    if region is not None:
+        monitored &= region
+    return scores[every], loo[every], monitored, x[(slice(None), slice(None), *core)]
+
+
+def _mask_path(mask: str | Path | None) -> Path | None:
+    if mask is None:
+        return None
+    path = Path(mask)
+    if not path.is_file():
+        raise SeriesError(f"{path}: the mask raster does not exist")
+    return path
 
 
 def _params_hash(params: dict[str, Any]) -> str:
@@ -170,11 +209,13 @@ def track_series(
     window: int = 2,
     need: int = 1,
     threshold: float | None = None,
-    false_alarm_rate: float = 0.01,
+    false_alarm_rate: float = 0.05,
     calibrate_on: str = "auto",
     folds: int = 5,
     baselines: Sequence[str] | None = MONITORS,
     mmu_ha: float = 0.0,
+    mask: str | Path | None = None,
+    mask_values: Sequence[int] = (1,),
     tile: int = 512,
     resume: bool = False,
     overwrite: bool = False,
@@ -203,12 +244,15 @@ def track_series(
         window: valid observations within which an anomaly must be confirmed.
         need: anomalous observations among them that confirm it.
         threshold: fixed anomaly threshold (skips calibration).
-        false_alarm_rate: target confirmed false alarms per stable pixel and year on the history
-            (the label-free default threshold).
+        false_alarm_rate: target share of stable pixels with a confirmed false alarm over the
+            monitoring period, estimated from the history (sets the label-free threshold).
         calibrate_on: ``auto`` (points when given, else history), ``points`` or ``history``.
         folds: cross-validation folds for the points calibration.
         baselines: ``nrt`` monitors to run on the reference points (None or empty: none).
         mmu_ha: minimum mapping unit of alerts in hectares.
+        mask: raster of the region to monitor (e.g. a forest or mangrove map), warped onto the
+            series grid; pixels outside are not monitored.
+        mask_values: values of ``mask`` that are monitored.
         tile: tile size in pixels (memory ~ tile^2 x dates x bands x 4 bytes x 3).
         resume: continue an interrupted run into the same folder.
         overwrite: replace existing products.
@@ -262,9 +306,10 @@ def track_series(
         ChangeStatistic(seasonal_order, min_history),
         window,
         need,
+        _mask_path(mask),
+        tuple(int(v) for v in mask_values),
     )
     tiles = _tiles(series, tile)
-    years = float((d64[hist][-1] - d64[hist][0]).astype(int) + 1) / 365.25
     mon_idx = np.where(mon)[0]
 
     # ---- calibration pass: tiles with reference points plus a spread sample
@@ -290,7 +335,7 @@ def track_series(
         pick = rng.choice(flat, size=min(flat.size, 20000), replace=False) if flat.size else flat
         loo_samples.append(loo.reshape(loo.shape[0], -1)[:, pick])
         mon_samples.append(
-            np.isfinite(scores[mon_idx].reshape(len(mon_idx), -1)[:, pick]).any(axis=0)
+            np.isfinite(scores[mon_idx].reshape(len(mon_idx), -1)[:, pick]).sum(axis=0)
         )
         for i in point_tile.get(k, []):
             r, c = ref.rows[i] - int(win.row_off), ref.cols[i] - int(win.col_off)  # type: ignore[union-attr]
@@ -302,9 +347,8 @@ def track_series(
             "the sampled tiles: the series is all nodata (or masked) over the history period"
         )
     loo_all = np.concatenate(loo_samples, axis=1)
-    rates = calibrate.false_alarm_rates(
-        loo_all, np.ones(loo_all.shape[1], bool), years, window=window, need=need
-    )
+    m_obs = float(np.concatenate(mon_samples).mean())
+    rates = calibrate.false_alarm_rates(loo_all, m_obs, window=window, need=need)
     thr_history = calibrate.threshold_from_history(rates, false_alarm_rate)
     metrics: dict[str, Any] = {}
     point_alerts = {
@@ -342,6 +386,7 @@ def track_series(
         "need": need,
         "threshold": thr,
         "tile": tile,
+        "mask": [str(mask), list(mask_values)],
     }
     key = _params_hash(params)
     state = partial / "state.json"
