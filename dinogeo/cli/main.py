@@ -105,6 +105,14 @@ register_command(
     run="dinogeo.cli.adapt:run",
 )
 register_command(
+    "track",
+    "dinogeo.tracking.track:track_series",
+    help="track forest loss through a dated image series into alerts, with the nrt monitors",
+    positional=("inputs",),
+    aliases={"output": _OUTPUT},
+    switches=_QUIET,
+)
+register_command(
     "demo",
     "dinogeo.demo:run_demo",
     help="end-to-end demo on real sample imagery",

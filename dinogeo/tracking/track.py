@@ -165,6 +165,16 @@ def _tile_scores(s: _Setup, win: Window) -> tuple[np.ndarray, np.ndarray, np.nda
     return scores[every], loo[every], monitored, x[(slice(None), slice(None), *core)]
 
 
+def _monitors(baselines: Sequence[str] | None) -> tuple[str, ...]:
+    if baselines is None:
+        return MONITORS
+    names = tuple(b.lower() for b in baselines if b.lower() != "none")
+    unknown = [b for b in names if b not in MONITORS]
+    if unknown:
+        raise ConfigError(f"unknown nrt monitor(s) {unknown}; pick from {list(MONITORS)} or none")
+    return names
+
+
 def _mask_path(mask: str | Path | None) -> Path | None:
     if mask is None:
         return None
@@ -212,10 +222,10 @@ def track_series(
     false_alarm_rate: float = 0.05,
     calibrate_on: str = "auto",
     folds: int = 5,
-    baselines: Sequence[str] | None = MONITORS,
+    baselines: Sequence[str] | None = None,
     mmu_ha: float = 0.0,
     mask: str | Path | None = None,
-    mask_values: Sequence[int] = (1,),
+    mask_values: Sequence[int] | None = None,
     tile: int = 512,
     resume: bool = False,
     overwrite: bool = False,
@@ -248,11 +258,12 @@ def track_series(
             monitoring period, estimated from the history (sets the label-free threshold).
         calibrate_on: ``auto`` (points when given, else history), ``points`` or ``history``.
         folds: cross-validation folds for the points calibration.
-        baselines: ``nrt`` monitors to run on the reference points (None or empty: none).
+        baselines: ``nrt`` monitors to run on the reference points (None: ``ccdc``, ``ewma``,
+            ``cusum`` and ``mosum``; empty or ``["none"]``: none).
         mmu_ha: minimum mapping unit of alerts in hectares.
         mask: raster of the region to monitor (e.g. a forest or mangrove map), warped onto the
             series grid; pixels outside are not monitored.
-        mask_values: values of ``mask`` that are monitored.
+        mask_values: values of ``mask`` that are monitored (None: 1).
         tile: tile size in pixels (memory ~ tile^2 x dates x bands x 4 bytes x 3).
         resume: continue an interrupted run into the same folder.
         overwrite: replace existing products.
@@ -289,6 +300,7 @@ def track_series(
         raise SeriesError(f"no date between monitor_start {start} and {end} (last date {d64[-1]})")
     if calibrate_on not in ("auto", "points", "history"):
         raise ConfigError(f"calibrate_on={calibrate_on!r}; pick auto, points or history")
+    monitors = _monitors(baselines)
     ref = None
     if reference is not None:
         ref = load_reference(reference, series.crs, series.transform, series.width, series.height)
@@ -307,7 +319,7 @@ def track_series(
         window,
         need,
         _mask_path(mask),
-        tuple(int(v) for v in mask_values),
+        tuple(int(v) for v in (mask_values or (1,))),
     )
     tiles = _tiles(series, tile)
     mon_idx = np.where(mon)[0]
@@ -386,7 +398,7 @@ def track_series(
         "need": need,
         "threshold": thr,
         "tile": tile,
-        "mask": [str(mask), list(mask_values)],
+        "mask": [str(mask), list(mask_values or (1,))],
     }
     key = _params_hash(params)
     state = partial / "state.json"
@@ -451,7 +463,7 @@ def track_series(
     files += [partial / "loss_by_period.csv", partial / "loss_by_period.png"]
     if ref is not None:
         metrics = _accuracy(
-            ref, pt_raw, setup, point_alerts, thr_history, cv, mon_idx, baselines or (), progress
+            ref, pt_raw, setup, point_alerts, thr_history, cv, mon_idx, monitors, progress
         )
         metrics.update(
             threshold=thr,
