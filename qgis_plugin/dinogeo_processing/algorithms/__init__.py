@@ -4,6 +4,14 @@ from .adapt import AdaptAlgorithm
 from .embed import EmbedAlgorithm
 from .fit import FitAlgorithm
 from .predict import PredictAlgorithm
+from .track import TrackAlgorithm
 from .validate import ValidateAlgorithm
 
-ALGORITHMS = [PredictAlgorithm, EmbedAlgorithm, FitAlgorithm, ValidateAlgorithm, AdaptAlgorithm]
+ALGORITHMS = [
+    PredictAlgorithm,
+    EmbedAlgorithm,
+    FitAlgorithm,
+    ValidateAlgorithm,
+    TrackAlgorithm,
+    AdaptAlgorithm,
+]

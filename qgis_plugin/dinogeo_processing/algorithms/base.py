@@ -87,14 +87,7 @@ class DinogeoAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, name))
-        path = layer.source().split("|")[0]
-        if layer.providerType() != "gdal" or not os.path.exists(path):
-            raise QgsProcessingException(
-                f"dinogeo reads raster files, and layer '{layer.name()}' is not one "
-                f"({layer.providerType()}: {layer.source()}). Fix: save it as a GeoTIFF "
-                "(right click > Export > Save As...) and use that file."
-            )
-        return path
+        return layer_file(layer)
 
     def vector_path(self, parameters, name, context, feedback):
         """A file dinogeo can read for a vector parameter, and its layer name.
@@ -119,6 +112,18 @@ class DinogeoAlgorithm(QgsProcessingAlgorithm):
             return
         details = QgsProcessingContext.LayerDetails(name, context.project(), output)
         context.addLayerToLoadOnCompletion(path, details)
+
+
+def layer_file(layer):
+    """The file behind a raster layer (dinogeo reads files, not QGIS layers)."""
+    path = layer.source().split("|")[0]
+    if layer.providerType() != "gdal" or not os.path.exists(path):
+        raise QgsProcessingException(
+            f"dinogeo reads raster files, and layer '{layer.name()}' is not one "
+            f"({layer.providerType()}: {layer.source()}). Fix: save it as a GeoTIFF "
+            "(right click > Export > Save As...) and use that file."
+        )
+    return path
 
 
 def temporary_path(name):

@@ -224,7 +224,15 @@ class FitAlgorithm(DinogeoAlgorithm):
             },
             "model": {
                 "class_path": "dinogeo.trainers.LandCoverTask",
-                "init_args": {"decoder": "dpt", "class_weights": "auto", "lr": 1.0e-3},
+                # a light DPT head with a full-resolution image branch (as the shipped
+                # land-cover configs): trains in minutes on a CPU from a few polygons
+                "init_args": {
+                    "decoder": "dpt",
+                    "features": 64,
+                    "image_skip": 16,
+                    "class_weights": "auto",
+                    "lr": 1.0e-3,
+                },
             },
             "data": {"class_path": "dinogeo.trainers.LabeledChipDataModule", "init_args": data},
         }
