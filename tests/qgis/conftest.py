@@ -49,7 +49,9 @@ class QGIS:
         done = subprocess.run(
             [QGIS_PROCESS, *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
-        assert done.returncode == 0, f"qgis_process {args[:2]} failed:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"qgis_process {args[:2]} failed:\n{done.stdout}\n{done.stderr}"
+        )
         return done
 
     def run_json(self, algorithm: str, params: dict[str, Any]) -> dict[str, Any]:

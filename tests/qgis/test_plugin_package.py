@@ -40,7 +40,7 @@ def test_zip_holds_the_plugin_with_metadata_icon_help_and_model(tmp_path):
         assert general.get(key), key
     assert general["hasProcessingProvider"] == "yes"
     assert f"dinogeo_processing/{general['icon']}" in names
-    for alg in ("predict", "embed", "fit", "validate", "adapt"):
+    for alg in ("predict", "embed", "fit", "validate", "track", "adapt"):
         assert f"dinogeo_processing/help/{alg}.html" in names
         assert f"dinogeo_processing/algorithms/{alg}.py" in names
     assert "dinogeo_processing/models/landcover_per_zone.model3" in names

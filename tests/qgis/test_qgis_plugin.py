@@ -18,7 +18,8 @@ from tests.qgis.conftest import NC_IMAGE, NC_POINTS, NC_POLYGONS, PLUGIN_PATH
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
-ALGORITHMS = {"predict", "embed", "fit", "validate", "adapt"}
+ALGORITHMS = {"predict", "embed", "fit", "validate", "track", "adapt"}
+MYANMAR = "sentinel1-disturbance-myanmar-ddl8s1ts"
 NC_CLASSES = ["agriculture", "developed", "forest", "herbaceous", "sediment", "shrubland", "water"]
 
 
@@ -183,3 +184,26 @@ def test_cancel_in_qgis_stops_dinogeo(qgis, tiny_backbone, shared_data, tmp_path
     alive = subprocess.run(["pgrep", "-f", str(tmp_path / "long_fit")], capture_output=True)
     assert alive.returncode == 1, f"dinogeo still runs after cancel: {alive.stdout!r}"
     assert any(t.startswith("fit step") for t in ran["texts"]), ran["texts"]
+
+
+def test_track_from_qgis_writes_styled_alerts(qgis, shared_data, tmp_path):
+    series = shared_data / MYANMAR
+    answer = qgis.run_json(
+        "dinogeo:track",
+        {
+            "INPUT": series / "S1_VV_VH_dBx100_85dates_2014-2018.tif",
+            "DATES_CSV": series / "S1_dates.csv",
+            "MONITOR_START": "2016-01-01",
+            "REFERENCE": series / "reference_points_dev.geojson",
+            "OUTPUT": tmp_path / "track",
+        },
+    )
+    results = answer["results"]
+    assert results["ALERT_COUNT"] > 0
+    seen = qgis.python("layers", results["CONFIDENCE"], results["ALERTS"])
+    assert seen["raster_renderer"] == "paletted"
+    assert [c["label"] for c in seen["raster_classes"]] == ["low", "high"]
+    assert seen["vector_features"] == results["ALERT_COUNT"]
+    assert {"first_date", "confidence", "area_ha"} <= set(seen["vector_fields"])
+    table = Path(results["ACCURACY"]).read_text().splitlines()
+    assert table[0].startswith("method,UA,PA,F1") and len(table) > 1

@@ -28,6 +28,7 @@ PRODUCTS = {
     "MAGNITUDE": "magnitude.tif",
     "ALERTS": "alerts.gpkg",
     "LOSS_BY_PERIOD": "loss_by_period.csv",
+    "ACCURACY": "accuracy.csv",
 }
 
 
@@ -93,6 +94,9 @@ class TrackAlgorithm(DinogeoAlgorithm):
         self.addOutput(QgsProcessingOutputRasterLayer("MAGNITUDE", self.tr("Magnitude")))
         self.addOutput(QgsProcessingOutputVectorLayer("ALERTS", self.tr("Alert polygons")))
         self.addOutput(QgsProcessingOutputFile("LOSS_BY_PERIOD", self.tr("Loss by period")))
+        self.addOutput(
+            QgsProcessingOutputFile("ACCURACY", self.tr("Accuracy table (with reference points)"))
+        )
         self.addOutput(QgsProcessingOutputNumber("ALERT_COUNT", self.tr("Number of alerts")))
 
     def processAlgorithm(self, parameters, context, feedback):
