@@ -51,13 +51,15 @@ def false_alarm_rates(
     Returns:
         (len(THRESHOLDS),) false-alarm share for every candidate threshold.
     """
-    from scipy.stats import binom
+    from math import comb
 
     s = loo[np.isfinite(loo)]
     if s.size == 0:
         return np.zeros(len(THRESHOLDS))
     p = np.array([(s > t).mean() for t in THRESHOLDS])
-    q = binom.sf(need - 1, window, p) if need > 0 else np.ones_like(p)
+    q = sum(
+        comb(window, j) * p**j * (1 - p) ** (window - j) for j in range(max(need, 0), window + 1)
+    )
     return 1.0 - (1.0 - p * q) ** max(monitored_obs, 1.0)
 
 

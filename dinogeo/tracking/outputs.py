@@ -5,8 +5,9 @@ the date of the first anomalous observation of an alert as an int32 ``YYYYMMDD``
 also its nodata so QGIS draws it transparent); ``confidence.tif`` is uint8 0 none, 1 low, 2 high,
 255 not monitored (nodata, or too few history observations); ``magnitude.tif`` is float32, the
 mean anomaly score of the alert (NaN none). ``alerts.gpkg`` has one polygon per connected region
-(4-connected) of one confidence level with ``first_date``, ``last_date``, ``confidence`` and
-``area_ha`` (computed in a local Lambert azimuthal equal-area CRS); regions smaller than the
+(4-connected) of one confidence level with ``first_date``, ``last_date``, ``confidence``,
+``area_ha`` (computed in a local Lambert azimuthal equal-area CRS), ``magnitude`` and the
+``lon``/``lat`` of a point inside it; regions smaller than the
 minimum mapping unit are dropped from the polygons and the rasters.
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "loss_by_period",
     "pixel_area_ha",
     "write_metrics",
+    "write_point_table",
     "write_raster",
     "write_styles",
 ]
@@ -155,6 +157,8 @@ def apply_mmu_and_polygons(
             geoms.append(polys[int(i)])
     cols = ["first_date", "last_date", "confidence", "confidence_level", "area_ha", "magnitude"]
     df = gpd.GeoDataFrame(rows if rows else {c: [] for c in cols}, geometry=geoms, crs=crs)
+    centre = df.geometry.representative_point().to_crs("EPSG:4326")
+    df["lon"], df["lat"] = centre.x.round(6), centre.y.round(6)
     df.to_file(gpkg, layer="alerts", driver="GPKG")
     write_layer_style(
         gpkg,
@@ -285,9 +289,20 @@ def loss_by_period(
     return rows
 
 
+def write_point_table(path: Path, table: dict[str, Any]) -> Path:
+    """Write the per-point table: reference date and every method's alert date (empty: none)."""
+    names = list(table)
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(names)
+        wr.writerows(zip(*(table[n] for n in names)))
+    return path
+
+
 def write_metrics(out: Path, metrics: dict[str, Any]) -> list[Path]:
     """Write ``metrics.json`` and the accuracy table (``accuracy.csv``, ``accuracy.md``)."""
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    shown = {k: v for k, v in metrics.items() if k != "per_point"}
+    (out / "metrics.json").write_text(json.dumps(shown, indent=2) + "\n")
     header = [
         "method",
         "UA",

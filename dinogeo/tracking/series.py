@@ -151,9 +151,46 @@ class TimeSeries:
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         rs = slice(r0 - int(window.row_off), r1 - int(window.row_off))
         cs = slice(c0 - int(window.col_off), c1 - int(window.col_off))
+        by_path: dict[tuple[Path, str | None], list[int]] = {}
         for t, layer in enumerate(self.layers):
-            out[t, :, rs, cs] = self._read_layer(layer, inner)
+            by_path.setdefault((layer.path, layer.group), []).append(t)
+        for ts in by_path.values():
+            if len(ts) == 1 or self.layers[ts[0]].group is not None:
+                for t in ts:
+                    out[t, :, rs, cs] = self._read_layer(self.layers[t], inner)
+            else:  # one multi-band file holds these dates: one read for all of them
+                block = self._read_bands(
+                    self.layers[ts[0]], [self.layers[t].bands for t in ts], inner
+                )
+                out[ts, :, rs, cs] = block
         return out
+
+    def _read_bands(
+        self, layer: DateLayer, bands: list[tuple[int, ...]], window: Window
+    ) -> np.ndarray:
+        """Read several dates stored as bands of one file: (T, C, h, w) physical units, NaN invalid."""
+        ds = self._dataset(layer)
+        flat = sorted({b for group in bands for b in group})
+        try:
+            data = ds.read(flat, window=window).astype(np.float32)
+            mask = ds.read_masks(flat, window=window) > 0
+        except rasterio.errors.RasterioIOError as err:
+            raise RasterReadError(f"{layer.path}: cannot read window {window} ({err})") from err
+        pos = {b: i for i, b in enumerate(flat)}
+        take = np.array([[pos[b] for b in group] for group in bands])
+        data, valid = data[take], mask[take].all(axis=1)
+        data, valid = self._scale(data, valid)
+        return data
+
+    def _scale(self, data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply nodata, NaN and scaling to (..., C, h, w) values with a (..., h, w) valid mask."""
+        nodata = self.sensor.nodata
+        if nodata is not None:
+            valid &= ~np.any(data == nodata, axis=-3)
+        valid &= np.all(np.isfinite(data), axis=-3)
+        data = data * np.float32(self.sensor.scale) + np.float32(self.sensor.offset)
+        np.copyto(data, np.nan, where=~valid[..., None, :, :])
+        return data, valid
 
     def _read_layer(self, layer: DateLayer, window: Window) -> np.ndarray:
         ds = self._dataset(layer)
@@ -168,14 +205,7 @@ class TimeSeries:
                 raise RasterReadError(f"{layer.path}: cannot read window {window} ({err})") from err
             data = data.astype(np.float32)
             valid = mask.min(axis=0) > 0
-        nodata = self.sensor.nodata
-        if nodata is not None:
-            valid &= ~np.any(data == nodata, axis=0)
-            if nodata == 0:
-                valid &= np.any(data != 0, axis=0)
-        valid &= np.all(np.isfinite(data), axis=0)
-        data = data * np.float32(self.sensor.scale) + np.float32(self.sensor.offset)
-        data[:, ~valid] = np.nan
+        data, _ = self._scale(data, valid)
         return data
 
     def index_of(self, date: dt.date | str) -> int:

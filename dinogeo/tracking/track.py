@@ -41,6 +41,8 @@ from dinogeo.tracking.statistic import ChangeStatistic, index_series
 
 __all__ = ["TrackResult", "track_series"]
 
+#: scores of calibration tiles kept for the main pass (bounded)
+_CACHE_BYTES = 64 * 2**20
 PRODUCTS = (
     "loss_date.tif",
     "confidence.tif",
@@ -340,9 +342,14 @@ def track_series(
     mon_samples: list[np.ndarray] = []
     pt_scores = np.full((len(mon_idx), len(ref) if ref is not None else 0), np.nan, np.float32)
     pt_raw = np.full((len(d64), len(series.sensor.bands), pt_scores.shape[1]), np.nan, np.float32)
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    cached_bytes = 0
     for k in tqdm(cal_ids, desc="track: calibrate", unit="tile", disable=not progress):
         win = tiles[k]
         scores, loo, monitored, raw = _tile_scores(setup, win)
+        if cached_bytes + scores.nbytes <= _CACHE_BYTES:  # reused by the main pass
+            cache[k] = (scores, monitored)
+            cached_bytes += scores.nbytes
         flat = np.where(monitored.ravel())[0]
         pick = rng.choice(flat, size=min(flat.size, 20000), replace=False) if flat.size else flat
         loo_samples.append(loo.reshape(loo.shape[0], -1)[:, pick])
@@ -418,7 +425,10 @@ def track_series(
             z = np.load(f)
             tl, tc, tm = z["loss"], z["conf"], z["mag"]
         else:
-            scores, _, monitored, _ = _tile_scores(setup, win)
+            if k in cache:
+                scores, monitored = cache.pop(k)
+            else:
+                scores, _, monitored, _ = _tile_scores(setup, win)
             a = sequential_alerts(scores[mon_idx], thr, window=window, need=need)
             tl = np.where(a.loss >= 0, yyyymmdd[np.maximum(a.loss, 0)], 0).astype(np.int32)
             tc = np.where(monitored, a.confidence, outputs.NOT_MONITORED).astype(np.uint8)
@@ -478,6 +488,9 @@ def track_series(
         if cv is not None:
             metrics["calibration"] = calibrate.summary(cv)
         files += outputs.write_metrics(partial, metrics)
+        files.append(
+            outputs.write_point_table(partial / "reference_points.csv", metrics.pop("per_point"))
+        )
     out.mkdir(parents=True, exist_ok=True)
     final = []
     for f in files:
@@ -516,7 +529,7 @@ def _accuracy(
 ) -> dict[str, Any]:
     """Accuracy of dinogeo and every nrt monitor on the same points, by the same code."""
     days = s.series.dates64[mon_idx]
-    methods: dict[str, Any] = {}
+    alerts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     grid = [float(t) for t in calibrate.THRESHOLDS]
     if cv is not None:  # out-of-fold: each point predicted with the threshold of its fold
         det = np.zeros(len(ref), bool)
@@ -526,25 +539,30 @@ def _accuracy(
             a = point_alerts[int(i)]
             det[sel] = (a.confidence == HIGH)[sel]
             when[sel] = _alert_dates(a, days)[sel]
-        methods["dinogeo (cross-validated)"] = score_alerts(ref, det, when)
-    ih = grid.index(thr_history) if thr_history in grid else None
-    if ih is not None:
-        a = point_alerts[ih]
-        methods["dinogeo (history threshold)"] = score_alerts(
-            ref, a.confidence == HIGH, _alert_dates(a, days)
-        )
+        alerts["dinogeo (cross-validated)"] = (det, when)
+    if thr_history in grid:
+        a = point_alerts[grid.index(thr_history)]
+        alerts["dinogeo (history threshold)"] = (a.confidence == HIGH, _alert_dates(a, days))
     # nrt on the raw (unsmoothed) series at the points
     idx = baseline_indices(raw, s.series.sensor)
     jobs = [(m, k) for m in monitors for k in idx]
     for m, k in tqdm(jobs, desc="track: nrt baselines", unit="monitor", disable=not progress):
-        det, when = run_monitor(m, idx[k], s.series.dates64, s.hist, s.mon)
-        methods[f"nrt {m.upper() if m != 'mosum' else 'MoSum'} ({k})".replace("CUSUM", "CuSum")] = (
-            score_alerts(ref, det, when)
-        )
+        name = {"ccdc": "CCDC", "ewma": "EWMA", "cusum": "CuSum", "mosum": "MoSum"}[m]
+        alerts[f"nrt {name} ({k})"] = run_monitor(m, idx[k], s.series.dates64, s.hist, s.mon)
+    methods = {name: score_alerts(ref, det, when) for name, (det, when) in alerts.items()}
+    table: dict[str, Any] = {
+        "row": ref.rows,
+        "col": ref.cols,
+        "disturbed": ref.disturbed,
+        "reference_date": [str(d) if not np.isnat(d) else "" for d in ref.dates],
+    }
+    for name, (det, when) in alerts.items():
+        table[f"{name} alert date"] = [str(w) if d else "" for d, w in zip(det, when)]
     best = max(
         (n for n in methods if n.startswith("nrt")), key=lambda n: methods[n]["f1"], default=None
     )
     out: dict[str, Any] = {
+        "per_point": table,
         "methods": methods,
         "points": len(ref),
         "disturbed": int(ref.disturbed.sum()),

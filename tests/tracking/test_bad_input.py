@@ -110,6 +110,7 @@ def test_resume_keeps_finished_tiles(tmp_path, monkeypatch):
         return real(setup, win)
 
     monkeypatch.setattr(track_mod, "_tile_scores", failing)
+    monkeypatch.setattr(track_mod, "_CACHE_BYTES", 0)  # every tile is read again by the main pass
     kw = dict(monitor_start="2017-06-01", min_history=3, tile=64, threshold=3.0)
     with pytest.raises(KeyboardInterrupt):
         _run(files, out, **kw)

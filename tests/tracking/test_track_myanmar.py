@@ -49,6 +49,7 @@ def test_products(myanmar_run):
     assert len(alerts) == myanmar_run.alerts > 0
     assert set(alerts.confidence) <= {"low", "high"}
     assert (alerts.first_date <= alerts.last_date).all()
+    assert alerts.lat.between(19.3, 19.45).all() and alerts.lon.between(95.9, 96.0).all()
     # every alert pixel is in a polygon: 30 m pixels are 0.09 ha (UTM is near equal-area here)
     assert abs(alerts.area_ha.sum() - alerted.sum() * 0.09) / (alerted.sum() * 0.09) < 0.01
     styles = sqlite3.connect(out / "alerts.gpkg").execute("SELECT f_table_name FROM layer_styles").fetchall()
@@ -74,3 +75,9 @@ def test_accuracy_against_nrt(myanmar_run):
     assert dino["lag_days"]["median"] <= best["lag_days"]["median"]
     assert crit["met"] is True
     assert len(m["calibration"]["fold_thresholds"]) == 5
+    import pandas as pd
+
+    table = pd.read_csv(myanmar_run.output / "reference_points.csv", keep_default_na=False)
+    assert len(table) == 150 and table.disturbed.sum() == 75
+    hits = (table["nrt MoSum (VH) alert date"] != "") & table.disturbed
+    assert hits.sum() == methods["nrt MoSum (VH)"]["confusion"]["tp"]
