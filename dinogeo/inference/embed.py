@@ -119,20 +119,28 @@ def _pca_paths(features: Path) -> tuple[Path, Path]:
 
 
 def _pca_pictures(
-    features: Path, samples: np.ndarray, crs: Any, transform: Affine, shape: tuple[int, int, int],
+    features: Path, samples: np.ndarray, crs: Any, transform: Affine, shape: tuple[int, int],
     overwrite: bool,
 ) -> tuple[Path, Path]:  # fmt: skip
+    """RGB picture of the first 3 principal components on the patch grid cut to ``shape``."""
     mean, comps, limits = fit_pca(samples)
     tif, png = _pca_paths(features)
-    layout = BandLayout("uint8", 0, ["pca1", "pca2", "pca3"], [], [], resampling="average")
+    layout = BandLayout(
+        "uint8", 0, ["pca1", "pca2", "pca3"], [], [], resampling="average",
+        colorinterp=["Red", "Green", "Blue"],
+    )  # fmt: skip
     rows = 256
+    height, width = shape
     writer = StripWriter(
-        tif, crs=crs, transform=transform, width=shape[2], height=shape[1], strip_rows=rows,
+        tif, crs=crs, transform=transform, width=width, height=height, strip_rows=rows,
         layout=layout, params={"pca": features.name}, overwrite=overwrite,
     )  # fmt: skip
     span = np.maximum(limits[1] - limits[0], 1e-12)
     try:
-        for r0, block in _read_strips(features, rows):
+        for r0, full in _read_strips(features, rows):
+            if r0 >= height:
+                break
+            block = full[:, : height - r0, :width]
             d, h, w = block.shape
             flat = block.reshape(d, -1).T
             valid = ~np.isnan(flat).any(axis=1)
@@ -289,8 +297,10 @@ def embed_raster(
         raise
     pca_tif = pca_png = None
     if pca:
+        # whole patches only, so the picture never reaches past the source (at least one patch)
+        inside = (max(1, source.height // p), max(1, source.width // p))
         pca_tif, pca_png = _pca_pictures(
-            dst, np.concatenate(samples), source.crs, transform, (dim, rows, cols), overwrite
+            dst, np.concatenate(samples), source.crs, transform, inside, overwrite
         )
     result = EmbedResult(dst, pca_tif, pca_png, (dim, rows, cols), time.perf_counter() - t0)
     if progress:

@@ -40,6 +40,7 @@ from dinogeo.inference.qgis import (
 )
 from dinogeo.inference.stream import StreamSpec, stream_strips
 from dinogeo.inference.tiling import TileGrid, shard_strips
+from dinogeo.inference.vectorize import MIN_MAPPING_UNIT, vectorize_classes
 from dinogeo.inference.writer import StripWriter, check_output_path, gdal_cache, write_vrt
 from dinogeo.models.task_card import TaskCard
 
@@ -318,12 +319,17 @@ def _run(
     vectorize: bool | None,
     mosaic: bool,
     strip_rows: int,
+    min_mapping_unit: int,
 ) -> PredictResult:
     t0 = time.perf_counter()
     bundle = load_model(model, device)
     task = bundle.task
     patch = int(getattr(bundle.card, "patch_size", 1) or 1)
     _validate(tile, overlap, batch_size, workers, patch)
+    if min_mapping_unit < 1:
+        raise ConfigError(
+            f"min_mapping_unit must be at least 1 pixel (1 keeps every region), got {min_mapping_unit}"
+        )
     n_dates = 2 if task.kind == "change" else 1
     if any(len(p) != n_dates for p in inputs):
         raise ConfigError(
@@ -372,10 +378,14 @@ def _run(
             result.styles += write_styles(out, spec, stats, pixels=ref.width * ref.height)
             all_stats.append(stats)
             if do_vectors and task.is_classification:
-                from dinogeo.inference.vectorize import vectorize_classes
-
                 result.vectors.append(
-                    vectorize_classes(out, task, out.with_suffix(".gpkg"), overwrite=True)
+                    vectorize_classes(
+                        out,
+                        task,
+                        out.with_suffix(".gpkg"),
+                        overwrite=True,
+                        min_mapping_unit=min_mapping_unit,
+                    )
                 )
     if mosaic and rank == 0 and result.outputs:
         vrt = result.outputs[0].parent / f"{task.name}_mosaic.vrt"
@@ -409,6 +419,7 @@ def predict_raster(
     vectorize: bool | None = None,
     mosaic: bool = False,
     strip_rows: int = 512,
+    min_mapping_unit: int = MIN_MAPPING_UNIT,
 ) -> PredictResult:
     """Predict rasters with a model bundle into styled COGs, streaming in constant memory.
 
@@ -431,6 +442,9 @@ def predict_raster(
             for segmentation and change tasks).
         mosaic: also write ``<task>_mosaic.vrt`` over the outputs.
         strip_rows: output rows per strip, the unit of writing and resuming.
+        min_mapping_unit: smallest polygon of the GeoPackage, in pixels: smaller regions are
+            merged into their largest neighbour (GDAL sieve); 1 keeps every region. The raster
+            keeps the per-pixel classes.
 
     Returns:
         A :class:`PredictResult` with the paths written and the throughput.
@@ -443,6 +457,7 @@ def predict_raster(
         model, paths, dst, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
         workers=workers, probabilities=probabilities, confidence=confidence, overwrite=overwrite,
         resume=resume, progress=progress, vectorize=vectorize, mosaic=mosaic, strip_rows=strip_rows,
+        min_mapping_unit=min_mapping_unit,
     )  # fmt: skip
 
 
@@ -472,6 +487,7 @@ def predict_change(
         "tile": 512, "overlap": 64, "batch_size": 8, "device": "cpu", "workers": 2,
         "probabilities": False, "confidence": False, "overwrite": False, "resume": False,
         "progress": True, "vectorize": None, "mosaic": False, "strip_rows": 512,
+        "min_mapping_unit": MIN_MAPPING_UNIT,
     }  # fmt: skip
     unknown = set(kwargs) - set(opts)
     if unknown:

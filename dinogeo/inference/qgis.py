@@ -1,7 +1,11 @@
 """QGIS-ready sidecars: ``.qml`` styles, GDAL ``.aux.xml`` (PAM) and GeoPackage ``layer_styles``.
 
 * Classes (segmentation, change): a paletted raster style with the task card's class names and
-  colours, a palette embedded in the COG itself, and category names in the ``.aux.xml``.
+  colours, a palette embedded in the COG itself and, in the ``.aux.xml`` (GDAL's place for what a
+  TIFF cannot hold), category names, a colour table whose unused entries are transparent (a TIFF
+  palette has no alpha and always 256 entries; GDAL >= 3.6 prefers the ``.aux.xml`` one) and a
+  thematic raster attribute table (value, class name, colour, pixel count), so the ``.tif``
+  shows class names and only the task's classes without its ``.qml``.
 * Regression (heights): a pseudocolour ramp in task units between ``valid_range`` (or the data's
   minimum and maximum).
 * Polygons: a categorized fill style stored as the default in the GeoPackage's ``layer_styles``
@@ -36,6 +40,7 @@ __all__ = [
     "layout_for",
     "merge_output_stats",
     "merge_stats",
+    "point_qml",
     "raster_qml",
     "strip_stats",
     "vector_qml",
@@ -45,6 +50,8 @@ __all__ = [
 ]
 
 QGIS_VERSION = "3.34.0"
+#: SQLite expression of the current UTC time in ISO 8601 (what GeoPackage DATETIME columns hold)
+_ISO_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 _RAMP = ["#ffffcc", "#c2e699", "#78c679", "#31a354", "#006837"]
 
 
@@ -266,15 +273,55 @@ def _ramp_range(spec: OutputSpec, stats: dict[str, Any]) -> tuple[float, float]:
     return lo, hi
 
 
+#: GDAL raster attribute table field types and usages (gdal.h GDALRATFieldType / GDALRATFieldUsage)
+_RAT_INTEGER, _RAT_STRING = 0, 2
+_GFU_GENERIC, _GFU_PIXEL_COUNT, _GFU_NAME, _GFU_MIN_MAX = 0, 1, 2, 5
+_GFU_RED, _GFU_GREEN, _GFU_BLUE, _GFU_ALPHA = 6, 7, 8, 9
+
+
+def _class_tables(band: ET.Element, spec: OutputSpec, stats: dict[str, Any]) -> None:
+    """Category names, a colour table (unused entries transparent) and a thematic RAT."""
+    classes = spec.task.classes
+    names = {c.value: c.name for c in classes}
+    top = max(names)
+    cats = ET.SubElement(band, "CategoryNames")
+    for v in range(top + 1):
+        ET.SubElement(cats, "Category").text = names.get(v, "")
+    if spec.dtype == "uint8":
+        ET.SubElement(band, "ColorInterp").text = "Palette"
+        table = ET.SubElement(band, "ColorTable")
+        colors = {c.value: _rgba(c.color) for c in classes}
+        for v in range(top + 1):
+            r, g, b, a = colors.get(v, (0, 0, 0, 0))
+            ET.SubElement(table, "Entry", c1=str(r), c2=str(g), c3=str(b), c4=str(a))
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    fields = [
+        ("Value", _RAT_INTEGER, _GFU_MIN_MAX),
+        ("Class", _RAT_STRING, _GFU_NAME),
+        ("Red", _RAT_INTEGER, _GFU_RED),
+        ("Green", _RAT_INTEGER, _GFU_GREEN),
+        ("Blue", _RAT_INTEGER, _GFU_BLUE),
+        ("Alpha", _RAT_INTEGER, _GFU_ALPHA),
+        ("Count", _RAT_INTEGER, _GFU_PIXEL_COUNT),
+    ]
+    for i, (name, kind, usage) in enumerate(fields):
+        defn = ET.SubElement(rat, "FieldDefn", index=str(i))
+        ET.SubElement(defn, "Name").text = name
+        ET.SubElement(defn, "Type").text = str(kind)
+        ET.SubElement(defn, "Usage").text = str(usage)
+    hist = {int(k): int(v) for k, v in (stats.get("hist") or {}).items()}
+    for i, c in enumerate(classes):
+        row = ET.SubElement(rat, "Row", index=str(i))
+        for value in (c.value, c.name, *_rgba(c.color), hist.get(c.value, 0)):
+            ET.SubElement(row, "F").text = str(value)
+
+
 def _aux_xml(spec: OutputSpec, stats: dict[str, Any], pixels: int | None) -> str:
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
     ET.SubElement(band, "Description").text = spec.descriptions[0]
     if spec.task.is_classification:
-        cats = ET.SubElement(band, "CategoryNames")
-        names = {c.value: c.name for c in spec.task.classes}
-        for v in range(max(names) + 1):
-            ET.SubElement(cats, "Category").text = names.get(v, "")
+        _class_tables(band, spec, stats)
     if stats.get("count"):
         md = ET.SubElement(band, "Metadata")
         items = {
@@ -360,6 +407,50 @@ def vector_qml(task: TaskCard, field: str = "class_name") -> str:
     return _xml(root)
 
 
+def _marker(parent: ET.Element, name: str, color: str) -> None:
+    sym = ET.SubElement(
+        parent, "symbol", type="marker", name=name, alpha="1", clip_to_extent="1", force_rhr="0"
+    )
+    layer = ET.SubElement(
+        sym, "layer", attrib={"class": "SimpleMarker", "enabled": "1", "locked": "0", "pass": "0"}
+    )
+    opts = ET.SubElement(layer, "Option", type="Map")
+    r, g, b, a = _rgba(color)
+    for key, value in (
+        ("color", f"{r},{g},{b},{a}"),
+        ("name", "circle"),
+        ("outline_color", "35,35,35,255"),
+        ("outline_width", "0.1"),
+        ("outline_width_unit", "MM"),
+        ("size", "2"),
+        ("size_unit", "MM"),
+    ):
+        ET.SubElement(opts, "Option", type="QString", name=key, value=value)
+
+
+def point_qml(field: str | None, categories: list[tuple[str, str, str]]) -> str:
+    """Return a point style: categorized on ``field`` or, without one, a single grey marker.
+
+    Args:
+        field: the attribute to categorise on, or None.
+        categories: ``(value, label, "#rrggbb")`` per category.
+    """
+    root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="Symbology")
+    if field is None:
+        rend = ET.SubElement(root, "renderer-v2", type="singleSymbol", symbollevels="0")
+        _marker(ET.SubElement(rend, "symbols"), "0", "#808080")
+        return _xml(root)
+    rend = ET.SubElement(
+        root, "renderer-v2", type="categorizedSymbol", attr=field, symbollevels="0"
+    )
+    cats = ET.SubElement(rend, "categories")
+    syms = ET.SubElement(rend, "symbols")
+    for i, (value, label, color) in enumerate(categories):
+        ET.SubElement(cats, "category", value=value, symbol=str(i), label=label, render="true")
+        _marker(syms, str(i), color)
+    return _xml(root)
+
+
 def vector_sld(task: TaskCard, layer: str, field: str = "class_name") -> str:
     """Return an OGC SLD 1.1 with one rule per class (used by tools other than QGIS)."""
     ns = {
@@ -409,18 +500,17 @@ def write_layer_style(
             "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
             "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
             "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), "
-            "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
+            f"update_time DATETIME DEFAULT ({_ISO_NOW}))"
         )
         con.execute(
             "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, description, "
-            "last_change) VALUES ('layer_styles', 'attributes', 'layer_styles', '', "
-            "strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+            f"last_change) VALUES ('layer_styles', 'attributes', 'layer_styles', '', {_ISO_NOW})"
         )
         con.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
         con.execute(
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
             "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, owner, "
-            "ui) VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', '')",
+            f"ui, update_time) VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', '', {_ISO_NOW})",
             (layer, geometry_column, layer, qml, sld, "dinogeo default style"),
         )
         con.commit()

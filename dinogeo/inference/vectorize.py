@@ -7,6 +7,13 @@ finished regions are written out as soon as they cannot grow any more: memory is
 regions crossing the current strip boundary, not by the raster size. Each feature carries the class
 value, the class name and its area in hectares computed in a local Lambert azimuthal equal-area CRS.
 The layer's default QGIS style goes into the GeoPackage's ``layer_styles`` table.
+
+A minimum mapping unit (``min_mapping_unit`` pixels) merges every smaller region into its largest
+neighbour before polygonising (GDAL's sieve, 4-connected; regions touching only nodata stay). Each
+strip is sieved with a halo of ``min_mapping_unit`` rows above and below: a region smaller than
+that spans fewer rows, so it is seen whole, and a larger region cut by the halo still counts as
+large, so memory stays bounded by the strip. Only the polygons are sieved; the raster keeps the
+model's per-pixel classes.
 """
 
 from __future__ import annotations
@@ -21,28 +28,46 @@ import pyogrio
 import rasterio
 import shapely
 from affine import Affine
-from rasterio.features import shapes
+from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
+from dinogeo.errors import ConfigError
 from dinogeo.inference.qgis import equal_area_crs, vector_qml, vector_sld, write_layer_style
 from dinogeo.inference.writer import check_output_path
 from dinogeo.models.task_card import TaskCard
 
-__all__ = ["vectorize_classes"]
+__all__ = ["MIN_MAPPING_UNIT", "vectorize_classes"]
 
 
 def _parts(geom: shapely.Geometry) -> list[shapely.Geometry]:
     return [g for g in shapely.get_parts(geom) if not g.is_empty]
 
 
+#: default minimum mapping unit of class polygons, in pixels (1: keep every region)
+MIN_MAPPING_UNIT = 4
+
+
+def _read_strip(
+    ds: rasterio.io.DatasetReader, r0: int, r1: int, nodata: float | None, min_pixels: int
+) -> np.ndarray:
+    """Rows ``r0:r1`` of band 1, sieved to ``min_pixels`` with a halo of as many rows."""
+    if min_pixels <= 1:
+        return np.asarray(ds.read(1, window=Window(0, r0, ds.width, r1 - r0)))
+    a0, a1 = max(0, r0 - min_pixels), min(ds.height, r1 + min_pixels)
+    data = ds.read(1, window=Window(0, a0, ds.width, a1 - a0))
+    mask = data != nodata if nodata is not None else None
+    out = sieve(data, min_pixels, mask=mask, connectivity=4)
+    return np.asarray(out[r0 - a0 : r1 - a0])
+
+
 def _regions(
-    ds: rasterio.io.DatasetReader, nodata: float | None, strip_rows: int
+    ds: rasterio.io.DatasetReader, nodata: float | None, strip_rows: int, min_pixels: int = 1
 ) -> Iterator[tuple[int, shapely.Geometry]]:
     """Yield ``(class value, polygon in pixel coordinates)`` for every whole connected region."""
     pending: dict[int, list[shapely.Geometry]] = {}
     for r0 in range(0, ds.height, strip_rows):
         r1 = min(ds.height, r0 + strip_rows)
-        data = ds.read(1, window=Window(0, r0, ds.width, r1 - r0))
+        data = _read_strip(ds, r0, r1, nodata, min_pixels)
         mask = data != nodata if nodata is not None else None
         new: dict[int, list[shapely.Geometry]] = {}
         for geom, value in shapes(data, mask=mask, transform=Affine.translation(0, r0)):
@@ -74,6 +99,7 @@ def vectorize_classes(
     overwrite: bool = False,
     strip_rows: int = 512,
     chunk: int = 5000,
+    min_mapping_unit: int = MIN_MAPPING_UNIT,
 ) -> Path:
     """Polygonise a class raster into a styled GeoPackage.
 
@@ -85,10 +111,19 @@ def vectorize_classes(
         overwrite: replace an existing ``dst``.
         strip_rows: rows read at a time.
         chunk: features written per batch.
+        min_mapping_unit: smallest region in pixels; smaller ones are merged into their largest
+            neighbour (1 keeps every region).
 
     Returns:
         ``dst``.
+
+    Raises:
+        ConfigError: ``min_mapping_unit`` below 1.
     """
+    if min_mapping_unit < 1:
+        raise ConfigError(
+            f"min_mapping_unit must be at least 1 pixel (1 keeps every region), got {min_mapping_unit}"
+        )
     dst = Path(dst)
     check_output_path(dst, overwrite=overwrite)
     layer = layer or Path(raster).stem
@@ -128,7 +163,7 @@ def vectorize_classes(
                 written += len(gdf) or 1
                 batch.clear()
 
-            for item in _regions(ds, ds.nodata, strip_rows):
+            for item in _regions(ds, ds.nodata, strip_rows, int(min_mapping_unit)):
                 batch.append(item)
                 if len(batch) >= chunk:
                     flush()

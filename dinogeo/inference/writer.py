@@ -71,6 +71,8 @@ class BandLayout:
         colormap: ``{value: (r, g, b, a)}`` palette of band 1, or None.
         categories: ``{value: name}`` category names of band 1, or None.
         resampling: overview resampling (``"nearest"``, ``"mode"``, ``"average"``).
+        colorinterp: GDAL colour interpretation per band (``"Red"``, ``"Green"``, ``"Blue"``...),
+            or None (undefined; a palette makes band 1 ``"Palette"``).
     """
 
     dtype: str
@@ -81,6 +83,7 @@ class BandLayout:
     colormap: dict[int, tuple[int, int, int, int]] | None = None
     categories: dict[int, str] | None = None
     resampling: str = "nearest"
+    colorinterp: list[str] | None = None
 
     @property
     def count(self) -> int:
@@ -212,6 +215,8 @@ def write_vrt(
             cats = ET.SubElement(band, "CategoryNames")
             for v in range(max(layout.categories) + 1):
                 ET.SubElement(cats, "Category").text = layout.categories.get(v, "")
+        if layout.colorinterp and not (b == 0 and layout.colormap):
+            ET.SubElement(band, "ColorInterp").text = layout.colorinterp[b]
         if b == 0 and layout.colormap:
             ET.SubElement(band, "ColorInterp").text = "Palette"
             table = ET.SubElement(band, "ColorTable")

@@ -108,7 +108,10 @@ class ModelBundle:
             self.model.to(device)
         self.model.eval()
         inputs = [x.to(dtype=first.dtype) for x in images]
-        out = self.model(*inputs)
+        return self.finish_output(self.model(*inputs))
+
+    def finish_output(self, out: Tensor) -> Tensor:
+        """The model's raw output in task terms: class probabilities, or values clipped to range."""
         if self.task.is_classification:
             return out.float().softmax(dim=1)
         out = out.float()

@@ -8,15 +8,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from rasterio.windows import transform as window_transform
 from tqdm import tqdm
 
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
 from dinogeo.labels.independence import check_independent
 from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
+from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.bundle import ModelBundle, load_bundle
+from dinogeo.models.task_card import TaskCard
 from dinogeo.trainers.datamodule import ChipDataset, open_labels, select_chips
 from dinogeo.trainers.imagery import ImageReader
 from dinogeo.trainers.metrics import TaskMetrics
+from dinogeo.trainers.validation_report import ValidationSamples, check_report, write_report
 
 __all__ = ["evaluate_bundle"]
 
@@ -38,6 +42,9 @@ def evaluate_bundle(
     chip_size: int = 256,
     batch_size: int = 4,
     progress: bool = True,
+    report_dir: str | Path | None = None,
+    max_points: int = 100_000,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Predict every labelled chip of an image and compute the task's metrics.
 
@@ -58,6 +65,11 @@ def evaluate_bundle(
         chip_size: prediction window side in pixels.
         batch_size: windows per forward pass.
         progress: show a progress bar.
+        report_dir: also write there ``metrics.json``, the error matrix and per-class user's/
+            producer's accuracy as CSV, and the labelled pixels with reference and predicted class
+            as a styled GeoPackage layer (see :mod:`dinogeo.trainers.validation_report`).
+        max_points: most points in that layer (a seeded subset beyond; tables count every pixel).
+        overwrite: replace existing report files.
 
     Returns:
         ``{metric: value}`` (see :class:`~dinogeo.trainers.metrics.TaskMetrics`).
@@ -66,6 +78,7 @@ def evaluate_bundle(
         ConfigError: a change bundle without ``image2`` (or the reverse).
         NoValidDataError: no labelled pixel over valid imagery.
     """
+    bundle_path = None if isinstance(bundle, ModelBundle) else bundle
     if not isinstance(bundle, ModelBundle):
         bundle = load_bundle(bundle)
     if (bundle.num_inputs == 2) != (image2 is not None):
@@ -112,8 +125,11 @@ def evaluate_bundle(
             f"{labels}: no labelled pixel lies on valid pixels of {image}; check that the labels "
             "cover the imagery and that the imagery is not nodata there"
         )
+    if report_dir is not None:
+        check_report(report_dir, overwrite=overwrite)
     data = ChipDataset([reader], [lab], chips)
     metrics = TaskMetrics(bundle.task)
+    samples: list[ValidationSamples] = []
     device = next(bundle.model.parameters()).device
     starts = range(0, len(data), batch_size)
     for start in tqdm(starts, desc="validate", unit="batch", disable=not progress):
@@ -122,11 +138,50 @@ def evaluate_bundle(
         names = ("image1", "image2") if bundle.num_inputs == 2 else ("image",)
         output = bundle.predict_batch(*(batch[k].to(device) for k in names))
         metrics.update(output.cpu(), batch["mask"])
+        if report_dir is not None:
+            batch_chips = chips[start : start + len(items)]
+            samples += _samples(output.cpu(), batch["mask"], batch_chips, first, bundle.task)
     result = metrics.compute()
     if not result:
         raise NoValidDataError(f"{labels}: no labelled pixel over valid imagery of {image}")
     result["chips"] = float(len(chips))
-    return {k: float(v) if np.isfinite(v) else float("nan") for k, v in result.items()}
+    final = {k: float(v) if np.isfinite(v) else float("nan") for k, v in result.items()}
+    if report_dir is not None:
+        info = {"model": str(bundle_path or ""), "image": str(image), "labels": str(source)}
+        write_report(
+            report_dir, bundle.task, final, ValidationSamples.concat(samples), first.crs,
+            info=info, max_points=max_points, overwrite=overwrite,
+        )  # fmt: skip
+    return final
+
+
+def _samples(
+    output: torch.Tensor,
+    mask: torch.Tensor,
+    chips: list[Any],
+    reader: ImageReader,
+    task: TaskCard,
+) -> list[ValidationSamples]:
+    """The labelled pixels of a batch of chips: centres, reference and prediction."""
+    out = []
+    pred = output.argmax(dim=1) if task.is_classification else output[:, 0]
+    for i, chip in enumerate(chips):
+        ref = mask[i].numpy()
+        keep = ref != IGNORE_INDEX if task.is_classification else np.isfinite(ref)
+        if not keep.any():
+            continue
+        rows, cols = np.nonzero(keep)
+        t = window_transform(chip.window, reader.transform)
+        xs, ys = t @ (cols + 0.5, rows + 0.5)
+        out.append(
+            ValidationSamples(
+                np.asarray(xs, dtype=np.float64),
+                np.asarray(ys, dtype=np.float64),
+                ref[keep],
+                pred[i].numpy()[keep],
+            )
+        )
+    return out
 
 
 def _training_sources(config: dict[str, Any]) -> list[LabelSource]:

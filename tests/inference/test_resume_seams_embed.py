@@ -231,11 +231,18 @@ def test_embed_cli_writes_georeferenced_features_and_pca(shared_data, tmp_path):
     with rasterio.open(tmp_path / "emb_pca.tif") as ds:
         assert ds.count == 3 and ds.dtypes[0] == "uint8" and ds.crs == src.crs
         assert ds.transform.almost_equals(feats.transform)
+        # whole patches only: the picture's extent stays inside the source's
+        assert (ds.height, ds.width) == (src.height // 16, src.width // 16)
+        b, s = ds.bounds, src.bounds
+        assert b.left >= s.left and b.right <= s.right and b.bottom >= s.bottom and b.top <= s.top
+        assert s.right - b.right < 16 * src.transform.a and b.bottom - s.bottom < 16 * src.transform.a
+        assert [c.name for c in ds.colorinterp] == ["red", "green", "blue"]
         rgb = ds.read()
+    ok = ok[: src.height // 16, : src.width // 16]
     assert (rgb[:, ok] > 0).all() and (rgb[:, ~ok] == 0).all()
     assert rgb[:, ok].std() > 20, "PCA spreads the colours"
     with rasterio.open(tmp_path / "emb_pca.png") as png:
-        assert png.count == 3 and png.width == feats.width
+        assert png.count == 3 and png.width == src.width // 16
     assert main(args) == 1, "outputs are not overwritten"
     tif = tmp_path / "emb.tif"
     args_tif = [
