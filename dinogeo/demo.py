@@ -161,8 +161,17 @@ def run_demo(
     lap("fit")
 
     result.metrics = evaluate_bundle(
-        bundle, scene, points, label_field="label", chip_size=128, progress=progress
+        bundle,
+        scene,
+        points,
+        label_field="label",
+        chip_size=128,
+        progress=progress,
+        report_dir=out / "validation",
+        overwrite=True,
     )
+    for name in ("error_matrix.csv", "class_accuracy.csv", "validation_points.gpkg"):
+        result.files[name.split(".")[0]] = out / "validation" / name
     result.baseline = pixel_baseline(
         scene, polygons, points, task="land_cover_nc1996", sensor="landsat7_etm", field="label"
     )

@@ -33,6 +33,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert 0.0 <= metrics[side]["miou"] <= 1.0
         assert metrics[side]["pixels"] > 500  # most of the 1000 points fall on valid pixels
 
+    # the accuracy tables and the points layer QGIS users expect
+    table = (out / "validation" / "class_accuracy.csv").read_text().splitlines()
+    assert table[0].startswith("class_value,class_name") and len(table) == 8
+    with sqlite3.connect(out / "validation" / "validation_points.gpkg") as db:
+        n = db.execute("select count(*) from validation_points").fetchone()[0]
+    assert n == metrics["head"]["pixels"]
+
     names = {el.get("label") for el in ET.parse(out / "nc_landcover.qml").iter("paletteEntry")}
     assert {"forest", "water", "developed"} <= {n.lower() for n in names if n}
     with sqlite3.connect(out / "nc_landcover.gpkg") as db:

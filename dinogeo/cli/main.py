@@ -75,7 +75,7 @@ register_command(
     "validate",
     "dinogeo.trainers.evaluate:evaluate_bundle",
     help="report metrics of a model bundle on labelled data",
-    aliases={"bundle": ("--model",)},
+    aliases={"bundle": ("--model",), "report_dir": ("--report",)},
     switches=_QUIET,
     run="dinogeo.cli.validate:run",
 )
@@ -87,6 +87,14 @@ register_command(
     aliases={"dst": _OUTPUT},
     switches=_QUIET,
     run="dinogeo.cli.predict:run",
+)
+register_command(
+    "export",
+    "dinogeo.models.onnx_export:export_onnx",
+    help="a model bundle as ONNX with Deepness metadata (QGIS), checked with onnxruntime",
+    positional=("bundle",),
+    aliases={"dst": _OUTPUT},
+    run="dinogeo.cli.export:run",
 )
 register_command(
     "embed",

@@ -41,7 +41,7 @@ from dinogeo import __version__
 from dinogeo.errors import ConfigError, OutputExistsError, SensorError
 from dinogeo.models.bundle import ModelBundle, load_bundle
 
-__all__ = ["OPSET", "OnnxExport", "deepness_metadata", "export_onnx", "run_onnx"]
+__all__ = ["OPSET", "OnnxExport", "deepness_metadata", "export_onnx", "read_check_tile", "run_onnx"]
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)
 OPSET = 18
@@ -177,6 +177,30 @@ def _require_onnx() -> None:
         ) from err
 
 
+def read_check_tile(path: str | Path, bundle: ModelBundle, tile: int) -> np.ndarray:
+    """The central ``tile`` x ``tile`` window of a raster, normalised for the bundle: (1, C, t, t).
+
+    Nodata pixels become 0 (the mean); a change bundle gets the tile as both dates.
+
+    Raises:
+        ConfigError: the raster is smaller than the tile.
+    """
+    from rasterio.windows import Window
+
+    from dinogeo.data.card_imagery import CardImage
+
+    image = CardImage(Path(path), bundle.card)
+    if image.width < tile or image.height < tile:
+        raise ConfigError(
+            f"{path} ({image.width} x {image.height} px) is smaller than the tile ({tile}): "
+            "choose a smaller tile or another check image"
+        )
+    window = Window((image.width - tile) // 2, (image.height - tile) // 2, tile, tile)
+    data, valid = image.read_normalized(window)
+    data = np.where(valid[None], np.nan_to_num(data), 0.0).astype(np.float32)
+    return np.concatenate([data] * bundle.num_inputs)[None]
+
+
 def run_onnx(path: str | Path, image: np.ndarray) -> np.ndarray:
     """Run an exported model with onnxruntime (CPU) on a normalised ``(N, C, H, W)`` batch."""
     _require_onnx()
@@ -194,7 +218,7 @@ def export_onnx(
     tile: int = 512,
     overlap: int = 64,
     resolution_cm: float | None = None,
-    check_input: np.ndarray | None = None,
+    check_image: str | Path | np.ndarray | None = None,
     overwrite: bool = False,
 ) -> OnnxExport:
     """Export a model bundle to ONNX with Deepness-compatible metadata, checked by onnxruntime.
@@ -206,8 +230,10 @@ def export_onnx(
         overlap: overlap between tiles Deepness should use, in pixels (below half the tile).
         resolution_cm: ground resolution in cm per pixel written for Deepness (default: from the
             sensor's band GSD).
-        check_input: a normalised ``(N, C, tile, tile)`` batch (e.g. a real tile) on which
-            onnxruntime must match torch; default: two random normalised tiles.
+        check_image: where onnxruntime must match torch (within 1e-4): a raster whose central
+            tile is read with the weight card's bands and normalisation (both dates of a change
+            model get it), or a normalised ``(N, C, tile, tile)`` array; default: two random
+            normalised tiles.
         overwrite: replace an existing ``dst``.
 
     Returns:
@@ -234,8 +260,12 @@ def export_onnx(
     if not 0 <= overlap < tile // 2:
         raise ConfigError(f"overlap {overlap} must be between 0 and half the tile ({tile // 2})")
     channels = bundle.card.in_chans * bundle.num_inputs
-    if check_input is None:
+    if check_image is None:
         check_input = np.random.default_rng(0).standard_normal((2, channels, tile, tile))
+    elif isinstance(check_image, str | Path):
+        check_input = read_check_tile(check_image, bundle, tile)
+    else:
+        check_input = check_image
     check_input = np.asarray(check_input, dtype=np.float32)
     if check_input.shape[1:] != (channels, tile, tile):
         raise ConfigError(
