@@ -68,7 +68,7 @@ def test_layer_uri_and_style_table(exports, shared_data):
 def test_dinogeo_output_gpkg_reads_back_as_labels(tmp_path, shared_data):
     """A styled prediction GeoPackage (with layer_styles) is valid label input; burnt back it is the raster."""
     strata = shared_data / NC / "strata_7class.tif"
-    gpkg = vectorize_classes(strata, TASK, tmp_path / "strata.gpkg")
+    gpkg = vectorize_classes(strata, TASK, tmp_path / "strata.gpkg", min_mapping_unit=1)
     labels = read_vector_labels(gpkg, TASK)  # one feature layer: no layer option needed
     assert labels.field == "class" and labels.layer == "strata_7class"
     crs, transform, w, h = _grid(strata)
