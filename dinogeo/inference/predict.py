@@ -40,7 +40,11 @@ from dinogeo.inference.qgis import (
 )
 from dinogeo.inference.stream import StreamSpec, stream_strips
 from dinogeo.inference.tiling import TileGrid, shard_strips
-from dinogeo.inference.vectorize import MIN_MAPPING_UNIT, vectorize_classes
+from dinogeo.inference.vectorize import (
+    MIN_MAPPING_UNIT,
+    check_min_mapping_unit,
+    vectorize_classes,
+)
 from dinogeo.inference.writer import StripWriter, check_output_path, gdal_cache, write_vrt
 from dinogeo.models.task_card import TaskCard
 
@@ -326,10 +330,7 @@ def _run(
     task = bundle.task
     patch = int(getattr(bundle.card, "patch_size", 1) or 1)
     _validate(tile, overlap, batch_size, workers, patch)
-    if min_mapping_unit < 1:
-        raise ConfigError(
-            f"min_mapping_unit must be at least 1 pixel (1 keeps every region), got {min_mapping_unit}"
-        )
+    check_min_mapping_unit(min_mapping_unit)
     n_dates = 2 if task.kind == "change" else 1
     if any(len(p) != n_dates for p in inputs):
         raise ConfigError(

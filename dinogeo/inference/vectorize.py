@@ -36,7 +36,7 @@ from dinogeo.inference.qgis import equal_area_crs, vector_qml, vector_sld, write
 from dinogeo.inference.writer import check_output_path
 from dinogeo.models.task_card import TaskCard
 
-__all__ = ["MIN_MAPPING_UNIT", "vectorize_classes"]
+__all__ = ["MIN_MAPPING_UNIT", "check_min_mapping_unit", "vectorize_classes"]
 
 
 def _parts(geom: shapely.Geometry) -> list[shapely.Geometry]:
@@ -45,6 +45,18 @@ def _parts(geom: shapely.Geometry) -> list[shapely.Geometry]:
 
 #: default minimum mapping unit of class polygons, in pixels (1: keep every region)
 MIN_MAPPING_UNIT = 4
+
+
+def check_min_mapping_unit(pixels: int) -> None:
+    """Refuse a minimum mapping unit below one pixel.
+
+    Raises:
+        ConfigError: ``pixels`` < 1.
+    """
+    if pixels < 1:
+        raise ConfigError(
+            f"min_mapping_unit must be at least 1 pixel (1 keeps every region), got {pixels}"
+        )
 
 
 def _read_strip(
@@ -120,10 +132,7 @@ def vectorize_classes(
     Raises:
         ConfigError: ``min_mapping_unit`` below 1.
     """
-    if min_mapping_unit < 1:
-        raise ConfigError(
-            f"min_mapping_unit must be at least 1 pixel (1 keeps every region), got {min_mapping_unit}"
-        )
+    check_min_mapping_unit(min_mapping_unit)
     dst = Path(dst)
     check_output_path(dst, overwrite=overwrite)
     layer = layer or Path(raster).stem

@@ -58,8 +58,9 @@ XY_COLUMNS = (
 class LabelKeys:
     """Names of the options that steer label reading, as the caller's configuration spells them.
 
-    Error messages name these keys so the fix can be typed in as given (``data.label_layer`` in a
-    ``dinogeo fit`` config, ``--label-layer`` on ``dinogeo validate``).
+    Error messages name these keys so the fix can be typed in as given
+    (``data.init_args.label_layer`` in a ``dinogeo fit`` config, ``label_layer`` for
+    ``dinogeo validate``).
     """
 
     labels: str = "labels"
@@ -69,7 +70,7 @@ class LabelKeys:
 
     @classmethod
     def prefixed(cls, prefix: str, *, validation: bool = False) -> LabelKeys:
-        """Keys under a config prefix, e.g. ``prefixed("data.", validation=True)``."""
+        """Keys under a config prefix, e.g. ``prefixed("data.init_args.", validation=True)``."""
         v = "val_" if validation else ""
         return cls(
             labels=f"{prefix}{v}labels",
@@ -264,11 +265,8 @@ def _read_table(source: LabelSource, crs: str | None, keys: LabelKeys) -> gpd.Ge
             ) from err
         table = table.drop(columns=[wkt])
     else:
-        xy = next(
-            ((x, y) for x, y in ((_column(columns, (a,)), _column(columns, (b,))) for a, b in XY_COLUMNS)
-             if x is not None and y is not None),
-            None,
-        )  # fmt: skip
+        pairs = [(_column(columns, (a,)), _column(columns, (b,))) for a, b in XY_COLUMNS]
+        xy = next(((x, y) for x, y in pairs if x is not None and y is not None), None)
         if xy is None:
             raise LabelError(
                 f"{path}: no geometry in this table: dinogeo looks for a WKT column "

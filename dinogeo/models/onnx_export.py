@@ -273,7 +273,8 @@ def export_onnx(
             f"{tile})"
         )
     module = _Exported(bundle).to("cpu").float().eval()
-    example = torch.from_numpy(np.random.default_rng(1).standard_normal((2, channels, tile, tile)).astype(np.float32))  # fmt: skip
+    noise = np.random.default_rng(1).standard_normal((2, channels, tile, tile))
+    example = torch.from_numpy(noise.astype(np.float32))
     output = "probabilities" if bundle.task.is_classification else "values"
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}.onnx")
     try:

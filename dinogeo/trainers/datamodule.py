@@ -39,6 +39,9 @@ from dinogeo.trainers.imagery import ImageReader
 
 __all__ = ["ChipDataset", "LabeledChipDataModule", "Labels", "open_labels", "select_chips"]
 
+#: where a ``dinogeo fit`` config holds the data module's options (named in label errors)
+CONFIG_PREFIX = "data.init_args."
+
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
     if value is None:
@@ -321,11 +324,11 @@ class LabeledChipDataModule(LightningDataModule):
             source = parse_label_source(
                 path,
                 layer=hp.get("val_label_layer"),
-                keys=LabelKeys.prefixed("data.", validation=True),
+                keys=LabelKeys.prefixed(CONFIG_PREFIX, validation=True),
             )
         else:
             source = parse_label_source(
-                path, layer=hp["label_layer"], keys=LabelKeys.prefixed("data.")
+                path, layer=hp["label_layer"], keys=LabelKeys.prefixed(CONFIG_PREFIX)
             )
         field = hp.get("val_label_field") if validation else None
         return open_labels(
@@ -335,7 +338,7 @@ class LabeledChipDataModule(LightningDataModule):
             field=field or hp["label_field"],
             point_radius=hp["point_radius"],
             crs=hp.get("label_crs"),
-            keys=LabelKeys.prefixed("data.", validation=validation),
+            keys=LabelKeys.prefixed(CONFIG_PREFIX, validation=validation),
         )
 
     def _validation_sources(self, train_labels: list[str]) -> list[str]:
@@ -372,7 +375,7 @@ class LabeledChipDataModule(LightningDataModule):
             return
         hp = self.cfg
         card = self.weight_card()
-        pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), "data.labels")
+        pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
         readers = [self._reader(img, card) for img, _ in pairs]
         labels = [self._labels(lab, r) for (_, lab), r in zip(pairs, readers, strict=True)]
         val_sep = self._validation_sources([lab for _, lab in pairs])
@@ -391,7 +394,7 @@ class LabeledChipDataModule(LightningDataModule):
         _check_nonempty(train, "training", pairs, hp)
         self.train_set = ChipDataset(readers, labels, train, augment=hp["augment"])
         if val_sep:
-            vpairs = self._pair([p for p, _ in pairs], val_sep, "data.val_labels")
+            vpairs = self._pair([p for p, _ in pairs], val_sep, f"{CONFIG_PREFIX}val_labels")
             vlabels = [
                 self._labels(lab, r, validation=True)
                 for (_, lab), r in zip(vpairs, readers, strict=True)
@@ -402,7 +405,10 @@ class LabeledChipDataModule(LightningDataModule):
                     val_lab.source,
                     train_lab.vector,
                     val_lab.vector,
-                    keys=("data.labels", "data.val_labels / data.val_label_layer"),
+                    keys=(
+                        f"{CONFIG_PREFIX}labels",
+                        f"{CONFIG_PREFIX}val_labels / {CONFIG_PREFIX}val_label_layer",
+                    ),
                 )
             _, val = select_chips(
                 readers,

@@ -66,14 +66,15 @@ class ValidationSamples:
     @classmethod
     def concat(cls, parts: list[ValidationSamples]) -> ValidationSamples:
         """One set from the parts collected chip by chip."""
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("x", "y", "reference", "predicted")))  # fmt: skip
+        keys = ("x", "y", "reference", "predicted")
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in keys))
 
     def __len__(self) -> int:
         return int(self.x.size)
 
 
 def error_matrix(samples: ValidationSamples, classes: int) -> np.ndarray:
-    """``(classes, classes)`` pixel counts: row = predicted (map) class, column = reference class."""
+    """``(classes, classes)`` pixel counts: row = predicted (map) class, column = reference."""
     flat = samples.predicted.astype(np.int64) * classes + samples.reference.astype(np.int64)
     return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
 

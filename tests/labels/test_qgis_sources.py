@@ -50,8 +50,8 @@ def test_layer_uri_and_style_table(exports, shared_data):
     assert "2 feature layers ['training', 'validation']" in text
     assert "non-spatial tables ['layer_styles'] are ignored" in text and "set label_layer" in text
     # the key named in the error is the caller's
-    with pytest.raises(LabelError, match=r"set data\.label_layer"):
-        read_vector_labels(gpkg, TASK, field="label", keys=LabelKeys.prefixed("data."))
+    with pytest.raises(LabelError, match=r"set data\.init_args\.label_layer"):
+        read_vector_labels(gpkg, TASK, field="label", keys=LabelKeys.prefixed("data.init_args."))
     # layerid as QGIS writes it for the first layer
     assert len(read_vector_labels(f"{gpkg}|layerid=1", TASK, field="label")) == 1000
     # a subset filter applies
@@ -165,12 +165,12 @@ def test_datamodule_training_and_validation_layers(exports, shared_data):
         label_layer="training",
         val_labels=f"{gpkg}|layername=training",
     )
-    with pytest.raises(LabelError, match=r"are the training labels \(data\.labels"):
+    with pytest.raises(LabelError, match=r"are the training labels \(data\.init_args\.labels"):
         same.setup("fit")
     csv = _datamodule(
         shared_data, labels=f"{gpkg}|layername=training", val_labels=str(exports["points_wkt"])
     )
-    with pytest.raises(LabelError, match=r"set data\.label_crs"):
+    with pytest.raises(LabelError, match=r"set data\.init_args\.label_crs"):
         csv.setup("fit")
     ok = _datamodule(
         shared_data,
