@@ -231,10 +231,7 @@ def loss_by_period(
     loss: np.ndarray, confidence: np.ndarray, area_ha: float, csv_path: Path, png_path: Path
 ) -> list[dict[str, Any]]:
     """Alert area per year and per month by confidence, as CSV and a bar chart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     rows: list[dict[str, Any]] = []
     sel = loss > 0
@@ -259,7 +256,8 @@ def loss_by_period(
         )
         wr.writeheader()
         wr.writerows(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    fig = Figure(figsize=(12, 3.8))
+    axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
     for ax, kind in zip(axes, ("month", "year")):
         periods = sorted({r["period"] for r in rows if r["period_type"] == kind})
         bottom = np.zeros(len(periods))
@@ -285,7 +283,6 @@ def loss_by_period(
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
-    plt.close(fig)
     return rows
 
 
