@@ -24,14 +24,14 @@ class DistillDDPStrategy(DDPStrategy):
     """Lightning's DDP with the process group of this rank's student.
 
     Args:
-        **kwargs: :class:`~lightning.pytorch.strategies.DDPStrategy` options; the process group
-            is set from the task and ``find_unused_parameters`` defaults to True (the students
-            train only after the teacher-head warm-up).
+        find_unused_parameters: DDP's option (True by default: nothing of the students is used
+            during a teacher-head warm-up).
+        **kwargs: the other :class:`~lightning.pytorch.strategies.DDPStrategy` options; the
+            process group is set from the task.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("find_unused_parameters", True)
-        super().__init__(**kwargs)
+    def __init__(self, find_unused_parameters: bool = True, **kwargs: Any) -> None:
+        super().__init__(find_unused_parameters=find_unused_parameters, **kwargs)
 
     def _setup_model(self, model: Module) -> DistributedDataParallel:
         subgroups = getattr(model, "subgroups", None)

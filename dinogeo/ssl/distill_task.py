@@ -272,6 +272,7 @@ class DistillTask(pl.LightningModule):
                     "ibot_head": _head(backbone.embed_dim, self.ibot_head_cfg),
                 }
             )
+            backbone.mask_token.requires_grad_(False)  # the students' input is never masked
             self.students[cfg.name] = student
             ema = copy.deepcopy(student).requires_grad_(False).eval()
             self.students_ema[cfg.name] = ema
@@ -493,10 +494,13 @@ class DistillTask(pl.LightningModule):
                     loss_cfg=dataclasses.replace(self.loss_cfg, koleo_weight=0.0),
                     teacher_temp=temp,
                 )
+            loss = out.loss
+            if self.subgroups.world > 1:  # DDP expects its (student) parameters in the graph
+                loss = loss + 0.0 * sum(p.sum() for p in self.students.parameters())
             logs = {f"head_warmup/{k.split('/')[-1]}": v for k, v in out.logs.items()}
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch_size)
             self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=batch_size)
-            return out.loss
+            return loss
         with self._autocast():
             targets = teacher_targets(
                 cast(Backbone, self.teacher["backbone"]),
