@@ -9,9 +9,10 @@ import pytest
 import torch
 from rasterio.windows import Window
 
+from dinogeo.data.chips import ChipQuery
 from dinogeo.data.dataset import ChipDataset, SourceGeoDataset, collate_samples, dataloader
 from dinogeo.data.readers import open_source
-from dinogeo.data.samplers import ChipQuery, GridChipSampler, RandomChipSampler
+from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 from dinogeo.errors import NoValidDataError
 
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from torch.utils.data import DistributedSampler
 
+from dinogeo.data.chips import ChipQuery, redraw_chip
 from dinogeo.data.readers import open_source
-from dinogeo.data.samplers import ChipQuery, GridChipSampler, RandomChipSampler, redraw_chip
+from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 from dinogeo.data.validity import ValidityIndex
 from dinogeo.errors import NoValidDataError
 from tests.data.rasters import data as fixtures

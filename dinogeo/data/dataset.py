@@ -1,6 +1,6 @@
 """Chip datasets over raster/zarr sources, with a collate function, loader helper, torchgeo adapter.
 
-* :class:`ChipDataset` is map-style and indexed by :class:`~dinogeo.data.samplers.ChipQuery`
+* :class:`ChipDataset` is map-style and indexed by :class:`~dinogeo.data.chips.ChipQuery`
   (from :class:`~dinogeo.data.samplers.RandomChipSampler` or ``GridChipSampler``). It returns
   torchgeo-style sample dicts ``{"image", "valid", "crs", "bounds", "path"}``. Random chips whose
   valid fraction is below ``min_valid`` are rejected and redrawn deterministically (never
@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
+from dinogeo.data.chips import ChipQuery, redraw_chip
 from dinogeo.data.readers import zero_invalid
-from dinogeo.data.samplers import ChipQuery, ValidityIndex, redraw_chip
+from dinogeo.data.validity import ValidityIndex
 from dinogeo.errors import NoValidDataError
 
 __all__ = ["ChipDataset", "SourceGeoDataset", "collate_samples", "dataloader"]

@@ -56,7 +56,7 @@ from dinogeo.data.footprint import to_4326 as _to_4326
 from dinogeo.data.footprint import valid_decimated
 from dinogeo.data.header import read_header, row_is_current
 from dinogeo.data.naming import guess_sensor, parse_datetime
-from dinogeo.data.validity import index_footprints
+from dinogeo.data.validity import Footprint
 from dinogeo.errors import RasterReadError
 
 __all__ = [
@@ -479,4 +479,39 @@ def open_index_sources(
             out.append(RasterSource(row.path, spec, bands))
         else:
             out.append(RasterSource.from_index_row(row, spec, bands, check_file=False))
+    return out
+
+
+def index_footprints(
+    index: gpd.GeoDataFrame | str | Path, *, check_files: bool = True
+) -> list[Footprint | None]:
+    """Footprints for ``RandomChipSampler(..., footprints=)``: masks without reading every file.
+
+    Args:
+        index: an index or the path of one.
+        check_files: compare each file's size and mtime with the index (a ``stat``, no open); a
+            changed or missing file gets None, so its mask is read.
+
+    Returns:
+        One :class:`Footprint` (EPSG:4326) per row, in the order of
+        :func:`~dinogeo.data.index.open_index_sources`, or None for zarr rows (their stores keep
+        a coarse valid mask), rows without a geometry and changed files.
+    """
+    frame = index if not isinstance(index, str | Path) else load_index(index)
+    out: list[Footprint | None] = []
+    stale = 0
+    for row in frame.itertuples(index=False):
+        usable = row.format != "zarr" and row.geometry is not None
+        if usable and check_files and not row_is_current(row):
+            usable, stale = False, stale + 1
+        nodata = float(row.nodata) if row.has_nodata else None
+        full = bool(row.valid_fraction >= 1.0)
+        fp = Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata, full)
+        out.append(fp if usable else None)
+    if stale:
+        warnings.warn(
+            f"{stale} of {len(frame)} indexed files changed or vanished since indexing; their "
+            "valid masks are read from the files: re-run `dinogeo index` to refresh the index",
+            stacklevel=2,
+        )
     return out

@@ -13,57 +13,29 @@ Samplers yield :class:`ChipQuery` items (source index + pixel window) that
 
 :class:`RandomChipSampler` draws sources weighted by their valid area and rejects candidate chips
 whose valid fraction, estimated on each source's coarse valid mask, is below ``min_valid``; the
-dataset checks the exact fraction and redraws deterministically with :func:`redraw_chip`.
+dataset checks the exact fraction and redraws deterministically with :func:`~dinogeo.data.chips.redraw_chip`.
 
-Coarse valid masks come from :class:`~dinogeo.data.validity.ValidityIndex` (re-exported here with
-:class:`Footprint` and :func:`footprint_mask`): a decimated read of each source, or its indexed
-footprint rasterised without opening the file (:func:`dinogeo.data.index.index_footprints`).
+Coarse valid masks come from :class:`~dinogeo.data.validity.ValidityIndex`: a decimated read of
+each source, or its indexed footprint rasterised without opening the file
+(:func:`dinogeo.data.index.index_footprints`). Chips are :class:`~dinogeo.data.chips.ChipQuery`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from dinogeo.data.validity import Footprint, ValidityIndex, footprint_mask
+from dinogeo.data.chips import ChipQuery, random_position
+from dinogeo.data.validity import Footprint, ValidityIndex
 from dinogeo.errors import NoValidDataError
 
-__all__ = [
-    "ChipQuery",
-    "Footprint",
-    "GridChipSampler",
-    "RandomChipSampler",
-    "ValidityIndex",
-    "footprint_mask",
-    "redraw_chip",
-]
-
-
-class ChipQuery(NamedTuple):
-    """One chip to read: a pixel window of one source.
-
-    Attributes:
-        source: index into the dataset's source list.
-        row: row offset of the window (may be negative: reads are boundless).
-        col: column offset of the window.
-        height: window height in pixels.
-        width: window width in pixels.
-        seed: seed for deterministic redraws when the chip is rejected; -1 for fixed (grid) chips,
-            which are never redrawn.
-    """
-
-    source: int
-    row: int
-    col: int
-    height: int
-    width: int
-    seed: int = -1
+__all__ = ["GridChipSampler", "RandomChipSampler"]
 
 
 class _Source(Protocol):
@@ -85,46 +57,6 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside [0, world_size={world_size})")
     return rank, world_size
-
-
-def _random_position(
-    rng: np.random.Generator, shape: tuple[int, int], size: tuple[int, int], align: int = 1
-) -> tuple[int, int]:
-    h, w = shape
-    row = align * int(rng.integers(0, (h - size[0]) // align + 1)) if h >= size[0] else 0
-    col = align * int(rng.integers(0, (w - size[1]) // align + 1)) if w >= size[1] else 0
-    return row, col
-
-
-def redraw_chip(
-    query: ChipQuery, attempt: int, shape: tuple[int, int], coarse: np.ndarray | None = None
-) -> ChipQuery:
-    """Draw a replacement for a rejected chip, deterministically from ``(query.seed, attempt)``.
-
-    The replacement lies in the same source; when its coarse valid mask is given, the chip's
-    centre falls on a valid coarse cell.
-
-    Args:
-        query: the rejected chip (``seed >= 0``).
-        attempt: 0 for the first redraw, 1 for the next...
-        shape: ``(height, width)`` of the source.
-        coarse: the source's coarse valid mask, or None.
-    """
-    rng = np.random.default_rng([query.seed, attempt + 1])
-    size = (query.height, query.width)
-    h, w = shape
-    cells = np.flatnonzero(coarse) if coarse is not None else np.empty(0, dtype=np.int64)
-    if coarse is None or cells.size == 0:
-        row, col = _random_position(rng, (h, w), size)
-        return query._replace(row=row, col=col)
-    cell = int(cells[rng.integers(0, cells.size)])
-    cy, cx = divmod(cell, coarse.shape[1])
-    fy, fx = h / coarse.shape[0], w / coarse.shape[1]
-    centre_r = (cy + rng.random()) * fy
-    centre_c = (cx + rng.random()) * fx
-    row = int(np.clip(round(centre_r - size[0] / 2), min(0, h - size[0]), max(0, h - size[0])))
-    col = int(np.clip(round(centre_c - size[1] / 2), min(0, w - size[1]), max(0, w - size[1])))
-    return query._replace(row=row, col=col)
 
 
 class _ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
@@ -256,7 +188,7 @@ class RandomChipSampler(_ShardedSampler):
         for i in srcs:
             best_frac, best = -1.0, ChipQuery(int(i), 0, 0, self.size[0], self.size[1])
             for _ in range(self.max_tries):
-                row, col = _random_position(rng, self.validity.shapes[i], self.size, self.align)
+                row, col = random_position(rng, self.validity.shapes[i], self.size, self.align)
                 q = ChipQuery(int(i), row, col, self.size[0], self.size[1])
                 frac = self.validity.chip_fraction(q)
                 if frac > best_frac:

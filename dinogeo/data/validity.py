@@ -3,33 +3,26 @@
 :class:`ValidityIndex` keeps one coarse valid mask per source, with summed-area tables, so the
 samplers weight sources by valid area and estimate a chip's valid fraction in O(1). A mask is a
 decimated read of the source (``coarse_valid_mask``), or the rasterised :class:`Footprint` that
-``dinogeo index`` stored (:func:`index_footprints`, :func:`footprint_mask`) when the footprint
-follows the source's validity rule: then the file is not opened, so a sampler over a 100k-file
-archive starts without 100k reads.
+``dinogeo index`` stored (:func:`dinogeo.data.index.index_footprints`, :func:`footprint_mask`)
+when the footprint follows the source's validity rule: then the file is not opened, so a sampler
+over a 100k-file archive starts without 100k reads.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyproj
 import shapely
 from affine import Affine
 
-from dinogeo.data.header import row_is_current
+from dinogeo.data.chips import ChipQuery
 
-if TYPE_CHECKING:
-    import geopandas as gpd
-
-    from dinogeo.data.samplers import ChipQuery
-
-__all__ = ["Footprint", "ValidityIndex", "footprint_mask", "index_footprints"]
+__all__ = ["Footprint", "ValidityIndex", "footprint_mask"]
 
 
 class Footprint(NamedTuple):
@@ -253,40 +246,3 @@ class ValidityIndex:
         cells = (r1i - r0i) * (c1i - c0i)
         inside = ((r1 - r0) * (c1 - c0)) / max((q.height * sy) * (q.width * sx), 1e-12)
         return float(valid / cells) * min(inside, 1.0)
-
-
-def index_footprints(
-    index: gpd.GeoDataFrame | str | Path, *, check_files: bool = True
-) -> list[Footprint | None]:
-    """Footprints for ``RandomChipSampler(..., footprints=)``: masks without reading every file.
-
-    Args:
-        index: an index or the path of one.
-        check_files: compare each file's size and mtime with the index (a ``stat``, no open); a
-            changed or missing file gets None, so its mask is read.
-
-    Returns:
-        One :class:`Footprint` (EPSG:4326) per row, in the order of
-        :func:`~dinogeo.data.index.open_index_sources`, or None for zarr rows (their stores keep
-        a coarse valid mask), rows without a geometry and changed files.
-    """
-    from dinogeo.data.index import load_index
-
-    frame = index if not isinstance(index, str | Path) else load_index(index)
-    out: list[Footprint | None] = []
-    stale = 0
-    for row in frame.itertuples(index=False):
-        usable = row.format != "zarr" and row.geometry is not None
-        if usable and check_files and not row_is_current(row):
-            usable, stale = False, stale + 1
-        nodata = float(row.nodata) if row.has_nodata else None
-        full = bool(row.valid_fraction >= 1.0)
-        fp = Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata, full)
-        out.append(fp if usable else None)
-    if stale:
-        warnings.warn(
-            f"{stale} of {len(frame)} indexed files changed or vanished since indexing; their "
-            "valid masks are read from the files: re-run `dinogeo index` to refresh the index",
-            stacklevel=2,
-        )
-    return out

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from dinogeo.data.dataset import ChipDataset
 from dinogeo.data.index import index_footprints, iter_raster_paths, load_index, open_index_sources
 from dinogeo.data.readers import open_source
-from dinogeo.data.samplers import Footprint, RandomChipSampler
+from dinogeo.data.samplers import RandomChipSampler
 from dinogeo.data.sensors import Sensor, load_sensor
+from dinogeo.data.validity import Footprint
 from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
