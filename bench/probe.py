@@ -42,9 +42,8 @@ from dinogeo.data.sensors import load_sensor
 from dinogeo.models.backbone import Backbone
 from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.module_export import export_teacher_backbone
 from dinogeo.ssl.module_step import ssl_losses
-from dinogeo.ssl.task_config import GramConfig, HeadConfig, LossConfig, OptimConfig
+from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig, LossConfig, OptimConfig
 
 BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
@@ -92,7 +91,7 @@ def make_datamodule(
 
 def make_task(steps: int = 100_000, temp_warmup_steps: int = 100) -> SSLTask:
     """The small SSL task; ``temp_warmup_steps`` is the teacher-temperature warm-up (0.04->0.07)."""
-    head = HeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)
+    head = DINOHeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)
     return SSLTask(
         arch="vit_test_patch16_dinov3",
         in_chans=len(BANDS),
@@ -258,7 +257,7 @@ def pretrain(
     print(f"pretrained {trainer.global_step} steps in {(time.perf_counter() - start) / 60:.1f} min")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(task.teacher_backbone.state_dict(), args.out / "teacher_backbone.pt")
-    card_file = export_teacher_backbone(task, args.out / "backbone.safetensors")
+    card_file = task.export_backbone(args.out / "backbone.safetensors")
     print(
         f"teacher backbone with its weight card: {card_file} (usable as bench/heads.py --backbone)"
     )

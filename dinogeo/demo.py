@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dinogeo._paths import resource_dir
+from dinogeo.config import load_config
 from dinogeo.errors import OutputExistsError
 
 __all__ = ["DemoResult", "run_demo"]
@@ -68,11 +67,9 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def _write_config(template: str, out: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    config = yaml.safe_load((resource_dir("configs") / "demo" / template).read_text())
-    edit(config)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-    return out
+def _save(config: dict[str, Any], path: Path) -> None:
+    """Keep the configuration a stage ran next to its outputs (``dinogeo pretrain --config``)."""
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def run_demo(
@@ -98,13 +95,13 @@ def run_demo(
     Raises:
         OutputExistsError: ``out_dir`` holds an earlier run and ``overwrite`` is false.
     """
-    from dinogeo.cli.fit import main as fit_main
-    from dinogeo.cli.pretrain import main as pretrain_main
     from dinogeo.inference import embed_raster, predict_raster
     from dinogeo.samples import fetch_sample, stack_bands
     from dinogeo.ssl.monitor import plot_training_curves
+    from dinogeo.ssl.pretrain import pretrain
     from dinogeo.trainers.baselines import pixel_baseline
     from dinogeo.trainers.evaluate import evaluate_bundle
+    from dinogeo.trainers.fit import fit
 
     out = Path(out_dir).resolve()
     if (out / "nc_landcover.tif").exists() and not overwrite:
@@ -130,16 +127,19 @@ def run_demo(
     backbone = out / "backbone.safetensors"
     pre_dir = out / "pretrain"
 
-    def pretrain_edit(cfg: dict[str, Any]) -> None:
-        cfg["trainer"]["max_time"] = {"seconds": int(pretrain_minutes * 60)}
-        cfg["trainer"]["default_root_dir"] = str(pre_dir)
-        cfg["trainer"]["enable_progress_bar"] = progress
-        cfg["trainer"]["logger"][0]["init_args"]["save_dir"] = str(pre_dir)
-        cfg["model"]["export_path"] = str(backbone)
-        cfg["data"]["sources"] = [str(scene)]
-
-    pre_cfg = _write_config("pretrain.yaml", out / "config_pretrain.yaml", pretrain_edit)
-    pretrain_main(["--config", str(pre_cfg)])
+    pre_cfg = load_config(
+        "demo/pretrain",
+        {
+            "trainer.max_time": {"seconds": int(pretrain_minutes * 60)},
+            "trainer.default_root_dir": str(pre_dir),
+            "trainer.enable_progress_bar": progress,
+            "trainer.logger.0.init_args.save_dir": str(pre_dir),
+            "model.export_path": str(backbone),
+            "data.sources": [str(scene)],
+        },
+    )
+    _save(pre_cfg, out / "config_pretrain.yaml")
+    pretrain(pre_cfg)
     result.files["backbone"] = backbone
     metrics_csv = sorted(pre_dir.glob("csv/version_*/metrics.csv"))[-1]
     result.files["training_curves"] = plot_training_curves(metrics_csv, out / "pretrain_curves.png")
@@ -147,16 +147,21 @@ def run_demo(
 
     bundle = out / "nc_landcover.safetensors"
 
-    def fit_edit(cfg: dict[str, Any]) -> None:
-        cfg["trainer"]["max_time"] = {"seconds": int(fit_minutes * 60)}
-        cfg["trainer"]["default_root_dir"] = str(out / "fit")
-        cfg["trainer"]["enable_progress_bar"] = progress
-        data = cfg["data"]["init_args"]
-        data.update(image=str(scene), labels=str(polygons), val_labels=str(points))
-        data["backbone"] = str(backbone)
-
-    fit_cfg = _write_config("land_cover.yaml", out / "config_land_cover.yaml", fit_edit)
-    fit_main(["--config", str(fit_cfg), "--bundle_path", str(bundle)])
+    fit_cfg = load_config(
+        "demo/land_cover",
+        {
+            "trainer.max_time": {"seconds": int(fit_minutes * 60)},
+            "trainer.default_root_dir": str(out / "fit"),
+            "trainer.enable_progress_bar": progress,
+            "data.init_args.image": str(scene),
+            "data.init_args.labels": str(polygons),
+            "data.init_args.val_labels": str(points),
+            "data.init_args.backbone": str(backbone),
+            "bundle_path": str(bundle),
+        },
+    )
+    _save(fit_cfg, out / "config_land_cover.yaml")
+    fit(fit_cfg)
     result.files["bundle"] = bundle
     lap("fit")
 

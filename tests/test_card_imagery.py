@@ -1,4 +1,4 @@
-"""Imagery opened for a weight card (dinogeo.data.card_imagery) on real Sentinel-2 dates."""
+"""Imagery opened for a weight card (dinogeo.models.card_imagery) on real Sentinel-2 dates."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from dinogeo.data.card_imagery import CardImage, apply_card_stats, resolve_sensor
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from dinogeo.models.backbone import create_backbone
 from dinogeo.models.card import WeightCard
+from dinogeo.models.card_imagery import CardImage, apply_card_stats, resolve_sensor
 from tests.data.card_imagery import data as fx
 
 CARD_BANDS = ["B08", "B04", "B03"]  # not the file's order: reads must reorder

@@ -10,9 +10,9 @@ import torch
 from rasterio.windows import Window
 
 from dinogeo.cli.main import main
-from dinogeo.data.card_imagery import CardImage
 from dinogeo.errors import ConfigError
 from dinogeo.models.bundle import load_bundle
+from dinogeo.models.card_imagery import CardImage
 from dinogeo.models.onnx_export import OPSET, export_onnx, read_check_tile, run_onnx
 from tests.data.inference import data as fx
 from tests.trainers.conftest import TINY, localise

@@ -71,8 +71,9 @@ class Command:
         switches: flag -> (parameter, value) it sets (``{"--quiet": ("progress", False)}``).
         run: hook ``run(options, **extra) -> int`` called instead of ``function(**options)``;
             its keyword parameters are options too.
-        raw: the function takes the raw argument list (``main(argv) -> int``): for the
-            LightningCLI commands ``fit`` and ``pretrain``, which parse their own.
+        raw: the function takes the raw argument list (``fit(argv)``, ``pretrain(argv)``) and
+            parses it itself: the LightningCLI commands, configured the same way from their
+            classes' signatures. An int result is the exit status.
     """
 
     name: str
@@ -119,8 +120,8 @@ class Command:
             The exit status: the run hook's, else 0.
         """
         if self.raw:
-            status: int = resolve(self.function)(list(argv))
-            return status
+            result = resolve(self.function)(list(argv))
+            return result if isinstance(result, int) and not isinstance(result, bool) else 0
         parser = self.parser()
         config = parser.parse_args(_rewrite(list(argv), parser, self.switches))
         values = config.as_dict()
@@ -158,7 +159,7 @@ def register_command(
         switches: flag -> (parameter, value), e.g. ``{"--quiet": ("progress", False)}``.
         run: optional hook ``run(options: dict, **extra) -> int`` run instead of
             ``function(**options)`` (printing a report, CLI-only options).
-        raw: ``function`` is ``main(argv) -> int`` and parses its own arguments.
+        raw: ``function`` takes the argument list and parses it itself (LightningCLI).
 
     Returns:
         The registered command (also in :data:`COMMANDS`).

@@ -61,13 +61,13 @@ register_command(
 )
 register_command(
     "pretrain",
-    "dinogeo.cli.pretrain:main",
+    "dinogeo.ssl.pretrain:pretrain",
     help="DINOv3 pretraining / continued pretraining (LightningCLI)",
     raw=True,
 )
 register_command(
     "fit",
-    "dinogeo.cli.fit:main",
+    "dinogeo.trainers.fit:fit",
     help="train a head on a frozen backbone (LightningCLI)",
     raw=True,
 )

@@ -1,6 +1,6 @@
 """Inputs of a prediction: expanding files/folders/globs, opening them for a model, aligning dates.
 
-Every input is opened as a :class:`dinogeo.data.card_imagery.CardImage` using the sensor named by
+Every input is opened as a :class:`dinogeo.models.card_imagery.CardImage` using the sensor named by
 the model's weight card, with the card's band order and normalisation statistics, so band
 mismatches, missing CRSs and unreadable files fail before any work starts. A second date whose grid
 differs from the first is read on the first date's grid through a GDAL warped VRT.
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from dinogeo.data.card_imagery import CardImage, apply_card_stats
 from dinogeo.data.readers import is_zarr_path
 from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.errors import RasterReadError, SensorError
 from dinogeo.models.card import WeightCard
+from dinogeo.models.card_imagery import CardImage, apply_card_stats
 
 __all__ = [
     "RASTER_SUFFIXES",

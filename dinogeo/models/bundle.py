@@ -3,7 +3,7 @@
 A bundle stores the head weights and either the backbone weights or a reference to a backbone
 file, plus JSON metadata: the backbone's weight card (bands, normalisation), the task card
 (classes, units, output dtype), the head configuration and the training configuration. Loading
-rebuilds the model from that metadata (:func:`dinogeo.trainers.heads.build_model`); nothing in
+rebuilds the model from that metadata (:func:`dinogeo.models.heads.build_model`); nothing in
 the file is executed.
 
 ``predict_batch(*images)`` takes normalised images in the weight card's band order (two for
@@ -27,8 +27,8 @@ from torch import Tensor
 from dinogeo import __version__
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
 from dinogeo.models.card import WeightCard, create_backbone_from_card, load_backbone
+from dinogeo.models.heads import DenseModel, HeadConfig, build_model
 from dinogeo.models.task_card import TaskCard
-from dinogeo.trainers.heads import DenseModel, HeadConfig, build_model
 
 __all__ = ["ModelBundle", "load_bundle", "save_bundle"]
 

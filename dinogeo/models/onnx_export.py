@@ -187,7 +187,7 @@ def read_check_tile(path: str | Path, bundle: ModelBundle, tile: int) -> np.ndar
     """
     from rasterio.windows import Window
 
-    from dinogeo.data.card_imagery import CardImage
+    from dinogeo.models.card_imagery import CardImage
 
     image = CardImage(Path(path), bundle.card)
     if image.width < tile or image.height < tile:

@@ -48,7 +48,7 @@ from dinogeo.ssl.masking import make_ibot_masks
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
 from dinogeo.ssl.schedules import Schedule, lr_scaling, warmup_constant, warmup_cosine
-from dinogeo.ssl.task_config import HeadConfig, LossConfig, OptimConfig, coerce
+from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig, OptimConfig, coerce
 
 __all__ = ["DistillTask"]
 
@@ -62,7 +62,7 @@ def _asdict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-def _head(dim: int, cfg: HeadConfig) -> DINOHead:
+def _head(dim: int, cfg: DINOHeadConfig) -> DINOHead:
     return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
 
 
@@ -98,8 +98,8 @@ class DistillTask(pl.LightningModule):
         students: list[StudentConfig] | None = None,
         in_chans: int = 3,
         band_names: list[str] | None = None,
-        dino_head: HeadConfig | None = None,
-        ibot_head: HeadConfig | None = None,
+        dino_head: DINOHeadConfig | None = None,
+        ibot_head: DINOHeadConfig | None = None,
         loss: LossConfig | None = None,
         optim: OptimConfig | None = None,
         autocast: str = "auto",
@@ -141,8 +141,8 @@ class DistillTask(pl.LightningModule):
         if heads is not None:  # default: the teacher's head sizes
             dino_head = dino_head or head_config_of(heads["dino_head"].state_dict())
             ibot_head = ibot_head or head_config_of(heads["ibot_head"].state_dict())
-        self.dino_head_cfg = coerce(HeadConfig, dino_head)
-        self.ibot_head_cfg = coerce(HeadConfig, ibot_head)
+        self.dino_head_cfg = coerce(DINOHeadConfig, dino_head)
+        self.ibot_head_cfg = coerce(DINOHeadConfig, ibot_head)
         if heads is None:
             # fresh heads trained on the frozen teacher; their EMA (below) is the teacher's head
             self.head_warmup: nn.ModuleDict | None = nn.ModuleDict(

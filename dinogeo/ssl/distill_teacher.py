@@ -29,7 +29,7 @@ from dinogeo.models.official import safe_torch_load
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.gram_loss import resize_token_grid
 from dinogeo.ssl.sinkhorn import sinkhorn_knopp
-from dinogeo.ssl.task_config import HeadConfig
+from dinogeo.ssl.task_config import DINOHeadConfig
 
 __all__ = [
     "LoadedTeacher",
@@ -53,8 +53,8 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def head_config_of(state: dict[str, Tensor]) -> HeadConfig:
-    """The :class:`HeadConfig` of a DINO/iBOT head from its weights (``mlp.*``, ``last_layer``)."""
+def head_config_of(state: dict[str, Tensor]) -> DINOHeadConfig:
+    """The :class:`DINOHeadConfig` of a DINO/iBOT head from its weights (``mlp.*``, ``last_layer``)."""
     weights = sorted(
         (int(k.split(".")[1]), v)
         for k, v in state.items()
@@ -64,7 +64,7 @@ def head_config_of(state: dict[str, Tensor]) -> HeadConfig:
         raise CheckpointError(f"head weights {sorted(state)[:4]} are not a DINOHead's")
     out_dim, bottleneck = state["last_layer.weight"].shape
     hidden = int(weights[0][1].shape[0]) if len(weights) > 1 else 2048
-    return HeadConfig(
+    return DINOHeadConfig(
         out_dim=int(out_dim),
         hidden_dim=hidden,
         bottleneck_dim=int(bottleneck),

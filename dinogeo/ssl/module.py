@@ -24,19 +24,20 @@ from torch import Tensor, nn
 
 from dinogeo.errors import ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.ssl.checkpointing import sample_seed
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import ema_update
 from dinogeo.ssl.gram_teacher import GramTeacher, load_backbone_weights
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
-from dinogeo.ssl.module_export import export_teacher_backbone, weight_card_for
+from dinogeo.ssl.module_export import TEACHER_PREFIX, export_teacher_backbone, training_config
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
 from dinogeo.ssl.schedules import Schedule, lr_scaling, warmup_constant, warmup_cosine
 from dinogeo.ssl.task_config import (
+    DINOHeadConfig,
     GramConfig,
-    HeadConfig,
     InitConfig,
     LossConfig,
     OptimConfig,
@@ -85,8 +86,8 @@ class SSLTask(pl.LightningModule):
         drop_path_rate: float = 0.0,
         rope_rescale_coords: float | None = 2.0,
         backbone_kwargs: dict[str, Any] | None = None,
-        dino_head: HeadConfig | None = None,
-        ibot_head: HeadConfig | None = None,
+        dino_head: DINOHeadConfig | None = None,
+        ibot_head: DINOHeadConfig | None = None,
         loss: LossConfig | None = None,
         optim: OptimConfig | None = None,
         gram: GramConfig | None = None,
@@ -96,8 +97,8 @@ class SSLTask(pl.LightningModule):
         export_path: str | None = None,
     ) -> None:
         super().__init__()
-        self.dino_head_cfg = coerce(HeadConfig, dino_head)
-        self.ibot_head_cfg = coerce(HeadConfig, ibot_head)
+        self.dino_head_cfg = coerce(DINOHeadConfig, dino_head)
+        self.ibot_head_cfg = coerce(DINOHeadConfig, ibot_head)
         self.loss_cfg = coerce(LossConfig, loss)
         self.optim_cfg = coerce(OptimConfig, optim)
         self.gram_cfg = coerce(GramConfig, gram)
@@ -408,10 +409,10 @@ class SSLTask(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the weight card so that ``load_backbone`` reads the teacher from the ``.ckpt``."""
-        card = weight_card_for(self)
+        card = self.weight_card()
         if card is not None:
             checkpoint["dinogeo_card"] = card.to_json()
-            checkpoint["dinogeo_backbone_prefix"] = "teacher.backbone."
+            checkpoint["dinogeo_backbone_prefix"] = TEACHER_PREFIX
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Accept stage-1 checkpoints without Gram weights (stage 2 adds a Gram teacher)."""
@@ -426,10 +427,57 @@ class SSLTask(pl.LightningModule):
     def on_train_end(self) -> None:
         """Export the EMA teacher backbone with its weight card."""
         if self.export_path:
-            export_teacher_backbone(self, Path(self.export_path))
+            self.export_backbone(Path(self.export_path))
+
+    # ------------------------------------------------------------------ export
+    def weight_card(self) -> WeightCard | None:
+        """The weight card of the teacher backbone, or ``None`` without sensor information.
+
+        Band names, sensor, normalisation and scale/offset come from the datamodule's ``sensor``;
+        the config hash covers the model, data and trainer settings.
+        """
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        sensor = getattr(datamodule, "sensor", None)
+        if sensor is None:
+            return None
+        data = getattr(datamodule, "hparams", None)
+        facts = None
+        if trainer is not None:
+            facts = {
+                "max_steps": trainer.max_steps,
+                "world_size": trainer.world_size,
+                "accumulate_grad_batches": trainer.accumulate_grad_batches,
+            }
+        config = training_config(self.hparams, dict(data) if data is not None else None, facts)
+        source = self.init_cfg.official_checkpoint or self.init_cfg.backbone or "scratch"
+        return WeightCard.for_sensor(
+            self.teacher_backbone,
+            sensor,
+            training_config=config,
+            source=f"dinogeo pretrain (from {source})",
+        )
+
+    def export_backbone(self, path: Path) -> Path | None:
+        """Write the EMA teacher backbone and its weight card to ``path`` (``.safetensors``).
+
+        Gathers the full state dict through the strategy (needed for FSDP: every rank must call
+        this) and writes on global rank 0 only.
+
+        Returns:
+            The path on rank 0; ``None`` on other ranks or without sensor information.
+        """
+        state = self.trainer.strategy.lightning_module_state_dict()
+        if not self.trainer.is_global_zero:
+            return None
+        card = self.weight_card()
+        if card is None:
+            log.warning("no datamodule sensor: the teacher backbone was not exported to %s", path)
+            return None
+        return export_teacher_backbone(state, self.hparams, card, path)
 
 
-def _make_head(dim: int, cfg: HeadConfig) -> DINOHead:
+def _make_head(dim: int, cfg: DINOHeadConfig) -> DINOHead:
     return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
 
 

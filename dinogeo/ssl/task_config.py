@@ -13,11 +13,11 @@ from typing import Any
 
 from dinogeo.errors import ConfigError
 
-__all__ = ["GramConfig", "HeadConfig", "InitConfig", "LossConfig", "OptimConfig", "coerce"]
+__all__ = ["DINOHeadConfig", "GramConfig", "InitConfig", "LossConfig", "OptimConfig", "coerce"]
 
 
 @dataclass
-class HeadConfig:
+class DINOHeadConfig:
     """A DINO or iBOT projection head.
 
     Attributes:

@@ -1,13 +1,19 @@
 """Heads on a frozen backbone: land cover, canopy height and change (LightningModules + data).
 
-Names are imported on first use, so ``dinogeo.trainers.heads`` (needed to load model bundles)
-does not import Lightning.
+The plain ``nn.Module`` heads these tasks train live in :mod:`dinogeo.models.heads`, so loading a
+model bundle never imports Lightning.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.canopy_height import CanopyHeightTask
+from dinogeo.trainers.change import ChangeTask
+from dinogeo.trainers.change_pairs import ChangePairDataModule
+from dinogeo.trainers.datamodule import LabeledChipDataModule
+from dinogeo.trainers.evaluate import evaluate_bundle
+from dinogeo.trainers.land_cover import LandCoverTask
+from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
 
 __all__ = [
     "CanopyHeightTask",
@@ -19,20 +25,3 @@ __all__ = [
     "SyntheticChangeDataModule",
     "evaluate_bundle",
 ]
-
-_WHERE = {
-    "CanopyHeightTask": "dinogeo.trainers.canopy_height",
-    "ChangePairDataModule": "dinogeo.trainers.change_pairs",
-    "ChangeTask": "dinogeo.trainers.change",
-    "DenseTask": "dinogeo.trainers.base",
-    "LabeledChipDataModule": "dinogeo.trainers.datamodule",
-    "LandCoverTask": "dinogeo.trainers.land_cover",
-    "SyntheticChangeDataModule": "dinogeo.trainers.synthetic_change",
-    "evaluate_bundle": "dinogeo.trainers.evaluate",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'dinogeo.trainers' has no attribute {name!r}")

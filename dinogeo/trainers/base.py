@@ -26,9 +26,9 @@ from dinogeo.errors import ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.bundle import ModelBundle, save_bundle
 from dinogeo.models.card import WeightCard, load_backbone
+from dinogeo.models.heads import DenseModel, HeadConfig, build_model
 from dinogeo.models.registry import list_archs
 from dinogeo.models.task_card import TaskCard, load_task_card
-from dinogeo.trainers.heads import DenseModel, HeadConfig, build_model
 from dinogeo.trainers.metrics import TaskMetrics
 
 __all__ = ["DenseTask", "resolve_backbone"]

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
+from dinogeo.models.heads import DenseModel, HeadConfig, HeightModel
 from dinogeo.trainers.base import DenseTask
-from dinogeo.trainers.heads import DenseModel, HeadConfig, HeightModel
 
 __all__ = ["CanopyHeightTask", "bin_indices", "height_bin_prior", "silog_loss"]
 

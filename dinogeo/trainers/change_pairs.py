@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dinogeo.errors import ConfigError
 from dinogeo.trainers.datamodule import (
-    ChipDataset,
     LabeledChipDataModule,
+    LabeledChipDataset,
     _as_list,
     _check_nonempty,
     select_chips,
@@ -105,5 +105,5 @@ class ChangePairDataModule(LabeledChipDataModule):
             splits_out=self.splits,
         )
         _check_nonempty(train, "training", pairs, hp)
-        self.train_set = ChipDataset(readers, labels, train, augment=hp["augment"])
-        self.val_set = ChipDataset(readers, labels, val)
+        self.train_set = LabeledChipDataset(readers, labels, train, augment=hp["augment"])
+        self.val_set = LabeledChipDataset(readers, labels, val)

@@ -37,7 +37,7 @@ from dinogeo.models.task_card import TaskCard, load_task_card
 from dinogeo.trainers.base import resolve_backbone
 from dinogeo.trainers.imagery import ImageReader
 
-__all__ = ["ChipDataset", "LabeledChipDataModule", "Labels", "open_labels", "select_chips"]
+__all__ = ["LabeledChipDataset", "LabeledChipDataModule", "Labels", "open_labels", "select_chips"]
 
 #: where a ``dinogeo fit`` config holds the data module's options (named in label errors)
 CONFIG_PREFIX = "data.init_args."
@@ -147,7 +147,7 @@ class Chip:
     window: Window
 
 
-class ChipDataset(Dataset[dict[str, Tensor]]):
+class LabeledChipDataset(Dataset[dict[str, Tensor]]):
     """Chips of labelled scenes.
 
     Args:
@@ -290,8 +290,8 @@ class LabeledChipDataModule(LightningDataModule):
             raise ConfigError(f"split_by must be 'labelled' or 'positive', got {split_by!r}")
         if split_by == "positive" and self.task_card.is_classification:
             raise ConfigError("split_by: positive is for regression targets; use 'labelled'")
-        self.train_set: ChipDataset | None = None
-        self.val_set: ChipDataset | None = None
+        self.train_set: LabeledChipDataset | None = None
+        self.val_set: LabeledChipDataset | None = None
         self.splits: list[BlockSplit] = []
 
     # ------------------------------------------------------------------ helpers
@@ -392,7 +392,7 @@ class LabeledChipDataModule(LightningDataModule):
             splits_out=self.splits,
         )
         _check_nonempty(train, "training", pairs, hp)
-        self.train_set = ChipDataset(readers, labels, train, augment=hp["augment"])
+        self.train_set = LabeledChipDataset(readers, labels, train, augment=hp["augment"])
         if val_sep:
             vpairs = self._pair([p for p, _ in pairs], val_sep, f"{CONFIG_PREFIX}val_labels")
             vlabels = [
@@ -421,9 +421,9 @@ class LabeledChipDataModule(LightningDataModule):
                 seed=hp["seed"],
                 all_to_val=True,
             )
-            self.val_set = ChipDataset(readers, vlabels, val)
+            self.val_set = LabeledChipDataset(readers, vlabels, val)
         else:
-            self.val_set = ChipDataset(readers, labels, val)
+            self.val_set = LabeledChipDataset(readers, labels, val)
 
     def class_frequencies(self, max_chips: int = 64) -> np.ndarray:
         """Labelled pixel count per class over (up to ``max_chips``) training chips."""

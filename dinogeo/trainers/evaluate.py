@@ -17,7 +17,7 @@ from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.bundle import ModelBundle, load_bundle
 from dinogeo.models.task_card import TaskCard
-from dinogeo.trainers.datamodule import ChipDataset, open_labels, select_chips
+from dinogeo.trainers.datamodule import LabeledChipDataset, open_labels, select_chips
 from dinogeo.trainers.imagery import ImageReader
 from dinogeo.trainers.metrics import TaskMetrics
 from dinogeo.trainers.validation_report import ValidationSamples, check_report, write_report
@@ -127,7 +127,7 @@ def evaluate_bundle(
         )
     if report_dir is not None:
         check_report(report_dir, overwrite=overwrite)
-    data = ChipDataset([reader], [lab], chips)
+    data = LabeledChipDataset([reader], [lab], chips)
     metrics = TaskMetrics(bundle.task)
     samples: list[ValidationSamples] = []
     device = next(bundle.model.parameters()).device

@@ -1,6 +1,6 @@
 """Imagery read for a backbone: the weight card's band order and normalisation, any grid.
 
-:class:`ImageReader` is the trainers' view of :class:`dinogeo.data.card_imagery.CardImage`: its
+:class:`ImageReader` is the trainers' view of :class:`dinogeo.models.card_imagery.CardImage`: its
 :meth:`~ImageReader.read` returns the card's bands normalised as
 ``(DN * scale + offset - mean) / std`` (the image sensor's scale/offset, the card's statistics).
 :meth:`ImageReader.aligned_to` reads the same image on another image's grid (bilinear, through a
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
-from dinogeo.data.card_imagery import CardImage
 from dinogeo.models.card import WeightCard
+from dinogeo.models.card_imagery import CardImage
 
 __all__ = ["ImageReader"]
 
@@ -32,7 +32,7 @@ class ImageReader:
         offset: override of the sensor's offset.
 
     Attributes:
-        image: the :class:`~dinogeo.data.card_imagery.CardImage` read.
+        image: the :class:`~dinogeo.models.card_imagery.CardImage` read.
         path, card, crs, transform, width, height, bounds: those of ``image``.
 
     Raises:

@@ -13,14 +13,14 @@ from dinogeo.errors import ConfigError
 from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
 from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.task_config import GramConfig, HeadConfig, LossConfig, OptimConfig
+from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig, LossConfig, OptimConfig
 
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
 MIX = [
     {"global_size": 32, "local_size": 16, "gram_size": 48, "weight": 0.5},
     {"global_size": 48, "local_size": 32, "gram_size": 64, "weight": 0.5},
 ]
-HEAD = HeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
+HEAD = DINOHeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
 def _dm(shared, *, mix=MIX, batch_size=4, samples=32, workers=0, seed=0, **kwargs):

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from dinogeo.cli.main import main
-from dinogeo.cli.pretrain import stage_of
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
 from dinogeo.models.card import load_backbone
 from dinogeo.ssl.datamodule import SSLDataModule
@@ -18,7 +17,8 @@ from dinogeo.ssl.distill_config import StudentConfig, TeacherConfig
 from dinogeo.ssl.distill_step import distill_losses
 from dinogeo.ssl.distill_task import DistillTask
 from dinogeo.ssl.distill_teacher import file_sha256, teacher_targets
-from dinogeo.ssl.task_config import HeadConfig
+from dinogeo.ssl.pretrain import stage_of
+from dinogeo.ssl.task_config import DINOHeadConfig
 from tests.data.distill import data as fx
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ssl"
@@ -74,7 +74,7 @@ def test_ckpt_teacher_brings_its_heads_and_their_sizes(teachers):
         task(
             teachers["ckpt"],
             [WIDE],
-            dino_head=HeadConfig(out_dim=128, hidden_dim=32, bottleneck_dim=16),
+            dino_head=DINOHeadConfig(out_dim=128, hidden_dim=32, bottleneck_dim=16),
         )
 
 

@@ -14,9 +14,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from dinogeo.errors import CheckpointError
 from dinogeo.ssl.fsdp import SSLFSDPStrategy
 from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.task_config import GramConfig, HeadConfig
+from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig
 
-HEAD = HeadConfig(out_dim=16, hidden_dim=16, bottleneck_dim=8)
+HEAD = DINOHeadConfig(out_dim=16, hidden_dim=16, bottleneck_dim=8)
 
 
 def _task(gram: bool) -> SSLTask:

@@ -14,7 +14,6 @@ import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from dinogeo.cli.main import main
-from dinogeo.cli.pretrain import PretrainCLI
 from dinogeo.models import create_backbone, load_backbone, load_official_dinov3
 from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.fsdp import wrap_policy
@@ -22,7 +21,8 @@ from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.monitor import embedding_health, knn_accuracy, plot_training_curves
-from dinogeo.ssl.task_config import HeadConfig, LossConfig
+from dinogeo.ssl.pretrain import PretrainCLI
+from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "ssl"
@@ -30,7 +30,7 @@ S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B
 ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
 ABER_CLS = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_cls_crop.tif"
 ABER_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
-HEAD = HeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
+HEAD = DINOHeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
 def _load_generator():

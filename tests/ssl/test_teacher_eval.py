@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.task_config import GramConfig, HeadConfig
+from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig
 
-HEAD = HeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
+HEAD = DINOHeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
 def _task() -> SSLTask:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
+from dinogeo.models.heads import height_bin_centres
 from dinogeo.trainers.canopy_height import (
     CanopyHeightTask,
     bin_indices,
     height_bin_prior,
 )
 from dinogeo.trainers.datamodule import LabeledChipDataModule
-from dinogeo.trainers.heads import height_bin_centres
 
 SWISS = "swissimage-lidar-chm-detectree"
 

@@ -7,9 +7,9 @@ from dinogeo.errors import CheckpointError, ConfigError
 from dinogeo.models.backbone import create_backbone
 from dinogeo.models.bundle import ModelBundle, load_bundle, save_bundle
 from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.heads import HeadConfig, HeightModel, build_model, height_bin_centres
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.canopy_height import silog_loss
-from dinogeo.trainers.heads import HeadConfig, HeightModel, build_model, height_bin_centres
 from dinogeo.trainers.land_cover import LandCoverTask
 from dinogeo.trainers.metrics import TaskMetrics
 

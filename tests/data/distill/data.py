@@ -23,13 +23,13 @@ import torch
 from dinogeo.data.sensors import load_sensor
 from dinogeo.models.card import WeightCard, save_backbone
 from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.task_config import HeadConfig
+from dinogeo.ssl.task_config import DINOHeadConfig
 
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
 BANDS = ["B02", "B03", "B04", "B08"]
 SENSOR = "sentinel2_l1c"
 #: the teacher checkpoint's heads: K prototypes, hidden width, bottleneck
-HEAD = HeadConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16)
+HEAD = DINOHeadConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16)
 
 
 def write_teachers(out_dir: Path, seed: int = 0) -> dict[str, Path]:

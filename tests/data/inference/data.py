@@ -168,7 +168,7 @@ def write_bundle(
     """Write a randomly initialised model bundle (backbone + head) with the bundle API."""
     from dinogeo.models.backbone import create_backbone
     from dinogeo.models.bundle import ModelBundle, save_bundle
-    from dinogeo.trainers.heads import HeadConfig, build_model
+    from dinogeo.models.heads import HeadConfig, build_model
 
     torch.manual_seed(seed)
     tcard = load_task_card(task) if isinstance(task, str) else task

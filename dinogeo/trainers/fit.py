@@ -1,27 +1,28 @@
-"""``dinogeo fit``: train a head on a (frozen) backbone and write one model bundle (LightningCLI).
+"""Train a head on a (frozen) backbone from a config and write one model bundle.
 
-Usage::
-
-    dinogeo fit --config configs/finetune/land_cover_aberystwyth.yaml \
-        [--bundle_path out.safetensors] [--trainer.max_steps 100] [--data.init_args.chip_size 64]
-
-The config names a trainer (``model.class_path``: LandCoverTask, CanopyHeightTask, ChangeTask)
-and a data module (``data.class_path``: LabeledChipDataModule, ChangePairDataModule,
+:func:`fit` is what ``dinogeo fit`` runs (with the command-line arguments) and what the demo,
+the benchmarks and the tests call (with a dict from :func:`dinogeo.config.load_config`). The
+config names a trainer (``model.class_path``: LandCoverTask, CanopyHeightTask, ChangeTask) and
+a data module (``data.class_path``: LabeledChipDataModule, ChangePairDataModule,
 SyntheticChangeDataModule). The data's task card, backbone, sensor, bands and scale/offset are
 linked into the model, so band count and classes come from the data and the cards.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dinogeo.config import build_cli
+from dinogeo.progress import lightning_callback
 from dinogeo.trainers.base import DenseTask
 
-__all__ = ["FitCLI", "main"]
+__all__ = ["LINKED", "FitCLI", "fit"]
 
+#: data module arguments copied into the model
 LINKED = ("task", "backbone", "sensor", "bands", "scale", "offset")
 
 
@@ -46,33 +47,34 @@ class FitCLI(LightningCLI):
             config["model"]["init_args"]["bundle_path"] = config["bundle_path"]
 
 
-def main(argv: list[str]) -> int:
-    """Run ``dinogeo fit`` with ``argv`` (LightningCLI arguments after ``fit``).
+def fit(config: Mapping[str, Any] | Sequence[str]) -> DenseTask:
+    """Train the configured head and write its bundle (``bundle_path``).
+
+    Args:
+        config: a configuration dict (the YAML of ``dinogeo fit --config``, e.g. from
+            :func:`dinogeo.config.load_config`), or command-line arguments
+            (``["--config", "land_cover.yaml", "--trainer.max_steps", "100"]``).
 
     Returns:
-        0 on success (errors propagate as exceptions; the dispatcher formats dinogeo errors).
+        The trained task (its ``bundle_path`` holds the bundle when one was configured).
     """
-    with warnings.catch_warnings():
-        # main() always passes args; Lightning warns when sys.argv also holds arguments
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        _run(argv)
-    return 0
-
-
-def _run(argv: list[str]) -> None:
-    from dinogeo.progress import lightning_callback
-
+    args: Any = dict(config) if isinstance(config, Mapping) else ["fit", *config]
+    if isinstance(config, Mapping):
+        args = {"subcommand": "fit", "fit": args}
     json_progress = lightning_callback()  # None unless `dinogeo --progress json fit ...`
     defaults: dict[str, object] = {"logger": False, "enable_checkpointing": False}
     if json_progress is not None:
         defaults.update(callbacks=[json_progress], enable_progress_bar=False)
-    FitCLI(
-        DenseTask,
-        LightningDataModule,
+    cli = build_cli(
+        FitCLI,
+        args,
+        model_class=DenseTask,
+        datamodule_class=LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=["fit", *argv],
         save_config_callback=None,
         trainer_defaults=defaults,
         auto_configure_optimizers=False,
     )
+    task: DenseTask = cli.model
+    return task
