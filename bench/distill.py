@@ -51,12 +51,12 @@ from dinogeo.inference import predict_raster
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.bundle import ModelBundle, save_bundle
 from dinogeo.models.card import WeightCard, load_backbone
+from dinogeo.models.heads import HeadConfig as DenseHeadConfig
+from dinogeo.models.heads import build_model
 from dinogeo.models.task_card import load_task_card
 from dinogeo.ssl.distill_config import StudentConfig, TeacherConfig
 from dinogeo.ssl.distill_task import DistillTask
-from dinogeo.ssl.task_config import HeadConfig, LossConfig, OptimConfig
-from dinogeo.trainers.heads import HeadConfig as DenseHeadConfig
-from dinogeo.trainers.heads import build_model
+from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig, OptimConfig
 
 ARTIFACT = Path("/tmp/dinogeo-artifacts/probe_backbone.safetensors")
 STUDENT = {**BACKBONE, "embed_dim": 24, "num_heads": 1}  # same patch (2) and depth (4)
@@ -66,7 +66,7 @@ TEACHER_TEMP = (0.01, 0.02)  # teacher temperature (start, after the head warm-u
 
 def distil(args: argparse.Namespace, sources: list[str]) -> tuple[DistillTask, int]:
     """Distil the teacher for the time budget; return the task and the number of steps."""
-    head = HeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)  # the probe's head sizes
+    head = DINOHeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)  # the probe's head sizes
     task = DistillTask(
         teacher=TeacherConfig(path=str(args.teacher), head_warmup_steps=args.head_warmup),
         students=[
