@@ -318,6 +318,12 @@ class LabeledChipDataModule(LightningDataModule):
             offset=hp["offset"],
         )
 
+    def _open_images(
+        self, images: list[str], card: WeightCard
+    ) -> list[ImageReader | tuple[ImageReader, ImageReader]]:
+        """One reader per scene (labels live on its grid); change data opens date pairs."""
+        return [self._reader(img, card) for img in images]
+
     def _labels(self, path: str, reader: ImageReader, *, validation: bool = False) -> Labels:
         hp = self.cfg
         if validation:
@@ -376,8 +382,8 @@ class LabeledChipDataModule(LightningDataModule):
         hp = self.cfg
         card = self.weight_card()
         pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
-        readers = [self._reader(img, card) for img, _ in pairs]
-        labels = [self._labels(lab, r) for (_, lab), r in zip(pairs, readers, strict=True)]
+        readers = self._open_images([img for img, _ in pairs], card)
+        labels = [self._labels(lab, _grid(r)) for (_, lab), r in zip(pairs, readers, strict=True)]
         val_sep = self._validation_sources([lab for _, lab in pairs])
         train, val = select_chips(
             readers,
@@ -396,7 +402,7 @@ class LabeledChipDataModule(LightningDataModule):
         if val_sep:
             vpairs = self._pair([p for p, _ in pairs], val_sep, f"{CONFIG_PREFIX}val_labels")
             vlabels = [
-                self._labels(lab, r, validation=True)
+                self._labels(lab, _grid(r), validation=True)
                 for (_, lab), r in zip(vpairs, readers, strict=True)
             ]
             for train_lab, val_lab in zip(labels, vlabels, strict=True):
@@ -461,6 +467,11 @@ class LabeledChipDataModule(LightningDataModule):
             batch_size=self.cfg["batch_size"],
             num_workers=self.cfg["num_workers"],
         )
+
+
+def _grid(reader: ImageReader | tuple[ImageReader, ImageReader]) -> ImageReader:
+    """The reader whose grid the labels and chips use (date 1 of a pair)."""
+    return reader[0] if isinstance(reader, tuple) else reader
 
 
 def _check_nonempty(chips: list[Chip], what: str, pairs: Any, hp: Any) -> None:

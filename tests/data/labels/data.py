@@ -15,6 +15,8 @@ Functions write into a folder (a pytest ``tmp_path``):
   is, date 2 with real pixels of another place pasted in (the change mask) and then written on a
   shifted, coarser grid (so it must be resampled onto date 1's grid).
 
+- ``write_change_polygons(mask, folder)``: the change mask of ``write_change_triple`` as polygons
+  (GeoPackage) with the class in ``state`` (``stable``/``changed``) and a decoy text column.
 - ``write_qgis_exports(folder, shared)``: real labels saved the way QGIS saves them: the NC 1996
   polygons and points as the ``training`` and ``validation`` layers of one GeoPackage that also
   holds QGIS's non-spatial ``layer_styles`` table; the same for the Parana polygons and points;
@@ -197,6 +199,22 @@ def write_change_triple(folder: Path, shared: Path) -> dict[str, Path]:
     return out
 
 
+def write_change_polygons(mask: Path, folder: Path) -> Path:
+    import rasterio.features
+    from shapely.geometry import shape
+
+    with rasterio.open(mask) as ds:
+        values, transform, crs = ds.read(1), ds.transform, ds.crs
+    rows = [
+        {"state": "changed" if v == 1 else "stable", "note": f"part {i}", "geometry": shape(g)}
+        for i, (g, v) in enumerate(rasterio.features.shapes(values, transform=transform))
+        if v != 255
+    ]
+    out = folder / "change_polygons.gpkg"
+    gpd.GeoDataFrame(rows, crs=crs).to_file(out, driver="GPKG")
+    return out
+
+
 def _qgis_style_table(gpkg: Path, layers: list[str]) -> None:
     """Add the ``layer_styles`` table QGIS writes when a style is saved in the GeoPackage."""
     from dinogeo.inference.qgis import vector_qml, vector_sld
@@ -236,5 +254,6 @@ if __name__ == "__main__":
     print(write_grid_vectors(target))
     print(write_nc_variants(target, shared_dir))
     print(write_resampled_classes(target, shared_dir))
-    print(write_change_triple(target, shared_dir))
+    triple = write_change_triple(target, shared_dir)
+    print(triple, write_change_polygons(triple["mask"], target))
     print(write_qgis_exports(target, shared_dir))
