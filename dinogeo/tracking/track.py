@@ -123,6 +123,7 @@ class _Setup:
     need: int
     mask: Path | None = None
     mask_values: tuple[int, ...] = (1,)
+    features: Any = None  # a FeatureExtractor when a backbone is given
 
     def region(self, win: Window) -> np.ndarray | None:
         """Pixels of a tile inside the monitored region (None: everywhere)."""
@@ -156,7 +157,10 @@ def _tile_scores(s: _Setup, win: Window) -> tuple[np.ndarray, np.ndarray, np.nda
         win.col_off - halo, win.row_off - halo, win.width + 2 * halo, win.height + 2 * halo
     )
     x = s.series.read(big)
-    idx = index_series(x, s.series.sensor, s.index, s.smooth)
+    if s.features is not None:
+        idx = s.features(x)
+    else:
+        idx = index_series(x, s.series.sensor, s.index, s.smooth)
     scores, loo, monitored = s.stat.scores(idx, s.hist, s.doy)
     core = (slice(halo, halo + int(win.height)), slice(halo, halo + int(win.width)))
     every = (slice(None), *core)
@@ -228,6 +232,7 @@ def track_series(
     mmu_ha: float = 0.0,
     mask: str | Path | None = None,
     mask_values: Sequence[int] | None = None,
+    backbone: str | Path | None = None,
     tile: int = 512,
     resume: bool = False,
     overwrite: bool = False,
@@ -266,6 +271,9 @@ def track_series(
         mask: raster of the region to monitor (e.g. a forest or mangrove map), warped onto the
             series grid; pixels outside are not monitored.
         mask_values: values of ``mask`` that are monitored (None: 1).
+        backbone: a backbone (safetensors) whose frozen per-date features replace the index
+            channels (direction-free statistic; adapted to the series' sensor when its bands
+            differ); None: spectral indices.
         tile: tile size in pixels (memory ~ tile^2 x dates x bands x 4 bytes x 3).
         resume: continue an interrupted run into the same folder.
         overwrite: replace existing products.
@@ -323,6 +331,10 @@ def track_series(
         _mask_path(mask),
         tuple(int(v) for v in (mask_values or (1,))),
     )
+    if backbone is not None:
+        from dinogeo.tracking.features import FeatureExtractor
+
+        setup.features = FeatureExtractor(backbone, series.sensor)
     tiles = _tiles(series, tile)
     mon_idx = np.where(mon)[0]
 
@@ -406,6 +418,7 @@ def track_series(
         "threshold": thr,
         "tile": tile,
         "mask": [str(mask), list(mask_values or (1,))],
+        "backbone": str(backbone),
     }
     key = _params_hash(params)
     state = partial / "state.json"
