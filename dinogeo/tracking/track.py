@@ -289,6 +289,72 @@ def track_series(
         NoValidDataError: the series holds no valid observation.
         OutputExistsError: the output folder already holds products.
     """
+    from dinogeo.inference.writer import gdal_cache
+
+    with gdal_cache():  # GDAL's block cache would otherwise grow with the series' size
+        return _track(
+            inputs=inputs,
+            output=output,
+            monitor_start=monitor_start,
+            history_start=history_start,
+            monitor_end=monitor_end,
+            sensor=sensor,
+            bands=bands,
+            dates_csv=dates_csv,
+            reference=reference,
+            index=index,
+            smooth=smooth,
+            seasonal_order=seasonal_order,
+            min_history=min_history,
+            window=window,
+            need=need,
+            threshold=threshold,
+            false_alarm_rate=false_alarm_rate,
+            calibrate_on=calibrate_on,
+            folds=folds,
+            baselines=baselines,
+            mmu_ha=mmu_ha,
+            mask=mask,
+            mask_values=mask_values,
+            backbone=backbone,
+            tile=tile,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+        )
+
+
+def _track(
+    inputs: Any,
+    output: Any,
+    *,
+    monitor_start: Any,
+    history_start: Any,
+    monitor_end: Any,
+    sensor: Any,
+    bands: Any,
+    dates_csv: Any,
+    reference: Any,
+    index: Any,
+    smooth: Any,
+    seasonal_order: Any,
+    min_history: Any,
+    window: Any,
+    need: Any,
+    threshold: Any,
+    false_alarm_rate: Any,
+    calibrate_on: Any,
+    folds: Any,
+    baselines: Any,
+    mmu_ha: Any,
+    mask: Any,
+    mask_values: Any,
+    backbone: Any,
+    tile: Any,
+    resume: Any,
+    overwrite: Any,
+    progress: Any,
+) -> TrackResult:
     import time
 
     t0 = time.perf_counter()
