@@ -1,6 +1,10 @@
 """Write the example Processing models shipped with the plugin (run with QGIS's Python).
 
-    QT_QPA_PLATFORM=offscreen python3 qgis_plugin/tools/make_models.py qgis_plugin/dinogeo_processing/models
+    QT_HASH_SEED=0 QT_QPA_PLATFORM=offscreen python3 qgis_plugin/tools/make_models.py qgis_plugin/dinogeo_processing/models
+
+``train_map_validate.model3``: dinogeo fit (image + labelled polygons/points + class field +
+backbone -> model bundle) -> dinogeo predict (the image with that bundle) -> dinogeo validate
+(the bundle on independent points). Outputs ``predict:landcover`` and ``validate:metrics``.
 
 ``landcover_per_zone.model3``: dinogeo predict (image + model bundle -> land-cover COG) feeding
 native:zonalstatisticsfb (count, majority and variety of the predicted classes per zone
@@ -18,7 +22,9 @@ from qgis.core import (
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
     QgsProcessingModelParameter,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
 )
@@ -91,13 +97,130 @@ def landcover_per_zone():
     return model
 
 
+def _child(model, alg_id, child_id, description, x, y, sources, outputs=None):
+    child = QgsProcessingModelChildAlgorithm(alg_id)
+    child.setChildId(child_id)
+    child.setDescription(description)
+    child.setPosition(QPointF(x, y))
+    for name, source in sources.items():
+        child.addParameterSources(name, [source])
+    for name, (child_output, text) in (outputs or {}).items():
+        output = QgsProcessingModelOutput(name, text)
+        output.setChildId(child_id)
+        output.setChildOutputName(child_output)
+        output.setPosition(QPointF(x + 180, y + 80))
+        child.setModelOutputs({**child.modelOutputs(), name: output})
+    model.addChildAlgorithm(child)
+
+
+def train_map_validate():
+    """dinogeo fit -> dinogeo predict -> dinogeo validate, in one model."""
+    model = QgsProcessingModelAlgorithm(
+        "Train, map and validate land cover", "dinogeo", "dinogeo_train_map_validate"
+    )
+    model.setHelpContent(
+        {
+            "ALG_DESC": "Trains a land-cover head from labelled polygons or points, maps the "
+            "image with it and validates the map on independent points.",
+            "image": "Raster file with the backbone's bands.",
+            "labels": "Training polygons or points.",
+            "field": "Class field of the labels (and of the validation points).",
+            "validation": "Independent reference points (not used for training).",
+            "backbone": "Backbone (.safetensors).",
+            "steps": "Training steps.",
+        }
+    )
+    _input(model, QgsProcessingParameterRasterLayer("image", "Image"), 80, 60)
+    polygon_or_point = [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]
+    _input(model, QgsProcessingParameterVectorLayer("labels", "Labels", polygon_or_point), 260, 60)
+    _input(
+        model,
+        QgsProcessingParameterField("field", "Class field", parentLayerParameterName="labels"),
+        440,
+        60,
+    )
+    _input(
+        model,
+        QgsProcessingParameterVectorLayer("validation", "Validation points", polygon_or_point),
+        620,
+        60,
+    )
+    _input(
+        model,
+        QgsProcessingParameterFile("backbone", "Backbone", extension="safetensors"),
+        800,
+        60,
+    )
+    _input(
+        model,
+        QgsProcessingParameterNumber(
+            "steps", "Training steps", QgsProcessingParameterNumber.Integer, 200, False, 1
+        ),
+        980,
+        60,
+    )
+    source = QgsProcessingModelChildParameterSource
+    param = source.fromModelParameter
+    _child(
+        model,
+        "dinogeo:fit",
+        "fit",
+        "dinogeo fit",
+        200,
+        200,
+        {
+            "INPUT": param("image"),
+            "LABELS": param("labels"),
+            "FIELD": param("field"),
+            "BACKBONE": param("backbone"),
+            "STEPS": param("steps"),
+            "CHIP_SIZE": source.fromStaticValue(32),
+        },
+    )
+    _child(
+        model,
+        "dinogeo:predict",
+        "predict",
+        "dinogeo predict",
+        300,
+        340,
+        {
+            "INPUT": param("image"),
+            "MODEL": source.fromChildOutput("fit", "OUTPUT"),
+            "TILE": source.fromStaticValue(256),
+            "OVERLAP": source.fromStaticValue(32),
+        },
+        {"landcover": ("OUTPUT", "Land cover")},
+    )
+    _child(
+        model,
+        "dinogeo:validate",
+        "validate",
+        "dinogeo validate",
+        600,
+        340,
+        {
+            "MODEL": source.fromChildOutput("fit", "OUTPUT"),
+            "INPUT": param("image"),
+            "LABELS": param("validation"),
+            "FIELD": param("field"),
+        },
+        {"metrics": ("OUTPUT", "Validation metrics")},
+    )
+    return model
+
+
 def main(out_dir):
     """Write every example model into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "landcover_per_zone.model3")
-    if not landcover_per_zone().toFile(path):
-        raise SystemExit(f"cannot write {path}")
-    print(path)
+    for name, build in (
+        ("landcover_per_zone", landcover_per_zone),
+        ("train_map_validate", train_map_validate),
+    ):
+        path = os.path.join(out_dir, f"{name}.model3")
+        if not build().toFile(path):
+            raise SystemExit(f"cannot write {path}")
+        print(path)
 
 
 if __name__ == "__main__":

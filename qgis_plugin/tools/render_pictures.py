@@ -3,7 +3,7 @@
 Run with QGIS's Python, the plugin on QGIS_PLUGINPATH and dinogeo reachable (see docs/qgis.md)::
 
     QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=qgis_plugin DINOGEO_EXECUTABLE=.venv/bin/dinogeo \
-        python3 qgis_plugin/tools/render_pictures.py BACKBONE SHARED_DATA WORK_DIR docs/img
+        python3 qgis_plugin/tools/render_pictures.py BACKBONE SHARED_DATA WORK_DIR docs/img [track]
 
 Every step is a Processing call (the same ones the toolbox and the modeler make): dinogeo:fit
 on the North Carolina 1996 polygons, dinogeo:predict on the Landsat 7 scene, dinogeo:validate
@@ -133,7 +133,8 @@ def zones_by_majority(layer, task_card):
     return layer
 
 
-def main(backbone, shared, work, pictures):
+def main(backbone, shared, work, pictures, only=""):
+    """Run the algorithms and write the pictures (``only="track"``: the tracking one alone)."""
     os.makedirs(work, exist_ok=True)
     os.makedirs(pictures, exist_ok=True)
     sys.path.insert(0, os.environ["QGIS_PLUGINPATH"])
@@ -141,6 +142,9 @@ def main(backbone, shared, work, pictures):
 
     plugin = DinogeoPlugin()  # keep a reference: the registry does not own Python providers
     plugin.initProcessing()
+    if only == "track":
+        track_pictures(shared, work, pictures)
+        return
     image = os.path.join(shared, NC, "lsat7_2000_b1-b2-b3-b4-b5-b7.tif")
     polygons = os.path.join(shared, NC, "landsat96_polygons.shp")
     points = os.path.join(shared, NC, "landsat96_points.shp")
@@ -291,6 +295,6 @@ if __name__ == "__main__":
     from processing.core.Processing import Processing
 
     Processing.initialize()
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])
     QgsProject.instance().clear()
     app.exitQgis()

@@ -207,3 +207,69 @@ def test_track_from_qgis_writes_styled_alerts(qgis, shared_data, tmp_path):
     assert {"first_date", "confidence", "area_ha"} <= set(seen["vector_fields"])
     table = Path(results["ACCURACY"]).read_text().splitlines()
     assert table[0].startswith("method,UA,PA,F1") and len(table) > 1
+
+
+def test_embed_and_adapt_from_qgis(qgis, tiny_backbone, shared_data, tmp_path):
+    params = {
+        "INPUT": str(shared_data / NC_IMAGE),
+        "BACKBONE": str(tiny_backbone),
+        "TILE": 256,
+        "OVERLAP": 32,
+        "OUTPUT": str(tmp_path / "features.tif"),
+    }
+    ran = qgis.python("run", "dinogeo:embed", json.dumps(params))
+    assert ran["error"] is None, ran
+    pca = ran["results"]["OUTPUT_PCA"]
+    assert pca == str(tmp_path / "features_pca.tif") and pca in ran["layers_to_load"]
+    import rasterio
+
+    with rasterio.open(tmp_path / "features.tif") as features, rasterio.open(pca) as picture:
+        assert features.count == 64 and picture.count == 3  # the tiny ViT's width; RGB
+        assert features.crs == picture.crs
+    adapted = tmp_path / "s2.safetensors"
+    answer = qgis.run_json(
+        "dinogeo:adapt",
+        {"BACKBONE": tiny_backbone, "SENSOR": "sentinel2_l2a", "OUTPUT": adapted},
+    )
+    assert answer["results"]["OUTPUT"] == str(adapted)
+    from dinogeo.models import load_backbone
+
+    _, card = load_backbone(adapted)
+    assert card.sensor == "sentinel2_l2a" and "B08" in card.band_names
+
+
+def test_model3_trains_maps_and_validates(qgis, tiny_backbone, shared_data, tmp_path):
+    """fit -> predict -> validate chained in a graphical model, run by qgis_process."""
+    model = PLUGIN_PATH / "dinogeo_processing" / "models" / "train_map_validate.model3"
+    landcover, metrics = tmp_path / "landcover.tif", tmp_path / "metrics.json"
+    qgis.process(
+        "run",
+        str(model),
+        "--",
+        f"image={shared_data / NC_IMAGE}",
+        f"labels={shared_data / NC_POLYGONS}",
+        "field=label",
+        f"validation={shared_data / NC_POINTS}",
+        f"backbone={tiny_backbone}",
+        "steps=2",
+        f"predict:landcover={landcover}",
+        f"validate:metrics={metrics}",
+    )
+    import rasterio
+
+    with rasterio.open(landcover) as src:
+        assert src.colormap(1)[1][:3] != (0, 0, 0)  # the palette of the fitted classes
+    report = json.loads(metrics.read_text())
+    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0 and report["metrics"]["pixels"] > 500
+
+
+def test_shipped_models_are_what_make_models_writes(qgis, tmp_path):
+    script = PLUGIN_PATH / "tools" / "make_models.py"
+    env = {**qgis.env, "QT_HASH_SEED": "0"}
+    done = subprocess.run(
+        ["/usr/bin/python3", str(script), str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    shipped = PLUGIN_PATH / "dinogeo_processing" / "models"
+    for name in ("landcover_per_zone.model3", "train_map_validate.model3"):
+        assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
