@@ -4,7 +4,7 @@
 
 ``train_map_validate.model3``: dinogeo fit (image + labelled polygons/points + class field +
 backbone -> model bundle) -> dinogeo predict (the image with that bundle) -> dinogeo validate
-(the bundle on independent points). Outputs ``predict:landcover`` and ``validate:metrics``.
+(the bundle on independent points). Outputs ``predict:landcover`` and ``validate:report``.
 
 ``landcover_per_zone.model3``: dinogeo predict (image + model bundle -> land-cover COG) feeding
 native:zonalstatisticsfb (count, majority and variety of the predicted classes per zone
@@ -205,7 +205,7 @@ def train_map_validate():
             "LABELS": param("validation"),
             "FIELD": param("field"),
         },
-        {"metrics": ("OUTPUT", "Validation metrics")},
+        {"report": ("OUTPUT", "Validation report")},
     )
     return model
 

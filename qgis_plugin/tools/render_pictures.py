@@ -179,7 +179,7 @@ def main(backbone, shared, work, pictures, only=""):
             "INPUT": image,
             "LABELS": points,
             "FIELD": "label",
-            "OUTPUT": os.path.join(work, "nc_metrics.json"),
+            "OUTPUT": os.path.join(work, "nc_validation"),
         },
     )
     emb = run(

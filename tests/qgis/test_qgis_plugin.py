@@ -150,20 +150,29 @@ def test_fit_with_training_and_validation_layers_of_one_geopackage(
     assert data["val_chips"] > 0
 
 
-def test_validate_from_qgis_on_independent_points(qgis, nc_bundle, shared_data, tmp_path):
+def test_validate_from_qgis_writes_the_accuracy_tables_and_points(
+    qgis, nc_bundle, shared_data, tmp_path
+):
     params = {
         "MODEL": nc_bundle["results"]["OUTPUT"],
         "INPUT": str(shared_data / NC_IMAGE),
         "LABELS": str(shared_data / NC_POINTS),
         "FIELD": "label",
         "CHIP_SIZE": 256,
-        "OUTPUT": str(tmp_path / "metrics.json"),
+        "OUTPUT": str(tmp_path / "report"),
     }
     ran = qgis.python("run", "dinogeo:validate", json.dumps(params))
     assert ran["error"] is None, ran
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert ran["results"]["ACCURACY"] == pytest.approx(metrics["accuracy"])
+    results = ran["results"]
+    metrics = json.loads(Path(results["METRICS"]).read_text())["metrics"]
+    assert results["ACCURACY"] == pytest.approx(metrics["accuracy"])
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["pixels"] > 500
+    for key in ("POINTS", "CLASS_ACCURACY", "ERROR_MATRIX"):
+        assert results[key] in ran["layers_to_load"], key
+    table = Path(results["CLASS_ACCURACY"]).read_text()
+    assert all(name in table for name in NC_CLASSES)
+    points = pyogrio.read_dataframe(results["POINTS"], layer="validation_points")
+    assert len(points) == metrics["pixels"]
 
 
 def test_cancel_in_qgis_stops_dinogeo(qgis, tiny_backbone, shared_data, tmp_path):
@@ -241,7 +250,7 @@ def test_embed_and_adapt_from_qgis(qgis, tiny_backbone, shared_data, tmp_path):
 def test_model3_trains_maps_and_validates(qgis, tiny_backbone, shared_data, tmp_path):
     """fit -> predict -> validate chained in a graphical model, run by qgis_process."""
     model = PLUGIN_PATH / "dinogeo_processing" / "models" / "train_map_validate.model3"
-    landcover, metrics = tmp_path / "landcover.tif", tmp_path / "metrics.json"
+    landcover, report = tmp_path / "landcover.tif", tmp_path / "report"
     qgis.process(
         "run",
         str(model),
@@ -253,14 +262,15 @@ def test_model3_trains_maps_and_validates(qgis, tiny_backbone, shared_data, tmp_
         f"backbone={tiny_backbone}",
         "steps=2",
         f"predict:landcover={landcover}",
-        f"validate:metrics={metrics}",
+        f"validate:report={report}",
     )
     import rasterio
 
     with rasterio.open(landcover) as src:
         assert src.colormap(1)[1][:3] != (0, 0, 0)  # the palette of the fitted classes
-    report = json.loads(metrics.read_text())
-    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0 and report["metrics"]["pixels"] > 500
+    metrics = json.loads((report / "metrics.json").read_text())["metrics"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["pixels"] > 500
+    assert (report / "error_matrix.csv").is_file() and (report / "validation_points.gpkg").is_file()
 
 
 def test_shipped_models_are_what_make_models_writes(qgis, tmp_path):

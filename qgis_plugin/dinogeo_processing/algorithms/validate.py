@@ -5,19 +5,29 @@ import os
 
 from qgis.core import (
     QgsProcessing,
+    QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputVectorLayer,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterRasterLayer,
 )
 
 from .base import DinogeoAlgorithm
 
+#: files of the report folder (dinogeo.trainers.validation_report), by output name
+REPORT = {
+    "METRICS": "metrics.json",
+    "ERROR_MATRIX": "error_matrix.csv",
+    "CLASS_ACCURACY": "class_accuracy.csv",
+    "POINTS": "validation_points.gpkg",
+}
+
 
 class ValidateAlgorithm(DinogeoAlgorithm):
-    """Metrics (accuracy, mIoU, per-class IoU/F1) of a bundle on independent reference labels."""
+    """Accuracy report of a bundle on reference labels: metrics, error matrix, points layer."""
 
     NAME = "validate"
     DISPLAY = "Validate a model bundle against reference labels"
@@ -43,9 +53,15 @@ class ValidateAlgorithm(DinogeoAlgorithm):
         )
         self.add_int("CHIP_SIZE", "Prediction window (pixels)", 256, minimum=16)
         self.addParameter(
-            QgsProcessingParameterFileDestination(
-                "OUTPUT", self.tr("Metrics (JSON)"), fileFilter="JSON (*.json)"
-            )
+            QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Validation report folder"))
+        )
+        self.addOutput(QgsProcessingOutputFile("METRICS", self.tr("Metrics (JSON)")))
+        self.addOutput(QgsProcessingOutputFile("ERROR_MATRIX", self.tr("Error matrix (CSV)")))
+        self.addOutput(
+            QgsProcessingOutputFile("CLASS_ACCURACY", self.tr("User's/producer's accuracy (CSV)"))
+        )
+        self.addOutput(
+            QgsProcessingOutputVectorLayer("POINTS", self.tr("Validation points (reference, map)"))
         )
         self.addOutput(QgsProcessingOutputNumber("ACCURACY", self.tr("Overall accuracy")))
         self.addOutput(QgsProcessingOutputNumber("MIOU", self.tr("Mean IoU")))
@@ -60,10 +76,22 @@ class ValidateAlgorithm(DinogeoAlgorithm):
         if layer:
             args += ["--label_layer", layer]
         args += ["--chip_size", self.parameterAsInt(parameters, "CHIP_SIZE", context)]
-        self.run_command(args + ["--json", output], feedback)
-        with open(output, encoding="utf-8") as handle:
+        self.run_command(args + ["--report_dir", output, "--overwrite"], feedback)
+        results = {"OUTPUT": output}
+        for key, name in REPORT.items():
+            path = os.path.join(output, name)
+            results[key] = path if os.path.exists(path) else None
+        with open(results["METRICS"], encoding="utf-8") as handle:
             metrics = json.load(handle)["metrics"]
         for key in ("accuracy", "miou"):
             if key in metrics:
                 feedback.pushInfo(f"{key}: {metrics[key]:.4f}")
-        return {"OUTPUT": output, "ACCURACY": metrics.get("accuracy"), "MIOU": metrics.get("miou")}
+        results["ACCURACY"], results["MIOU"] = metrics.get("accuracy"), metrics.get("miou")
+        for key, name in (
+            ("POINTS", "validation points"),
+            ("CLASS_ACCURACY", "class accuracy"),
+            ("ERROR_MATRIX", "error matrix"),
+        ):
+            if results[key]:
+                self.load_on_completion(context, results[key], name, key)
+        return results
