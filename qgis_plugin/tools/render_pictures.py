@@ -30,9 +30,11 @@ from qgis.core import (
     QgsPrintLayout,
     QgsProcessingContext,
     QgsProcessingFeedback,
+    QgsProcessingModelAlgorithm,
     QgsProject,
     QgsRasterLayer,
     QgsRendererCategory,
+    QgsSingleSymbolRenderer,
     QgsUnitTypes,
     QgsVectorLayer,
 )
@@ -50,11 +52,17 @@ class LogFeedback(QgsProcessingFeedback):
 
 
 def run(algorithm, params):
+    """processing.run, with a .model3 path loaded as a model first."""
     import processing
 
     print(f"{algorithm}", flush=True)
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
+    if algorithm.endswith(".model3"):
+        model = QgsProcessingModelAlgorithm()
+        if not model.fromFile(algorithm):
+            raise SystemExit(f"cannot read the model {algorithm}")
+        algorithm = model
     return processing.run(algorithm, params, context=context, feedback=LogFeedback())
 
 
@@ -76,13 +84,13 @@ def layout_picture(path, title, layers, legend_layers, extent_layer, note=""):
     canvas = QgsLayoutItemMap(layout)
     canvas.attemptMove(QgsLayoutPoint(6, 15, QgsUnitTypes.LayoutMillimeters))
     canvas.attemptResize(QgsLayoutSize(170, 148, QgsUnitTypes.LayoutMillimeters))
+    layout.addLayoutItem(canvas)
+    canvas.setFrameEnabled(True)
+    canvas.setKeepLayerSet(True)
     canvas.setLayers(layers)
     canvas.setCrs(extent_layer.crs())
-    extent = extent_layer.extent()
-    extent.scale(1.02)
-    canvas.zoomToExtent(extent)
-    canvas.setFrameEnabled(True)
-    layout.addLayoutItem(canvas)
+    # zoomToExtent gives an empty extent for unnamed (custom WKT) CRSs: set it directly
+    canvas.setExtent(_fit(extent_layer.extent(), 170.0 / 148.0))
     legend = QgsLayoutItemLegend(layout)
     legend.setTitle("Legend")
     legend.setAutoUpdateModel(False)
@@ -95,6 +103,7 @@ def layout_picture(path, title, layers, legend_layers, extent_layer, note=""):
     bar.setStyle("Single Box")
     bar.setLinkedMap(canvas)
     bar.applyDefaultSize()
+    bar.setNumberOfSegments(1)  # one segment: its two labels never overlap
     bar.attemptMove(QgsLayoutPoint(180, 150, QgsUnitTypes.LayoutMillimeters))
     layout.addLayoutItem(bar)
     if note:
@@ -112,12 +121,25 @@ def layout_picture(path, title, layers, legend_layers, extent_layer, note=""):
     print(f"wrote {path}", flush=True)
 
 
+def _fit(extent, aspect, margin=1.02):
+    """``extent`` grown by ``margin`` and to the width/height ratio ``aspect``, same centre."""
+    from qgis.core import QgsRectangle
+
+    width, height = extent.width() * margin, extent.height() * margin
+    if width / height < aspect:
+        width = height * aspect
+    else:
+        height = width / aspect
+    x, y = extent.center().x(), extent.center().y()
+    return QgsRectangle(x - width / 2, y - height / 2, x + width / 2, y + height / 2)
+
+
 def outline(layer, color="#222222"):
     """Draw a polygon layer as outlines only."""
     symbol = QgsFillSymbol.createSimple(
         {"color": "0,0,0,0", "outline_color": color, "outline_width": "0.35"}
     )
-    layer.renderer().setSymbol(symbol)
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
     return layer
 
 
@@ -148,20 +170,23 @@ def main(backbone, shared, work, pictures, only=""):
     image = os.path.join(shared, NC, "lsat7_2000_b1-b2-b3-b4-b5-b7.tif")
     polygons = os.path.join(shared, NC, "landsat96_polygons.shp")
     points = os.path.join(shared, NC, "landsat96_points.shp")
-    fit = run(
-        "dinogeo:fit",
-        {
-            "INPUT": image,
-            "LABELS": polygons,
-            "FIELD": "label",
-            "BACKBONE": backbone,
-            "VAL_LABELS": points,
-            "STEPS": 150,
-            "CHIP_SIZE": 64,
-            "BATCH_SIZE": 8,
-            "OUTPUT": os.path.join(work, "nc_landcover.safetensors"),
-        },
-    )
+    bundle = os.path.join(work, "nc_landcover.safetensors")
+    fit = {"OUTPUT": bundle, "TASK_CARD": os.path.join(work, "nc_landcover_task.json")}
+    if not os.path.exists(bundle):  # the slow step: reuse a bundle of an interrupted run
+        fit = run(
+            "dinogeo:fit",
+            {
+                "INPUT": image,
+                "LABELS": polygons,
+                "FIELD": "label",
+                "BACKBONE": backbone,
+                "VAL_LABELS": points,
+                "STEPS": 150,
+                "CHIP_SIZE": 64,
+                "BATCH_SIZE": 8,
+                "OUTPUT": bundle,
+            },
+        )
     with open(fit["TASK_CARD"], encoding="utf-8") as handle:
         card = json.load(handle)
     pred = run(
@@ -209,22 +234,22 @@ def main(backbone, shared, work, pictures, only=""):
         f"{val['ACCURACY']:.3f}, mIoU {val['MIOU']:.3f}",
     )
     polys = QgsVectorLayer(pred["OUTPUT_POLYGONS"], "class polygons (GeoPackage)", "ogr")
-    scene = QgsRasterLayer(image, "Landsat 7 scene")
-    scene.setRenderer(_rgb(scene, (5, 4, 3)))
     layout_picture(
         os.path.join(pictures, "qgis_predict_polygons.png"),
-        "dinogeo:predict - class polygons (GeoPackage, default style) over the scene (5-4-3)",
-        [polys, scene],
+        "dinogeo:predict - class polygons with area_ha (GeoPackage, its default style)",
+        [polys],
         [polys],
         polys,
     )
     zone_layer = zones_by_majority(
         QgsVectorLayer(zones["zonal:zones_landcover"], "majority class per polygon", "ogr"), card
     )
+    scene = QgsRasterLayer(image, "Landsat 7 scene, bands 5-4-3")
+    scene.setRenderer(_rgb(scene, (5, 4, 3)))
     layout_picture(
         os.path.join(pictures, "qgis_model_zones.png"),
-        "Model landcover_per_zone.model3: dinogeo:predict -> native:zonalstatisticsfb",
-        [zone_layer, landcover],
+        "landcover_per_zone.model3: majority predicted class of each 1996 polygon",
+        [zone_layer, scene],
         [zone_layer],
         landcover,
     )
@@ -278,10 +303,10 @@ def track_pictures(shared, work, pictures):
         },
     )
     loss = QgsRasterLayer(out["LOSS_DATE"], "loss date")
-    alerts = QgsVectorLayer(out["ALERTS"], "alerts", "ogr")
+    alerts = outline(QgsVectorLayer(out["ALERTS"], "alert polygons", "ogr"))
     layout_picture(
         os.path.join(pictures, "qgis_track.png"),
-        "dinogeo:track - Sentinel-1 series 2014-2018, Myanmar: alerts since 2016",
+        "dinogeo:track - Sentinel-1 series 2014-2018, Myanmar: loss dates since 2016",
         [alerts, loss],
         [loss, alerts],
         loss,
