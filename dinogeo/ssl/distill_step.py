@@ -12,7 +12,7 @@ from typing import cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from dinogeo.models.backbone import Backbone
 from dinogeo.ssl.dino_loss import DINOLoss
@@ -70,19 +70,11 @@ def distill_losses(
         (koleo_loss(crop) for crop in s_cls.float().chunk(n_global)),
         s_cls.new_zeros((), dtype=torch.float32),
     )
-    total = (
-        loss_cfg.dino_weight * dino["dino"]
-        + loss_cfg.ibot_weight * ibot
-        + loss_cfg.koleo_weight * koleo
-    )
-    logs: dict[str, Tensor] = {
-        "loss/dino": dino["dino"].detach(),
-        "loss/dino_local": dino["dino_local"].detach(),
-        "loss/dino_global": dino["dino_global"].detach(),
-        "loss/ibot": ibot.detach(),
-        "loss/koleo": koleo.detach(),
-        "loss/total": total.detach(),
-    }
+    weights = {"dino": loss_cfg.dino_weight, "ibot": loss_cfg.ibot_weight}
+    weights["koleo"] = loss_cfg.koleo_weight
+    terms = {**dino, "ibot": ibot, "koleo": koleo}
+    total = sum((w * terms[name] for name, w in weights.items()), koleo.new_zeros(()))
+    logs = {f"loss/{k}": v.detach() for k, v in {**terms, "total": total}.items()}
     with torch.no_grad():
         agree = (s_dino_global.argmax(-1) == targets.dino.argmax(-1)).float().mean()
         logs["health/prototype_agreement"] = agree
