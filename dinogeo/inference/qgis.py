@@ -35,6 +35,7 @@ from dinogeo.inference.writer import BandLayout
 from dinogeo.models.task_card import TaskCard
 
 __all__ = [
+    "GPKG_OPTIONS",
     "equal_area_crs",
     "footprint_area_km2",
     "layout_for",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 QGIS_VERSION = "3.34.0"
+#: GeoPackage 1.2: read without a "may only be partially supported" warning by the GDAL (3.6) of
+#: QGIS 3.22 LTR packages, and holds everything dinogeo writes (features, layer_styles)
+GPKG_OPTIONS = {"VERSION": "1.2"}
 #: SQLite expression of the current UTC time in ISO 8601 (what GeoPackage DATETIME columns hold)
 _ISO_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 _RAMP = ["#ffffcc", "#c2e699", "#78c679", "#31a354", "#006837"]

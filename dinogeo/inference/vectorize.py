@@ -32,7 +32,13 @@ from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
 from dinogeo.errors import ConfigError
-from dinogeo.inference.qgis import equal_area_crs, vector_qml, vector_sld, write_layer_style
+from dinogeo.inference.qgis import (
+    GPKG_OPTIONS,
+    equal_area_crs,
+    vector_qml,
+    vector_sld,
+    write_layer_style,
+)
 from dinogeo.inference.writer import check_output_path
 from dinogeo.models.task_card import TaskCard
 
@@ -168,6 +174,7 @@ def vectorize_classes(
                 pyogrio.write_dataframe(
                     gdf, tmp, layer=layer, driver="GPKG", append=written > 0,
                     geometry_type="Polygon", promote_to_multi=False,
+                    dataset_options=GPKG_OPTIONS if not written else None,
                 )  # fmt: skip
                 written += len(gdf) or 1
                 batch.clear()

@@ -31,7 +31,7 @@ import geopandas as gpd
 import numpy as np
 import pyogrio
 
-from dinogeo.inference.qgis import point_qml, write_layer_style
+from dinogeo.inference.qgis import GPKG_OPTIONS, point_qml, write_layer_style
 from dinogeo.inference.writer import check_output_path
 from dinogeo.models.task_card import TaskCard
 
@@ -176,7 +176,9 @@ def _write_points(
     )
 
     def write(tmp: Path) -> None:
-        pyogrio.write_dataframe(frame, tmp, layer=POINTS_LAYER, driver="GPKG")
+        pyogrio.write_dataframe(
+            frame, tmp, layer=POINTS_LAYER, driver="GPKG", dataset_options=GPKG_OPTIONS
+        )
         write_layer_style(tmp, POINTS_LAYER, qml, "")
 
     return _atomic(path, write)

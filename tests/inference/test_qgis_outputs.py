@@ -63,6 +63,8 @@ def test_palette_transparent_and_class_names_without_qml(shared_data, tmp_path):
     # layer_styles.update_time is ISO 8601 (GDAL reads it without a "Non-conformant" warning)
     con = sqlite3.connect(out.with_suffix(".gpkg"))
     stamp = con.execute("SELECT update_time FROM layer_styles").fetchone()[0]
+    # GeoPackage 1.2: QGIS 3.22's GDAL 3.6 reads it without "may only be partially supported"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 10200
     con.close()
     assert stamp.endswith("Z") and "T" in stamp
     assert datetime.datetime.fromisoformat(stamp).tzinfo is not None
