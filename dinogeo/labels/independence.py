@@ -70,8 +70,9 @@ def check_independent(
     """
     train_key, val_key = keys
     fix = (
-        f"Fix: set {val_key} to labels collected independently (e.g. the points layer), or drop "
-        "it so whole spatial blocks of the training labels are held out (val_fraction)"
+        f"Fix: set {val_key} to labels collected independently (e.g. a separate points "
+        "layer); when fitting, leaving it out holds whole spatial blocks of the training labels "
+        "out instead (val_fraction)"
     )
     if (
         _same_file(train_source, val_source)
@@ -81,7 +82,7 @@ def check_independent(
         raise LabelError(
             f"the validation labels {val_source} are the training labels ({train_key} = "
             f"{train_source}): the metrics would measure how well the head remembers its "
-            f"training polygons, not its accuracy. {fix}"
+            f"training labels, not its accuracy. {fix}"
         )
     if train is None or val is None:
         return
