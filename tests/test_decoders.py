@@ -95,3 +95,21 @@ def test_tiny_backbone_end_to_end(decoder):
         assert torch.isfinite(out).all()
     out.sum().backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_dpt_pyramid_stays_at_pixel_resolution_for_small_patches():
+    from dinogeo.models.decoders import dpt_scales
+
+    assert dpt_scales(16) == [4, 2, 1, 0.5]  # DPT's own, unchanged for ViT-S/16 .. ViT-7B
+    assert dpt_scales(8) == [4, 2, 1, 0.5]
+    assert dpt_scales(2) == [1, 0.5, 0.25, 0.125]
+    # patch 16 keeps DPT's modules (bundles written before still load)
+    kinds = [type(m).__name__ for m in DPTDecoder(64, [0, 1, 2, 3], 3, patch_size=16).resample]
+    assert kinds == ["ConvTranspose2d", "ConvTranspose2d", "Identity", "Conv2d"]
+    # patch 2 (the probe backbone): the finest fused map is at pixel resolution, not 4x above it
+    dec = DPTDecoder(32, [0, 1, 2, 3], 3, features=8, patch_size=2)
+    seen = []
+    hook = dec.fusion[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[-2:]))
+    out = dec([torch.randn(1, 32, 16, 16) for _ in range(4)])
+    hook.remove()
+    assert out.shape == (1, 3, 32, 32) and tuple(seen[0]) == (32, 32)

@@ -11,7 +11,8 @@ resolution (``H = h * patch_size`` unless an explicit ``size`` is given).
 * :class:`DPTDecoder`: Ranftl et al.'s Dense Prediction Transformer decoder, as DINOv3 uses it
   for depth and canopy height (ViT-L layers 5, 11, 17, 23; 128 hidden channels, no BatchNorm
   for CHMv2). Four feature maps are reassembled at 4x, 2x, 1x and 1/2x the token grid
-  (transposed convolutions / strided convolution), fused from coarse to fine by residual
+  (transposed convolutions / strided convolution; shifted down for patches under 8 pixels, see
+  :func:`dpt_scales`), fused from coarse to fine by residual
   convolution units, and a small convolutional head upsamples to full resolution. The cls token
   readout is not used (``"ignore"`` readout), since the backbone returns patch tokens only.
 """
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from dinogeo.errors import ConfigError
 
-__all__ = ["DPTDecoder", "LinearDecoder", "dpt_layer_indices"]
+__all__ = ["DPTDecoder", "LinearDecoder", "dpt_layer_indices", "dpt_scales"]
 
 
 def dpt_layer_indices(depth: int, count: int = 4) -> list[int]:
@@ -40,6 +41,28 @@ def dpt_layer_indices(depth: int, count: int = 4) -> list[int]:
     if count < 1 or depth < count:
         raise ConfigError(f"cannot pick {count} layers from a backbone of depth {depth}")
     return [(i + 1) * depth // count - 1 for i in range(count)]
+
+
+def dpt_scales(patch_size: int) -> list[float]:
+    """Scales of DPT's four reassembled maps relative to the token grid, shallowest first.
+
+    DPT's 4, 2, 1 and 1/2 for patches of 8 pixels or more (the finest fused map, twice the
+    first, then lies at 1/2 pixel resolution for 16-pixel patches, at pixel resolution for 8).
+    For smaller patches the pyramid shifts down so that the finest fused map stays at pixel
+    resolution instead of above it (patch 2: 1, 1/2, 1/4, 1/8 of the grid), which would only
+    cost compute: 16x the pixels at patch 2.
+    """
+    top = min(4.0, max(1, patch_size) / 2)
+    return [top, top / 2, top / 4, top / 8]
+
+
+def _resample(channels: int, scale: float) -> nn.Module:
+    if scale > 1:
+        k = round(scale)
+        return nn.ConvTranspose2d(channels, channels, kernel_size=k, stride=k)
+    if scale == 1:
+        return nn.Identity()
+    return nn.Conv2d(channels, channels, kernel_size=3, stride=round(1 / scale), padding=1)
 
 
 def _output_size(feature: Tensor, patch_size: int, size: Sequence[int] | None) -> tuple[int, int]:
@@ -190,12 +213,7 @@ class DPTDecoder(nn.Module):
         self.patch_size = patch_size
         self.project = nn.ModuleList(nn.Conv2d(embed_dim, c, kernel_size=1) for c in channels)
         self.resample = nn.ModuleList(
-            [
-                nn.ConvTranspose2d(channels[0], channels[0], kernel_size=4, stride=4),
-                nn.ConvTranspose2d(channels[1], channels[1], kernel_size=2, stride=2),
-                nn.Identity(),
-                nn.Conv2d(channels[3], channels[3], kernel_size=3, stride=2, padding=1),
-            ]
+            _resample(c, scale) for c, scale in zip(channels, dpt_scales(patch_size), strict=True)
         )
         self.to_features = nn.ModuleList(
             nn.Conv2d(c, features, kernel_size=3, padding=1, bias=False) for c in channels

@@ -15,6 +15,9 @@ model bundle rebuilds it without executing code from the file.
 Optional ``image_skip``: a small full-resolution convolutional branch on the input pixels is
 concatenated with the upsampled decoder output before the last layers. With 16-pixel patches a
 10 m Sentinel-2 patch token covers 160 m; the branch lets class boundaries follow the pixels.
+Optional ``pixel_linear``: a per-pixel linear map of the input bands added to the output logits,
+so the head contains the per-pixel linear classifier on the raw bands (and a trainer can start it
+at that classifier's fit: see ``LandCoverTask``'s ``pixel_init``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "HeightModel",
     "SegmentationModel",
     "build_model",
+    "change_pixels",
     "height_bin_centres",
 ]
 
@@ -70,6 +74,8 @@ class HeadConfig:
         bins: height bins (height models).
         min_height: centre of the lowest bin, metres.
         max_height: centre of the highest bin, metres.
+        pixel_linear: add a per-pixel linear map of the input bands (1x1 convolution) to the
+            outputs (False in bundles written before it existed).
     """
 
     type: str
@@ -81,6 +87,7 @@ class HeadConfig:
     bins: int = 256
     min_height: float = 1e-3
     max_height: float = 96.0
+    pixel_linear: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in HEAD_TYPES:
@@ -170,6 +177,12 @@ class DenseModel(nn.Module):
                 config.image_skip,
                 self.decoder_outputs,
             )
+        self.pixel_linear: nn.Conv2d | None = None
+        if config.pixel_linear:
+            linear = nn.Conv2d(skip_in_chans or backbone.in_chans, self.decoder_outputs, 1)
+            for param in linear.parameters():
+                nn.init.zeros_(param)  # starts as no term at all
+            self.pixel_linear = linear
 
     @property
     def decoder_outputs(self) -> int:
@@ -207,18 +220,36 @@ class DenseModel(nn.Module):
                 return self.backbone.get_intermediate_layers(x, self.layers)
         return self.backbone.get_intermediate_layers(x, self.layers)
 
-    def decode(self, feats: list[Tensor], size: tuple[int, int], image: Tensor) -> Tensor:
-        """Decoder output upsampled to ``size``, fused with the image branch when enabled."""
+    def decode(
+        self,
+        feats: list[Tensor],
+        size: tuple[int, int],
+        image: Tensor,
+        pixels: Tensor | None = None,
+    ) -> Tensor:
+        """Decoder output upsampled to ``size``, fused with the image branch when enabled.
+
+        ``pixels``: the input of the per-pixel linear term (default ``image``).
+        """
         out = self.decoder(feats, size)
         if self.skip is not None:
             out = self.skip(out, image)
+        if self.pixel_linear is not None:
+            out = out + self.pixel_linear(image if pixels is None else pixels)
         return out
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Dense raw output (logits) the size of ``x``."""
+    def forward(self, x: Tensor, features: list[Tensor] | None = None) -> Tensor:
+        """Dense raw output (logits) the size of ``x``.
+
+        Args:
+            x: normalised image (B, C, H, W).
+            features: the frozen backbone's :meth:`encode` output for ``x`` when already
+                computed (a feature cache); None runs the backbone.
+        """
         padded, h, w = self._pad(x)
         size = (int(padded.shape[-2]), int(padded.shape[-1]))
-        out = self.decode(self.encode(padded), size, padded)
+        feats = self.encode(padded) if features is None else list(features)
+        out = self.decode(feats, size, padded)
         return out[..., :h, :w]
 
 
@@ -244,9 +275,9 @@ class HeightModel(DenseModel):
         """One logit per height bin."""
         return self.config.bins
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Heights in metres (B, 1, H, W)."""
-        return self.heights(super().forward(x))
+    def forward(self, x: Tensor, features: list[Tensor] | None = None) -> Tensor:
+        """Heights in metres (B, 1, H, W) (``features``: see :meth:`DenseModel.forward`)."""
+        return self.heights(super().forward(x, features))
 
     def heights(self, logits: Tensor) -> Tensor:
         """Soft-argmax of bin logits (B, K, H, W): the expected bin centre, (B, 1, H, W) metres.
@@ -271,8 +302,14 @@ class ChangeModel(DenseModel):
             nn.Sequential(nn.Conv2d(3 * width, width, 1), nn.GELU()) for _ in self.layers
         )
 
-    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:  # type: ignore[override]
-        """Change logits (B, K, H, W) on the grid of ``x1`` (``x2`` must share it)."""
+    def forward(  # type: ignore[override]
+        self, x1: Tensor, x2: Tensor, features: tuple[list[Tensor], list[Tensor]] | None = None
+    ) -> Tensor:
+        """Change logits (B, K, H, W) on the grid of ``x1`` (``x2`` must share it).
+
+        ``features``: the frozen backbone's :meth:`encode` outputs of both dates when already
+        computed (a feature cache); None runs the backbone.
+        """
         if x1.shape != x2.shape:
             raise ConfigError(
                 f"change model inputs differ in shape: {tuple(x1.shape)} vs {tuple(x2.shape)}; "
@@ -280,14 +317,20 @@ class ChangeModel(DenseModel):
             )
         p1, h, w = self._pad(x1)
         p2, _, _ = self._pad(x2)
-        f1, f2 = self.encode(p1), self.encode(p2)
+        f1, f2 = (self.encode(p1), self.encode(p2)) if features is None else features
         fused = [
             fuse(torch.cat([a, b, (a - b).abs()], dim=1))
             for fuse, a, b in zip(self.fuse, f1, f2, strict=True)
         ]
         image = torch.cat([p1, p2, p1 - p2], dim=1)
-        out = self.decode(fused, (int(p1.shape[-2]), int(p1.shape[-1])), image)
+        size = (int(p1.shape[-2]), int(p1.shape[-1]))
+        out = self.decode(fused, size, image, change_pixels(p1, p2))
         return out[..., :h, :w]
+
+
+def change_pixels(x1: Tensor, x2: Tensor) -> Tensor:
+    """Per-pixel change inputs ``[date 1, date 2, |date 1 - date 2|]`` (B, 3C, H, W)."""
+    return torch.cat([x1, x2, (x1 - x2).abs()], dim=1)
 
 
 def build_model(backbone: Backbone, config: HeadConfig) -> DenseModel:

@@ -95,7 +95,10 @@ class DenseTask(LightningModule):
         decoder: ``"dpt"`` or ``"linear"``.
         layer_indices: backbone blocks feeding the decoder (default: 4 evenly spaced).
         features: decoder width.
-        image_skip: channels of the full-resolution image branch (0: off).
+        image_skip: channels of the full-resolution image branch (default 16; 0: off, the pure
+            backbone-feature head).
+        pixel_linear: add a per-pixel linear map of the input bands to the outputs (the
+            per-pixel linear classifier, inside the head).
         unfreeze_last_blocks: number of final backbone blocks to train (0: frozen backbone).
         lr: learning rate of the head.
         backbone_lr: learning rate of unfrozen backbone blocks.
@@ -119,7 +122,8 @@ class DenseTask(LightningModule):
         decoder: str = "dpt",
         layer_indices: list[int] | None = None,
         features: int = 128,
-        image_skip: int = 0,
+        image_skip: int = 16,
+        pixel_linear: bool = True,
         unfreeze_last_blocks: int = 0,
         lr: float = 1e-3,
         backbone_lr: float = 1e-5,
@@ -157,6 +161,7 @@ class DenseTask(LightningModule):
             layer_indices=list(hp["layer_indices"] or []),
             features=hp["features"],
             image_skip=hp["image_skip"],
+            pixel_linear=bool(hp.get("pixel_linear", False)),
         )
 
     def configure_models(self) -> None:
@@ -180,13 +185,25 @@ class DenseTask(LightningModule):
         self.val_metrics = TaskMetrics(self.task_card)
 
     # ------------------------------------------------------------------ steps
-    def forward(self, *images: Tensor) -> Tensor:
-        """Raw model output (logits, or heights in metres)."""
-        return self.model(*images)
+    def forward(self, *images: Tensor, features: Any = None) -> Tensor:
+        """Raw model output (logits, or heights in metres).
+
+        ``features``: the frozen backbone's features of the images when a batch carries them
+        (see :meth:`cached_features`); None runs the backbone.
+        """
+        return self.model(*images, features=features)
 
     def inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
         """The model inputs of a batch."""
         return (batch["image"],)
+
+    def cached_features(self, batch: dict[str, Any]) -> Any:
+        """Precomputed backbone features carried by a batch (``features``), or None.
+
+        A batch from :class:`~dinogeo.trainers.feature_cache.CachedFeatureDataModule` carries
+        them, so a frozen backbone is not run again at every step.
+        """
+        return batch.get("features")
 
     def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """The training loss of one batch (subclasses)."""
@@ -194,14 +211,14 @@ class DenseTask(LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step."""
-        output = self(*self.inputs(batch))
+        output = self(*self.inputs(batch), features=self.cached_features(batch))
         loss = self.loss(output, batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=output.shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
-        output = self(*self.inputs(batch))
+        output = self(*self.inputs(batch), features=self.cached_features(batch))
         loss = self.loss(output, batch)
         if torch.isfinite(loss):
             self.log("val_loss", loss, prog_bar=True, batch_size=output.shape[0])

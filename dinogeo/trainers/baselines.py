@@ -2,7 +2,7 @@
 
 A multinomial logistic regression on the normalised band values of single pixels (no spatial
 context, no backbone), trained full-batch with L-BFGS and balanced class weights. The demo and
-``bench/heads.py`` report it next to every land-cover result, measured the same way.
+``bench/heads`` report it next to every land-cover result, measured the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ __all__ = ["fit_softmax_regression", "pixel_baseline"]
 
 
 def fit_softmax_regression(
-    x: np.ndarray, y: np.ndarray, k: int, *, l2: float = 1e-3, max_iter: int = 200
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    l2: float = 1e-3,
+    max_iter: int = 200,
+    balanced: bool = True,
 ) -> torch.nn.Linear:
     """Fit a multinomial logistic regression, full batch, with balanced class weights.
 
@@ -33,6 +39,8 @@ def fit_softmax_regression(
         k: number of classes.
         l2: weight penalty.
         max_iter: L-BFGS iterations.
+        balanced: weight classes by inverse frequency (False: every sample alike, which keeps
+            the predicted probabilities calibrated, e.g. over height bins).
 
     Returns:
         The fitted linear layer (logits = layer(x)).
@@ -42,6 +50,8 @@ def fit_softmax_regression(
     layer = torch.nn.Linear(xt.shape[1], k)
     counts = torch.bincount(yt, minlength=k).float()
     weight = torch.where(counts > 0, counts.sum() / (k * counts.clamp(min=1)), torch.zeros(k))
+    if not balanced:
+        weight = torch.ones(k)
     opt = torch.optim.LBFGS(layer.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

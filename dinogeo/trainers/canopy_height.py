@@ -27,8 +27,12 @@ from torch import Tensor
 from dinogeo.errors import ConfigError
 from dinogeo.models.heads import DenseModel, HeadConfig, HeightModel
 from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.baselines import fit_softmax_regression
 
 __all__ = ["CanopyHeightTask", "bin_indices", "height_bin_prior", "silog_loss"]
+
+#: training chips read for the per-pixel start of the head
+PIXEL_INIT_CHIPS = 64
 
 
 def silog_loss(pred: Tensor, target: Tensor, *, variance_focus: float = 0.85) -> Tensor:
@@ -89,6 +93,12 @@ class CanopyHeightTask(DenseTask):
         bin_prior: start the bin logits at the training heights' histogram (read from up to 64
             training chips when fitting starts); False keeps the default initialisation.
         bin_ce_weight: weight of a cross-entropy term on the reference's nearest bin (0: off).
+        pixel_init: when the head has its per-pixel linear term (``pixel_linear``), start it at
+            a per-pixel softmax regression of the reference's nearest bin on the bands (fitted
+            on up to 32768 pixels of 64 training chips, unweighted so that its probabilities
+            stay calibrated: its soft-argmax is a per-pixel estimate of the height) and the rest
+            of the head's output at 0; this replaces ``bin_prior`` (whose histogram it contains
+            as the case of no band information).
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
@@ -102,8 +112,10 @@ class CanopyHeightTask(DenseTask):
         silog_weight: float = 1.0,
         bin_prior: bool = True,
         bin_ce_weight: float = 5.0,
+        pixel_init: bool = True,
         **kwargs: Any,
     ) -> None:
+        self._pixel_init = bool(pixel_init)
         self._bins = (int(bins), float(min_height), float(max_height))
         self._silog_weight = float(silog_weight)
         self._bin_prior = bool(bin_prior)
@@ -127,17 +139,63 @@ class CanopyHeightTask(DenseTask):
 
         Runs before a checkpoint is restored, so resumed runs keep their trained weights.
         """
-        if stage != "fit" or not self._bin_prior or self._trainer is None:
+        if stage != "fit" or self._trainer is None:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         dataset = getattr(datamodule, "train_set", None)
         if dataset is None or not len(dataset):
+            return
+        if self._pixel_init and self.model.pixel_linear is not None:
+            step = max(1, len(dataset) // PIXEL_INIT_CHIPS)
+            samples = [dataset[i] for i in range(0, len(dataset), step)]
+            self.init_pixel_linear(
+                torch.stack([s["image"] for s in samples]),
+                torch.stack([s["mask"] for s in samples]),
+            )
+            return
+        if not self._bin_prior:
             return
         chips = dataset.chips[:: max(1, len(dataset.chips) // 64)]
         heights = np.concatenate(
             [dataset.labels[c.scene].read(c.window).ravel() for c in chips]
         ).astype(np.float32)
         self.init_bin_prior(heights)
+
+    def init_pixel_linear(self, images: Tensor, heights: Tensor, max_pixels: int = 32768) -> None:
+        """Start the per-pixel term at a softmax regression of the height bins on the pixels.
+
+        Args:
+            images: normalised training chips (N, C, H, W).
+            heights: their reference heights (N, H, W), NaN where unknown.
+            max_pixels: pixels sampled (seeded) for the fit.
+        """
+        layer = self.model.pixel_linear
+        if layer is None:
+            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
+        x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])
+        h = heights.reshape(-1)
+        keep = torch.nonzero(torch.isfinite(h)).ravel()
+        if not len(keep):
+            return
+        pick = torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:max_pixels]
+        keep = keep[pick]
+        centres = self._centres().cpu()
+        fitted = fit_softmax_regression(
+            x[keep].numpy(),
+            bin_indices(h[keep], centres).numpy(),
+            len(centres),
+            l2=1e-3,
+            max_iter=100,
+            balanced=False,
+        )
+        out = self.model.output_layer()
+        with torch.no_grad():
+            layer.weight.copy_(fitted.weight[:, :, None, None])
+            if layer.bias is not None:
+                layer.bias.copy_(fitted.bias)
+            out.weight.zero_()  # the rest of the head starts at 0 and learns the residual
+            if out.bias is not None:
+                out.bias.zero_()
 
     def init_bin_prior(self, heights: np.ndarray) -> Tensor:
         """Set the bin-logit bias to the log of the bins' probabilities in ``heights``.
@@ -165,9 +223,10 @@ class CanopyHeightTask(DenseTask):
     def _centres(self) -> Tensor:
         return self._height_model.bin_centres
 
-    def forward(self, *images: Tensor) -> Tensor:
+    def forward(self, *images: Tensor, features: Any = None) -> Tensor:
         """Heights in metres (B, 1, H, W); the bin logits are kept for the loss."""
-        logits = DenseModel.forward(self.model, *images)
+        (image,) = images
+        logits = DenseModel.forward(self.model, image, features)
         self._logits = logits
         return self._height_model.heights(logits)
 

@@ -11,8 +11,13 @@ from torch import Tensor
 from dinogeo.errors import ConfigError
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.baselines import fit_softmax_regression
+from dinogeo.models.heads import change_pixels
 
 __all__ = ["ChangeTask"]
+
+#: training pairs read for the per-pixel start of the head
+PIXEL_INIT_PAIRS = 64
 
 
 class ChangeTask(DenseTask):
@@ -24,14 +29,21 @@ class ChangeTask(DenseTask):
     Args:
         class_weights: one cross-entropy weight per change class (None: uniform). Change is
             usually rare: e.g. ``[1.0, 3.0]``.
+        pixel_init: when the head has its per-pixel linear term (``pixel_linear``, on
+            ``[date 1, date 2, |date 1 - date 2|]``), start it at the per-pixel softmax
+            regression fitted on up to 65536 pixels of 64 training pairs (balanced classes) and
+            the rest of the head's output at 0.
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
     head_type = "change"
     class_weight: Tensor
 
-    def __init__(self, class_weights: list[float] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, class_weights: list[float] | None = None, pixel_init: bool = True, **kwargs: Any
+    ) -> None:
         self._class_weights_arg = class_weights
+        self._pixel_init = bool(pixel_init)
         kwargs.setdefault("task", "change")
         super().__init__(**kwargs)
 
@@ -50,6 +62,64 @@ class ChangeTask(DenseTask):
     def inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
         """Both dates."""
         return batch["image1"], batch["image2"]
+
+    def setup(self, stage: str) -> None:
+        """Start the per-pixel term at the per-pixel classifier of training pairs.
+
+        Runs before a checkpoint is restored, so resumed runs keep their trained weights.
+        """
+        if stage != "fit" or self._trainer is None:
+            return
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if self._pixel_init and self.model.pixel_linear is not None and dataset is not None:
+            count = min(len(dataset), PIXEL_INIT_PAIRS)
+            samples = [dataset[i] for i in range(count)]
+            if samples:
+                self.init_pixel_linear(
+                    torch.stack([s["image1"] for s in samples]),
+                    torch.stack([s["image2"] for s in samples]),
+                    torch.stack([s["mask"] for s in samples]),
+                )
+
+    def init_pixel_linear(
+        self, image1: Tensor, image2: Tensor, masks: Tensor, max_pixels: int = 65536
+    ) -> None:
+        """Start the per-pixel term at the softmax regression of ``masks`` on the pixels.
+
+        Args:
+            image1: date 1 chips (N, C, H, W), normalised.
+            image2: date 2 chips on the same grid.
+            masks: change class indices (N, H, W), ``IGNORE_INDEX`` where unknown.
+            max_pixels: pixels sampled (seeded) for the fit.
+        """
+        layer = self.model.pixel_linear
+        if layer is None:
+            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
+        pixels = change_pixels(image1, image2)
+        x = pixels.permute(0, 2, 3, 1).reshape(-1, pixels.shape[1])
+        y = masks.reshape(-1)
+        keep = torch.nonzero(y != IGNORE_INDEX).ravel()
+        if not len(keep):
+            return
+        pick = torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:max_pixels]
+        keep = keep[pick]
+        fitted = fit_softmax_regression(
+            x[keep].numpy(), y[keep].numpy(), self.task_card.num_outputs, l2=1e-3
+        )
+        out = self.model.output_layer()
+        with torch.no_grad():
+            layer.weight.copy_(fitted.weight[:, :, None, None])
+            if layer.bias is not None:
+                layer.bias.copy_(fitted.bias)
+            out.weight.zero_()  # the rest of the head starts at 0 and learns the residual
+            if out.bias is not None:
+                out.bias.zero_()
+
+    def cached_features(self, batch: dict[str, Any]) -> Any:
+        """Precomputed backbone features of both dates (``features1``, ``features2``), or None."""
+        if "features1" not in batch:
+            return None
+        return batch["features1"], batch["features2"]
 
     def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Weighted cross-entropy over labelled pixels."""

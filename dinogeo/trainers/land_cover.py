@@ -12,8 +12,15 @@ from torch import Tensor
 from dinogeo.errors import ConfigError
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.baselines import fit_softmax_regression
 
 __all__ = ["LandCoverTask"]
+
+#: training chips read for the per-pixel start of the head
+PIXEL_INIT_CHIPS = 64
+
+#: class-weight modes computed from the training chips' class frequencies f: weight f ** -power
+FREQUENCY_WEIGHTS = {"auto": 0.5, "balanced": 1.0}
 
 
 class LandCoverTask(DenseTask):
@@ -21,8 +28,15 @@ class LandCoverTask(DenseTask):
 
     Args:
         class_weights: one weight per task-card class, ``"auto"`` (inverse square root of the
-            training-chip class frequencies, normalised to mean 1) or None (uniform).
+            training-chip class frequencies, normalised to mean 1), ``"balanced"`` (inverse
+            frequencies, normalised to mean 1: every class counts as much as the others in the
+            loss, as in the per-pixel baseline; what mIoU rewards) or None (uniform).
         label_smoothing: cross-entropy label smoothing.
+        pixel_init: when the head has its per-pixel linear term (``pixel_linear``), start it at
+            the per-pixel softmax regression fitted on the training chips' labelled pixels
+            (L-BFGS, balanced classes, up to ``PIXEL_INIT_CHIPS`` chips) and the rest of the
+            head's output at 0: training starts from the per-pixel classifier and learns what
+            context adds, instead of rediscovering band ratios by gradient descent.
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
@@ -33,18 +47,22 @@ class LandCoverTask(DenseTask):
         self,
         class_weights: list[float] | str | None = None,
         label_smoothing: float = 0.0,
+        pixel_init: bool = True,
         **kwargs: Any,
     ) -> None:
         self._class_weights_arg = class_weights
         self._label_smoothing = float(label_smoothing)
+        self._pixel_init = bool(pixel_init)
         super().__init__(**kwargs)
 
     def configure_losses(self) -> None:
         """Cross-entropy weights (uniform until ``"auto"`` weights are computed at fit start)."""
         k = self.task_card.num_outputs
         weights = self._class_weights_arg
-        if isinstance(weights, str) and weights != "auto":
-            raise ConfigError(f"class_weights must be a list, 'auto' or null, got {weights!r}")
+        if isinstance(weights, str) and weights not in FREQUENCY_WEIGHTS:
+            raise ConfigError(
+                f"class_weights must be a list, 'auto', 'balanced' or null, got {weights!r}"
+            )
         if isinstance(weights, list | tuple):
             if len(weights) != k or any(float(w) < 0 for w in weights):
                 raise ConfigError(
@@ -57,8 +75,55 @@ class LandCoverTask(DenseTask):
         self.register_buffer("class_weight", tensor)
 
     def on_fit_start(self) -> None:
-        """Compute ``"auto"`` class weights from the training chips."""
-        if self._class_weights_arg != "auto":
+        """Compute ``"auto"`` / ``"balanced"`` class weights from the training chips."""
+        self._init_class_weights()
+
+    def setup(self, stage: str) -> None:
+        """Start the per-pixel term at the per-pixel classifier of the training chips.
+
+        Runs before a checkpoint is restored, so resumed runs keep their trained weights.
+        """
+        if stage != "fit" or self._trainer is None:
+            return
+        if self._pixel_init and self.model.pixel_linear is not None:
+            dataset = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+            if dataset is not None and len(dataset):
+                step = max(1, len(dataset) // PIXEL_INIT_CHIPS)
+                samples = [dataset[i] for i in range(0, len(dataset), step)]
+                self.init_pixel_linear(
+                    torch.stack([s["image"] for s in samples]),
+                    torch.stack([s["mask"] for s in samples]),
+                )
+
+    def init_pixel_linear(self, images: Tensor, masks: Tensor) -> None:
+        """Start the per-pixel linear term at the softmax regression of ``masks`` on the pixels.
+
+        Args:
+            images: normalised training chips (N, C, H, W).
+            masks: their class indices (N, H, W), ``IGNORE_INDEX`` where unlabelled.
+        """
+        layer = self.model.pixel_linear
+        if layer is None:
+            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
+        x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])
+        y = masks.reshape(-1)
+        keep = y != IGNORE_INDEX
+        if not keep.any():
+            return
+        fitted = fit_softmax_regression(
+            x[keep].numpy(), y[keep].numpy(), self.task_card.num_outputs, l2=1e-3
+        )
+        out = self.model.output_layer()
+        with torch.no_grad():
+            layer.weight.copy_(fitted.weight[:, :, None, None])
+            if layer.bias is not None:
+                layer.bias.copy_(fitted.bias)
+            out.weight.zero_()  # the rest of the head starts at 0 and learns the residual
+            if out.bias is not None:
+                out.bias.zero_()
+
+    def _init_class_weights(self) -> None:
+        if self._class_weights_arg not in FREQUENCY_WEIGHTS:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "class_frequencies"):
@@ -66,7 +131,8 @@ class LandCoverTask(DenseTask):
         counts = np.asarray(datamodule.class_frequencies(), dtype=np.float64)
         present = counts > 0
         weights = np.zeros_like(counts)
-        weights[present] = 1.0 / np.sqrt(counts[present] / counts[present].sum())
+        power = FREQUENCY_WEIGHTS[str(self._class_weights_arg)]
+        weights[present] = (counts[present] / counts[present].sum()) ** -power
         weights[present] /= weights[present].mean()
         self.class_weight.copy_(torch.as_tensor(weights, dtype=self.class_weight.dtype))
 
