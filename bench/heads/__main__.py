@@ -21,7 +21,7 @@ from dinogeo._paths import shared_data_dir  # noqa: E402
 
 from . import aberystwyth, canopy, change, nc, rufiji  # noqa: E402
 from .common import PRETRAINED, RANDOM, Settings, random_twin  # noqa: E402
-from .table import markdown, verdicts  # noqa: E402
+from .table import markdown, verdicts, wide  # noqa: E402
 
 TASKS = ("aber", "nc", "chm", "change", "rufiji")
 
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.process_time():.0f} s CPU\n"
     )
     print(markdown(rows))
+    print()
+    print(wide(rows, PRETRAINED, RANDOM))
     print()
     print(verdicts(rows, PRETRAINED, RANDOM))
 

@@ -17,7 +17,7 @@ from dinogeo.trainers.imagery import ImageReader
 from dinogeo.trainers.land_cover import LandCoverTask
 
 from . import baselines
-from .change import ChangeHeads
+from .change import CHIP, ChangeHeads
 from .common import Settings, finetune_config, fit_seeds, full, linked, pixels, predict_tiled, row
 
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib"
@@ -74,7 +74,7 @@ def run(settings: Settings, change: ChangeHeads) -> list[dict]:
             lc_a = predict_tiled(task, cached.cache, ia, chip=32).argmax(0)
             lc_b = predict_tiled(task, cached.cache, ib, chip=32).argmax(0)
             change_task, change_cache = heads[seed]
-            chg = predict_tiled(change_task, change_cache, ia, ib, chip=64).argmax(0) == 1
+            chg = predict_tiled(change_task, change_cache, ia, ib, chip=CHIP).argmax(0) == 1
             acc = float((lc_a[held] == labels[held]).mean())
             rows.append(row(TITLE, label, seed, {"lc_acc": acc, **agreement(lc_a, lc_b, chg, ok)}))
     ia, ib, ok, labels, held = _dates(dm, date_a, date_b)

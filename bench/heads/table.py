@@ -60,6 +60,29 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def wide(rows: list[dict], pretrained: str, random: str, keys: int = 2) -> str:
+    """One line per task: baseline, pretrained and random-init heads side by side (the first
+    ``keys`` metrics of each, mean ± std over the seeds)."""
+    by_task: dict[str, dict[str, dict]] = defaultdict(dict)
+    for entry in summarise(rows):
+        by_task[entry["task"]][entry["method"]] = entry
+    lines = [
+        f"| task | per-pixel baseline (raw bands) | {pretrained} + DPT head | {random} + DPT head |",
+        "|---|---|---|---|",
+    ]
+    for task, methods in by_task.items():
+        cells = []
+        base = next((m for name, m in methods.items() if name.startswith("per-pixel")), None)
+        for entry in (base, methods.get(pretrained), methods.get(random)):
+            if entry is None:
+                cells.append("-")
+                continue
+            stats = list(entry["stats"].items())[:keys]
+            cells.append(", ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in stats))
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def verdicts(rows: list[dict], pretrained: str, random: str) -> str:
     """Per task: does each head match its baseline, and does pretraining beat random init by
     more than the seeds' std, on the headline metric (higher is better for all of them)."""
@@ -97,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     rows = [r for path in args.rows for r in json.loads(path.read_text())]
     print(markdown(rows))
+    print()
+    print(wide(rows, PRETRAINED, RANDOM))
     print()
     print(verdicts(rows, PRETRAINED, RANDOM))
 

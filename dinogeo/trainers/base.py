@@ -184,6 +184,27 @@ class DenseTask(LightningModule):
         """Set up training and validation metrics."""
         self.val_metrics = TaskMetrics(self.task_card)
 
+    def start_pixel_linear(self, fitted: torch.nn.Linear) -> None:
+        """Start the per-pixel linear term at ``fitted`` and the rest of the head's output at 0.
+
+        The untrained head then predicts exactly what ``fitted`` does and training learns the
+        residual (see the tasks' ``pixel_init``).
+
+        Raises:
+            ConfigError: the head has no per-pixel linear term.
+        """
+        layer = self.model.pixel_linear
+        if layer is None:
+            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
+        out = self.model.output_layer()
+        with torch.no_grad():
+            layer.weight.copy_(fitted.weight[:, :, None, None])
+            if layer.bias is not None and fitted.bias is not None:
+                layer.bias.copy_(fitted.bias)
+            out.weight.zero_()
+            if out.bias is not None:
+                out.bias.zero_()
+
     # ------------------------------------------------------------------ steps
     def forward(self, *images: Tensor, features: Any = None) -> Tensor:
         """Raw model output (logits, or heights in metres).

@@ -169,9 +169,6 @@ class CanopyHeightTask(DenseTask):
             heights: their reference heights (N, H, W), NaN where unknown.
             max_pixels: pixels sampled (seeded) for the fit.
         """
-        layer = self.model.pixel_linear
-        if layer is None:
-            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
         x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])
         h = heights.reshape(-1)
         keep = torch.nonzero(torch.isfinite(h)).ravel()
@@ -188,14 +185,7 @@ class CanopyHeightTask(DenseTask):
             max_iter=100,
             balanced=False,
         )
-        out = self.model.output_layer()
-        with torch.no_grad():
-            layer.weight.copy_(fitted.weight[:, :, None, None])
-            if layer.bias is not None:
-                layer.bias.copy_(fitted.bias)
-            out.weight.zero_()  # the rest of the head starts at 0 and learns the residual
-            if out.bias is not None:
-                out.bias.zero_()
+        self.start_pixel_linear(fitted)
 
     def init_bin_prior(self, heights: np.ndarray) -> Tensor:
         """Set the bin-logit bias to the log of the bins' probabilities in ``heights``.

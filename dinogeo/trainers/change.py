@@ -92,9 +92,6 @@ class ChangeTask(DenseTask):
             masks: change class indices (N, H, W), ``IGNORE_INDEX`` where unknown.
             max_pixels: pixels sampled (seeded) for the fit.
         """
-        layer = self.model.pixel_linear
-        if layer is None:
-            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
         pixels = change_pixels(image1, image2)
         x = pixels.permute(0, 2, 3, 1).reshape(-1, pixels.shape[1])
         y = masks.reshape(-1)
@@ -106,14 +103,7 @@ class ChangeTask(DenseTask):
         fitted = fit_softmax_regression(
             x[keep].numpy(), y[keep].numpy(), self.task_card.num_outputs, l2=1e-3
         )
-        out = self.model.output_layer()
-        with torch.no_grad():
-            layer.weight.copy_(fitted.weight[:, :, None, None])
-            if layer.bias is not None:
-                layer.bias.copy_(fitted.bias)
-            out.weight.zero_()  # the rest of the head starts at 0 and learns the residual
-            if out.bias is not None:
-                out.bias.zero_()
+        self.start_pixel_linear(fitted)
 
     def cached_features(self, batch: dict[str, Any]) -> Any:
         """Precomputed backbone features of both dates (``features1``, ``features2``), or None."""

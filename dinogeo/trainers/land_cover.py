@@ -102,9 +102,6 @@ class LandCoverTask(DenseTask):
             images: normalised training chips (N, C, H, W).
             masks: their class indices (N, H, W), ``IGNORE_INDEX`` where unlabelled.
         """
-        layer = self.model.pixel_linear
-        if layer is None:
-            raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
         x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])
         y = masks.reshape(-1)
         keep = y != IGNORE_INDEX
@@ -113,14 +110,7 @@ class LandCoverTask(DenseTask):
         fitted = fit_softmax_regression(
             x[keep].numpy(), y[keep].numpy(), self.task_card.num_outputs, l2=1e-3
         )
-        out = self.model.output_layer()
-        with torch.no_grad():
-            layer.weight.copy_(fitted.weight[:, :, None, None])
-            if layer.bias is not None:
-                layer.bias.copy_(fitted.bias)
-            out.weight.zero_()  # the rest of the head starts at 0 and learns the residual
-            if out.bias is not None:
-                out.bias.zero_()
+        self.start_pixel_linear(fitted)
 
     def _init_class_weights(self) -> None:
         if self._class_weights_arg not in FREQUENCY_WEIGHTS:
