@@ -10,9 +10,9 @@ from torch import Tensor
 
 from dinogeo.errors import ConfigError
 from dinogeo.labels.vectors import IGNORE_INDEX
+from dinogeo.models.heads import change_pixels
 from dinogeo.trainers.base import DenseTask
 from dinogeo.trainers.baselines import fit_softmax_regression
-from dinogeo.models.heads import change_pixels
 
 __all__ = ["ChangeTask"]
 

@@ -91,8 +91,8 @@ def test_the_head_starts_at_the_per_pixel_classifier_on_real_imagery(shared_data
 
 
 def test_a_change_head_starts_at_the_per_pixel_change_classifier(shared_data):
-    from dinogeo.trainers.change import ChangeTask
     from dinogeo.models.heads import change_pixels
+    from dinogeo.trainers.change import ChangeTask
     from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
 
     folder = shared_data / ABER
