@@ -7,7 +7,7 @@ import torch
 
 from dinogeo.errors import BandMismatchError, ConfigError
 from dinogeo.models import Backbone, create_backbone, expand_bands, list_archs, select_bands
-from dinogeo.models.backbone import empty_backbone
+from dinogeo.models.backbone import BatchSubsetDropPath, empty_backbone
 from dinogeo.models.registry import get_arch_config
 
 TEST_ARCH = "vit_test_patch16_dinov3"
@@ -143,6 +143,44 @@ def test_drop_path_uniform():
     bb = create_backbone(TEST_ARCH, drop_path_rate=0.2)
     rates = [blk.drop_path1.drop_prob for blk in bb.vit.blocks]
     assert rates == [0.2] * 4
+    assert all(isinstance(blk.drop_path2, BatchSubsetDropPath) for blk in bb.vit.blocks)
+
+
+def test_drop_path_on_a_batch_subset():
+    """Exactly max(int(B (1 - p)), 1) samples keep their branch, scaled by B / kept (DINOv3)."""
+    drop = BatchSubsetDropPath(0.25)
+    branch = torch.ones(8, 3, 4)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = drop(branch)
+        per_sample = out[:, 0, 0]
+        assert int((per_sample == 0).sum()) == 2
+        torch.testing.assert_close(per_sample[per_sample > 0], torch.full((6,), 8 / 6))
+        assert torch.equal(out, per_sample.view(8, 1, 1).expand_as(out))
+    assert float(BatchSubsetDropPath(0.9)(torch.ones(4, 2)).count_nonzero()) == 2  # one sample
+    drop.eval()
+    assert torch.equal(drop(branch), branch)
+
+
+def test_rope_augmentation_drawn_per_block(monkeypatch):
+    """In train mode every block gets its own RoPE rescaling draw, as in Meta's code."""
+    bb = create_backbone(TEST_ARCH, rope_rescale_coords=2.0)
+    calls = []
+    original = bb.vit.rope.get_embed
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bb.vit.rope, "get_embed", counting)
+    x = torch.randn(2, 3, 32, 32)
+    bb.train()
+    bb.forward_features(x)
+    assert len(calls) == bb.depth
+    calls.clear()
+    bb.eval()
+    bb.forward_features(x)
+    assert len(calls) == 1
 
 
 def test_multiband_and_errors(backbone):

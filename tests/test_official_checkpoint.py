@@ -129,11 +129,51 @@ def test_meta_layout_loads_and_matches_reference(tmp_path, arch, size):
 
 
 def test_training_checkpoint_and_local_cls_norm(tmp_path):
+    """The 7B / SAT ViT-L ``local_cls_norm`` is kept, survives a save/load round trip, and in
+    train mode normalises the cls and register tokens of local crops (patch tokens and eval
+    mode use the final norm), as Meta's ``untie_global_and_local_cls_norm``."""
     path = tmp_path / "teacher.pth"
     state = fixtures.write_meta_checkpoint(path, training_format=True, local_cls_norm=True, seed=1)
-    with pytest.warns(UserWarning, match="local_cls_norm"):
-        backbone = card_load_official(path, "vit_test_patch16_dinov3")
+    backbone = card_load_official(path, "vit_test_patch16_dinov3")
     _check_landed(backbone, state, 4)
+    local = backbone.local_cls_norm
+    assert local is not None and backbone.config["local_cls_norm"] is True
+    assert torch.equal(local.weight, state["local_cls_norm.weight"])
+    assert torch.equal(local.bias, state["local_cls_norm.bias"])
+    assert not torch.equal(local.weight, backbone.vit.norm.weight)
+
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    backbone.train()
+    with torch.no_grad():  # same seed: the same RoPE rescaling draw in both train-mode passes
+        torch.manual_seed(0)
+        plain = backbone.forward_features(x)
+        torch.manual_seed(0)
+        crops = backbone.forward_features(x, local_crops=True)
+    torch.testing.assert_close(crops["x_norm_patchtokens"], plain["x_norm_patchtokens"])
+    # both are LayerNorms of the same pre-norm tokens: undo one affine map, apply the other
+    norm = backbone.vit.norm
+    for key in ("x_norm_clstoken", "x_norm_regtokens"):
+        expected = (plain[key] - norm.bias) / norm.weight * local.weight + local.bias
+        torch.testing.assert_close(crops[key], expected, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(crops[key], plain[key], atol=1e-3)
+    backbone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backbone.forward_features(x, local_crops=True)["x_norm_clstoken"],
+            backbone.forward_features(x)["x_norm_clstoken"],
+        )
+
+    from dinogeo.models.card import WeightCard, load_backbone, save_backbone
+
+    out = tmp_path / "kept.safetensors"
+    card = WeightCard(
+        arch=backbone.arch, patch_size=16, embed_dim=64, band_names=["red", "green", "blue"],
+        sensor="rgb", mean=[0.4, 0.4, 0.3], std=[0.2, 0.2, 0.2],
+    )  # fmt: skip
+    save_backbone(out, backbone, card)
+    reloaded, _ = load_backbone(out)
+    assert reloaded.local_cls_norm is not None
+    assert torch.equal(reloaded.local_cls_norm.weight, local.weight)
 
 
 def test_band_expansion_keeps_rgb_response(tmp_path):

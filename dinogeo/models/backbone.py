@@ -7,21 +7,26 @@ re-runs the steps of ``Eva.forward_features`` through its own submodules (``patc
 replaced by the mask token before the prefix tokens are added, as in the DINOv3 spec. Without a
 mask the computation is exactly timm's (tested bit for bit).
 
-Deliberate differences from Meta's code, both documented in the spec:
+As in Meta's code, in train mode:
 
-* drop path uses timm's per-sample ``DropPath`` with the same rate at every depth (Meta drops a
-  random subset of the batch; both keep the residual unbiased in expectation);
-* RoPE coordinate rescaling (factor 2 by default) is applied by timm in train mode only.
+* drop path drops the residual branch of a random subset of the batch, the same rate at every
+  depth (:class:`BatchSubsetDropPath`; Meta also skips computing the dropped samples' branch,
+  dinogeo computes and zeroes it);
+* RoPE coordinate rescaling (factor 2 by default) is drawn anew for every block.
+
+The optional ``local_cls_norm`` of the 7B and SAT ViT-L checkpoints (Meta's
+``untie_global_and_local_cls_norm``) is kept: in train mode it normalises the cls and register
+tokens of local crops (``forward_features(..., local_crops=True)``), as in Meta's training.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, cast
 
 import timm
 import torch
-from timm.layers import DropPath
 from timm.models._manipulate import checkpoint, reinit_non_persistent_buffers
 from timm.models.eva import Eva
 from torch import Tensor, nn
@@ -29,9 +34,46 @@ from torch import Tensor, nn
 from dinogeo.errors import BandMismatchError, ConfigError
 from dinogeo.models.registry import get_arch_config
 
-__all__ = ["DEFAULT_ARCH", "Backbone", "create_backbone", "empty_backbone"]
+__all__ = [
+    "DEFAULT_ARCH",
+    "Backbone",
+    "BatchSubsetDropPath",
+    "create_backbone",
+    "empty_backbone",
+]
 
 DEFAULT_ARCH = "vit_small_patch16_dinov3_qkvb"
+
+
+class BatchSubsetDropPath(nn.Module):
+    """Stochastic depth on a random subset of the batch (DINOv3's ``drop_add_residual``).
+
+    In train mode exactly ``max(int(B * (1 - p)), 1)`` randomly chosen samples keep their residual
+    branch, scaled by ``B / kept``; the others' branch is zeroed. timm's ``DropPath`` draws an
+    independent Bernoulli per sample instead (a random number of kept samples).
+
+    Args:
+        drop_prob: fraction ``p`` of the batch whose branch is dropped.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply to a residual branch output ``(B, ...)``."""
+        if not self.training or self.drop_prob <= 0.0:
+            return x
+        batch = x.shape[0]
+        kept = max(int(batch * (1.0 - self.drop_prob)), 1)
+        keep = torch.randperm(batch, device=x.device)[:kept]
+        scale = torch.zeros(batch, device=x.device, dtype=x.dtype)
+        scale[keep] = batch / kept
+        return x * scale.view(batch, *([1] * (x.dim() - 1)))
+
+    def extra_repr(self) -> str:
+        """The drop probability, for ``print(model)``."""
+        return f"drop_prob={self.drop_prob}"
 
 
 class Backbone(nn.Module):
@@ -49,6 +91,8 @@ class Backbone(nn.Module):
         in_chans: number of input bands.
         depth: number of transformer blocks.
         mask_token: learnable (1, D) token for masked patches, initialised to zeros.
+        local_cls_norm: the separate norm of local crops' cls and register tokens (7B and SAT
+            ViT-L checkpoints), or ``None``; see :meth:`add_local_cls_norm`.
     """
 
     def __init__(self, vit: Eva, *, arch: str, config: dict[str, Any]) -> None:
@@ -68,6 +112,22 @@ class Backbone(nn.Module):
         self.in_chans = int(vit.patch_embed.proj.in_channels)
         self.depth = len(vit.blocks)
         self.mask_token = nn.Parameter(torch.zeros(1, self.embed_dim))
+        rescale = self.config.get("rope_rescale_coords")
+        self._rope_augmented = rescale not in (None, 1.0)
+        self.local_cls_norm: nn.Module | None = None
+        if self.config.get("local_cls_norm"):
+            self.add_local_cls_norm()
+
+    def add_local_cls_norm(self) -> None:
+        """Add the untied norm of local crops' cls and register tokens.
+
+        Meta's ``untie_global_and_local_cls_norm``; initialised as a copy of the final norm.
+        Recorded in :attr:`config` (``local_cls_norm: True``) so that a saved backbone is
+        rebuilt with it. Does nothing if the backbone already has one.
+        """
+        if self.local_cls_norm is None:
+            self.local_cls_norm = copy.deepcopy(self.vit.norm)
+            self.config["local_cls_norm"] = True
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -135,7 +195,9 @@ class Backbone(nn.Module):
             )
         return height // self.patch_size, width // self.patch_size
 
-    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
+    def forward_features(
+        self, x: Tensor, masks: Tensor | None = None, *, local_crops: bool = False
+    ) -> dict[str, Tensor]:
         """Run the ViT and return normalised cls, register and patch tokens.
 
         Args:
@@ -143,6 +205,9 @@ class Backbone(nn.Module):
             masks: optional (B, N) bool, N = (H / patch) * (W / patch) in row-major order;
                 True replaces that patch embedding by :attr:`mask_token` before the prefix
                 tokens are added and the blocks run (iBOT).
+            local_crops: ``x`` holds local crops: in train mode, a backbone with a
+                :attr:`local_cls_norm` normalises their cls and register tokens with it (patch
+                tokens always go through the final norm), as Meta's training does.
 
         Returns:
             ``{"x_norm_clstoken": (B, D), "x_norm_regtokens": (B, R, D),
@@ -166,13 +231,22 @@ class Backbone(nn.Module):
             tokens = torch.where(mask, self.mask_token.to(tokens.dtype).view(1, 1, 1, -1), tokens)
         tokens, rope = vit._pos_embed(tokens)
         tokens = vit.norm_pre(tokens)
-        for block in vit.blocks:
+        # train-time RoPE augmentation is drawn per block, as in Meta's code (timm draws it once)
+        redraw = self.training and vit.rope is not None and self._rope_augmented
+        for index, block in enumerate(vit.blocks):
+            if redraw and index:
+                rope = cast(Any, vit.rope).get_embed(shape=(grid_h, grid_w))
             if vit.grad_checkpointing and not torch.jit.is_scripting():
                 tokens = checkpoint(block, tokens, rope=rope)
             else:
                 tokens = block(tokens, rope=rope)
-        tokens = vit.norm(tokens)
         prefix = self.num_prefix_tokens
+        if local_crops and self.training and self.local_cls_norm is not None:
+            tokens = torch.cat(
+                [self.local_cls_norm(tokens[:, :prefix]), vit.norm(tokens[:, prefix:])], dim=1
+            )
+        else:
+            tokens = vit.norm(tokens)
         return {
             "x_norm_clstoken": tokens[:, 0],
             "x_norm_regtokens": tokens[:, 1:prefix],
@@ -229,6 +303,7 @@ def create_backbone(
     img_size: int = 256,
     drop_path_rate: float = 0.0,
     rope_rescale_coords: float | None = 2.0,
+    local_cls_norm: bool = False,
     **timm_overrides: Any,
 ) -> Backbone:
     """Build a randomly initialised DINOv3 backbone.
@@ -241,6 +316,8 @@ def create_backbone(
         drop_path_rate: stochastic depth rate, the same at every block (DINOv3 convention).
         rope_rescale_coords: RoPE coordinate rescale factor R (log-uniform in [1/R, R]),
             active in train mode only; None or 1 turns it off. DINOv3 uses 2.
+        local_cls_norm: add a separate norm for local crops' cls and register tokens (the 7B
+            and SAT ViT-L checkpoints have one).
         **timm_overrides: further keyword arguments for ``timm.create_model`` (e.g.
             ``embed_dim``, ``depth``, ``num_heads`` for a custom small model).
 
@@ -282,8 +359,8 @@ def create_backbone(
     )
     if drop_path_rate > 0:
         for block in cast(nn.ModuleList, vit.blocks):
-            block.drop_path1 = DropPath(drop_path_rate)
-            block.drop_path2 = DropPath(drop_path_rate)
+            block.drop_path1 = BatchSubsetDropPath(drop_path_rate)
+            block.drop_path2 = BatchSubsetDropPath(drop_path_rate)
     config = {
         "in_chans": in_chans,
         "img_size": img_size,
@@ -291,6 +368,8 @@ def create_backbone(
         "rope_rescale_coords": rope_rescale_coords,
         **timm_overrides,
     }
+    if local_cls_norm:  # only when set: cards of other backbones keep their config and hash
+        config["local_cls_norm"] = True
     return Backbone(cast(Eva, vit), arch=arch, config=config)
 
 

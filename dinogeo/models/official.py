@@ -9,8 +9,9 @@ and per block ``norm1/norm2``, ``attn.qkv.{weight,bias,bias_mask}``, ``attn.proj
 The conversion is timm's own (``timm.models.eva.checkpoint_filter_fn``: storage tokens become
 registers, LayerScale ``gamma`` is renamed, the qkv bias is split into q and v biases since the
 k bias is masked to zero, SwiGLU weights are renamed). timm drops the mask token; dinogeo keeps
-it in :attr:`Backbone.mask_token`, which matters for continued iBOT pretraining. The
-``local_cls_norm`` (used only on local crops during Meta's training) is dropped with a warning.
+it in :attr:`Backbone.mask_token`, which matters for continued iBOT pretraining, and keeps the
+``local_cls_norm`` of the 7B and SAT ViT-L (:attr:`Backbone.local_cls_norm`, used on local crops'
+cls and register tokens in training, as in Meta's code).
 RoPE periods are recomputed in float32 (Meta stores them, possibly in bfloat16).
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import pathlib
 import pickle
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -167,12 +167,11 @@ def load_official_dinov3(
     backbone = empty_backbone(arch, in_chans, **backbone_kwargs)
 
     mask_token = state.get("mask_token")
-    if any(k.startswith("local_cls_norm") for k in state):
-        warnings.warn(
-            f"{path}: dropping 'local_cls_norm' (used only on local crops in Meta's training; "
-            "dinogeo uses one final norm for all crops)",
-            stacklevel=2,
-        )
+    local_norm = {
+        k[len("local_cls_norm.") :]: v for k, v in state.items() if k.startswith("local_cls_norm.")
+    }
+    if local_norm:
+        backbone.add_local_cls_norm()
     converted = checkpoint_filter_fn(dict(state), backbone.vit)
     try:
         result = backbone.vit.load_state_dict(converted, strict=False)
@@ -191,6 +190,14 @@ def load_official_dinov3(
             backbone.mask_token.copy_(mask_token.reshape(1, -1).to(backbone.mask_token.dtype))
         else:  # not in every export: start from zeros like a fresh model
             backbone.mask_token.zero_()
+    if local_norm and backbone.local_cls_norm is not None:
+        try:
+            backbone.local_cls_norm.load_state_dict(local_norm, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: its 'local_cls_norm' does not fit {arch!r}: "
+                f"{str(exc).splitlines()[-1].strip()}"
+            ) from exc
     if band_names is not None:
         source = RGB_BANDS if in_chans == 3 else tuple(f"band{i + 1}" for i in range(in_chans))
         backbone = expand_bands(backbone, band_names, source_bands=source, aliases=aliases)

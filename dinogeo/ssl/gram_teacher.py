@@ -73,6 +73,9 @@ def load_backbone_weights(
             src, arch, band_names=list(band_names) if band_names else None
         )
         state = official.state_dict()
+    add_norm = getattr(target, "add_local_cls_norm", None)
+    if callable(add_norm) and any(k.startswith("local_cls_norm.") for k in state):
+        add_norm()  # the 7B / SAT ViT-L norm of local crops' cls tokens: kept for training
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:

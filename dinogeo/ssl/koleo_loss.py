@@ -12,7 +12,12 @@ from torch import Tensor
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.precision import fp32_region
 
-__all__ = ["all_gather_with_grad", "koleo_loss", "koleo_loss_distributed"]
+__all__ = [
+    "all_gather_with_grad",
+    "koleo_group_ranks",
+    "koleo_loss",
+    "koleo_loss_distributed",
+]
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -93,6 +98,41 @@ def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
     return _nearest_neighbour_log_distance(z, z, own, eps).mean()
 
 
+def koleo_group_ranks(group_size: int | None, local_batch: int, world_size: int) -> int:
+    """Number of consecutive ranks of a distributed KoLeo group of ``group_size`` samples.
+
+    As the recipe's ``koleo_distributed_loss_group_size``, the group is counted in samples (of
+    one global crop): 16 in the 7B high-resolution stage, i.e. 2 ranks of 8. ``None`` is the whole
+    data-parallel batch.
+
+    Args:
+        group_size: samples per nearest-neighbour group, or ``None`` for all ranks.
+        local_batch: samples per rank.
+        world_size: number of ranks.
+
+    Returns:
+        Ranks per group.
+
+    Raises:
+        ConfigError: if the group is not a whole number of ranks or does not divide the batch.
+    """
+    if group_size is None:
+        return world_size
+    if local_batch < 1 or group_size < local_batch or group_size % local_batch:
+        raise ConfigError(
+            f"koleo_group_size={group_size} samples must be a multiple of the per-rank batch "
+            f"({local_batch} images): set model.loss.koleo_group_size to k x data.batch_size"
+        )
+    ranks = group_size // local_batch
+    if world_size % ranks:
+        raise ConfigError(
+            f"koleo_group_size={group_size} samples is {ranks} ranks of {local_batch}, which does "
+            f"not divide the {world_size} ranks (global batch {world_size * local_batch}): use a "
+            "divisor of the global batch"
+        )
+    return ranks
+
+
 def koleo_loss_distributed(
     x: Tensor,
     group_size: int | None = None,
@@ -104,14 +144,15 @@ def koleo_loss_distributed(
 
     Features of all ranks are all-gathered (with gradient, see
     :func:`all_gather_with_grad`); each local row looks for its nearest neighbour among
-    the rows of the ``group_size`` consecutive ranks of its group (all ranks when
-    ``None``). The loss is the mean over local rows, so its average over ranks equals
-    the KoLeo loss of the gathered batch. Falls back to :func:`koleo_loss` when
-    torch.distributed is not initialised.
+    the ``group_size`` samples of its group: consecutive ranks' rows, ``group_size / n``
+    ranks per group as in the recipe (all ranks when ``None``). The loss is the mean over
+    local rows, so its average over ranks equals the KoLeo loss of the gathered batch. Falls
+    back to :func:`koleo_loss` when torch.distributed is not initialised.
 
     Args:
         x: Local features ``(n, D)``; every rank must have the same ``n``.
-        group_size: Number of consecutive ranks searched together (must divide the world size).
+        group_size: Samples searched together (a multiple of ``n`` dividing the global batch),
+            the recipe's ``koleo_distributed_loss_group_size``.
         eps: Added to the distances before the log.
         group: Process group (default group if ``None``).
 
@@ -123,11 +164,6 @@ def koleo_loss_distributed(
     if x.dim() != 2:
         raise ConfigError(f"koleo_loss_distributed: needs (n, D) features, got {tuple(x.shape)}.")
     world, rank = dist.get_world_size(group), dist.get_rank(group)
-    size = world if group_size is None else group_size
-    if size < 1 or world % size != 0:
-        raise ConfigError(
-            f"koleo_loss_distributed: group_size={group_size} must divide the world size {world}."
-        )
     sizes = torch.tensor([x.shape[0]], device=x.device)
     all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
     dist.all_gather(all_sizes, sizes, group=group)
@@ -136,6 +172,7 @@ def koleo_loss_distributed(
             "koleo_loss_distributed: every rank needs the same batch size, got "
             f"{[int(s.item()) for s in all_sizes]}; use drop_last=True in the data loader."
         )
+    size = koleo_group_ranks(group_size, x.shape[0], world)
     z = F.normalize(x.float(), p=2, dim=-1, eps=eps)
     gathered = all_gather_with_grad(z, group)
     n = z.shape[0]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -31,10 +32,11 @@ from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import ema_update
 from dinogeo.ssl.gram_teacher import GramTeacher, load_backbone_weights
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
+from dinogeo.ssl.koleo_loss import koleo_group_ranks
 from dinogeo.ssl.module_export import TEACHER_PREFIX, export_teacher_backbone, training_config
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
-from dinogeo.ssl.schedules import Schedule, lr_scaling, warmup_constant, warmup_cosine
+from dinogeo.ssl.schedules import Schedule
 from dinogeo.ssl.task_config import (
     DINOHeadConfig,
     GramConfig,
@@ -43,6 +45,7 @@ from dinogeo.ssl.task_config import (
     OptimConfig,
     coerce,
 )
+from dinogeo.ssl.task_schedules import build_task_schedules
 
 __all__ = ["SSLTask"]
 
@@ -103,6 +106,15 @@ class SSLTask(pl.LightningModule):
         self.optim_cfg = coerce(OptimConfig, optim)
         self.gram_cfg = coerce(GramConfig, gram)
         self.init_cfg = coerce(InitConfig, init)
+        defaults = LossConfig()
+        for name in ("mask_ratio", "mask_probability"):
+            if tuple(np.atleast_1d(getattr(self.loss_cfg, name))) != tuple(
+                np.atleast_1d(getattr(defaults, name))
+            ):
+                raise ConfigError(
+                    f"model.loss.{name} is read by distillation only: pretraining draws its iBOT "
+                    f"masks in the data module, set data.{name} instead"
+                )
         if autocast not in {"auto", "bf16", "fp32"}:
             raise ConfigError(f"autocast={autocast!r}: use 'auto', 'bf16' or 'fp32'")
         if band_names is not None and len(band_names) != in_chans:
@@ -232,37 +244,18 @@ class SSLTask(pl.LightningModule):
         return per_rank * trainer.world_size * trainer.accumulate_grad_batches
 
     def build_schedules(self, total_steps: int, global_batch: int) -> dict[str, Schedule]:
-        """Per-step schedules of lr, weight decay, momentum, teacher temperature, Gram weight.
+        """Per-step schedules of this run (see :func:`~dinogeo.ssl.task_schedules.build_task_schedules`).
 
         Args:
             total_steps: length of the schedules.
             global_batch: global batch size for the learning-rate scaling rule.
 
         Returns:
-            ``{"lr", "wd", "momentum", "teacher_temp", "gram_weight"}`` schedules.
+            ``{"lr", "wd", "momentum", "teacher_temp", "gram_weight", "local_weight"}``.
         """
-        opt, lcfg, gcfg = self.optim_cfg, self.loss_cfg, self.gram_cfg
-        peak = lr_scaling(opt.lr, global_batch, opt.lr_scaling)
-        warm = min(opt.warmup_steps, total_steps)
-        if opt.lr_schedule == "cosine":
-            lr = warmup_cosine(0.0, peak, opt.min_lr, total_steps, warm)
-        elif opt.lr_schedule == "constant":
-            lr = warmup_constant(0.0, peak, None, total_steps, warm)
-        else:
-            raise ConfigError(f"optim.lr_schedule={opt.lr_schedule!r}: use 'cosine' or 'constant'")
-        wd = warmup_cosine(opt.weight_decay, opt.weight_decay, opt.weight_decay_end, total_steps, 0)
-        mom = warmup_cosine(opt.momentum, opt.momentum, opt.momentum_end, total_steps, 0)
-        temp = warmup_constant(
-            lcfg.teacher_temp_warmup,
-            lcfg.teacher_temp,
-            None,
-            total_steps,
-            min(lcfg.teacher_temp_warmup_steps, total_steps),
+        return build_task_schedules(
+            self.optim_cfg, self.loss_cfg, self.gram_cfg, total_steps, global_batch
         )
-        start = min(gcfg.weight_start_step, total_steps)
-        ramp = min(gcfg.weight_warmup_steps, total_steps - start)
-        gram = warmup_constant(0.0, gcfg.weight, None, total_steps, ramp, freeze_steps=start)
-        return {"lr": lr, "wd": wd, "momentum": mom, "teacher_temp": temp, "gram_weight": gram}
 
     def _schedule(self, name: str, step: int) -> float:
         if not self._schedules:
@@ -334,6 +327,22 @@ class SSLTask(pl.LightningModule):
     def on_train_start(self) -> None:
         """Reset cached schedules; take the Gram teacher from the EMA teacher if still unset."""
         self._schedules = {}
+        stage = self.optim_cfg.stage_start_step
+        if stage and self.global_step != stage:
+            log.warning(
+                "optim.stage_start_step=%d but the run starts at step %d: this stage's lr "
+                "warm-up starts at step %d; set stage_start_step to the step it resumes at",
+                stage,
+                self.global_step,
+                stage,
+            )
+        if self.loss_cfg.koleo_group_size > 0 and self._trainer is not None:
+            datamodule = getattr(self._trainer, "datamodule", None)
+            per_rank = int(getattr(datamodule, "batch_size", 0) or 0)
+            if per_rank:  # fail at start, not at the first loss
+                koleo_group_ranks(
+                    self.loss_cfg.koleo_group_size, per_rank, self._trainer.world_size
+                )
         gram = self.gram_teacher
         if gram is not None and not gram.ready and self.gram_cfg.from_ema_at_start:
             gram.copy_from(self.teacher_backbone)
@@ -350,6 +359,7 @@ class SSLTask(pl.LightningModule):
         step = self.global_step
         temp = self._schedule("teacher_temp", step)
         gram_weight = self._schedule("gram_weight", step) if self.gram_cfg.enabled else 0.0
+        local_weight = self._schedule("local_weight", step)
         with self._autocast():
             out = ssl_losses(
                 self.student,
@@ -362,6 +372,7 @@ class SSLTask(pl.LightningModule):
                 gram_teacher=self.gram_teacher,
                 gram_cfg=self.gram_cfg,
                 gram_weight=gram_weight,
+                local_weight=local_weight,
             )
         batch_size = batch["global_crops"].shape[0] // 2
         self.log_dict(out.logs, on_step=True, on_epoch=False, batch_size=batch_size)
@@ -372,6 +383,7 @@ class SSLTask(pl.LightningModule):
             "sched/momentum": self._schedule("momentum", step),
             "sched/teacher_temp": temp,
             "sched/gram_weight": gram_weight,
+            "sched/local_weight": local_weight,
             # the step's resolution (varies with data.crop_mix)
             "data/global_size": float(batch["global_crops"].shape[-1]),
         }

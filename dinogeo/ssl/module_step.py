@@ -10,6 +10,7 @@ features and, when a Gram teacher is ready and its weight is positive, the Gram 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -65,6 +66,7 @@ def ssl_losses(
     gram_teacher: GramTeacher | None = None,
     gram_cfg: GramConfig | None = None,
     gram_weight: float = 0.0,
+    local_weight: float | None = None,
     with_health: bool = True,
 ) -> StepOutput:
     """Compute the DINOv3 losses of one batch from :func:`~dinogeo.ssl.collate.collate_multicrop`.
@@ -80,6 +82,7 @@ def ssl_losses(
         gram_teacher: the frozen Gram teacher, if Gram anchoring is on.
         gram_cfg: Gram options (``remove_neg``, ``img_level``).
         gram_weight: this step's Gram loss weight.
+        local_weight: this step's lambda_local (default ``loss_cfg.local_weight``).
         with_health: also compute the collapse indicators.
 
     Returns:
@@ -109,7 +112,8 @@ def ssl_losses(
     s_patch = s_global["x_norm_patchtokens"]
     cls_tokens = [s_cls]
     if n_local:
-        cls_tokens.append(s_backbone.forward_features(local_crops)["x_norm_clstoken"])
+        local = s_backbone.forward_features(local_crops, local_crops=True)
+        cls_tokens.append(local["x_norm_clstoken"])
     s_dino = student["dino_head"](torch.cat(cls_tokens))
     s_dino_global = s_dino[: n_global * batch_size].view(n_global, batch_size, -1)
     s_dino_local = (
@@ -121,7 +125,7 @@ def ssl_losses(
         s_dino_global,
         s_dino_local,
         dino_targets.view(n_global, batch_size, -1),
-        local_weight=loss_cfg.local_weight,
+        local_weight=loss_cfg.local_weight if local_weight is None else local_weight,
     )
     ibot = ibot_loss(
         s_ibot, ibot_targets, batch["masks_weight"].to(s_ibot.device), batch["n_masked_images"]
@@ -155,6 +159,9 @@ def ssl_losses(
     if with_health:
         probs = F.softmax(t_dino.float() / teacher_temp, dim=-1)
         logs["health/teacher_entropy"] = mean_entropy(probs)
+        logs["health/teacher_entropy_norm"] = logs["health/teacher_entropy"] / math.log(
+            max(probs.shape[-1], 2)
+        )
         logs["health/target_entropy"] = mean_entropy(dino_targets)
         logs.update({f"health/{k}": v for k, v in embedding_health(t_cls).items()})
     return StepOutput(loss=total, logs=logs)

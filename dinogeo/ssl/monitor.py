@@ -5,14 +5,17 @@ teacher's outputs and logged under ``health/``:
 
 * ``teacher_entropy``: mean entropy (nats) of the teacher's softmax over the prototypes. It
   falls towards 0 when every image is sent to one prototype and stays at ``log K`` when the
-  teacher outputs are uniform; ``target_entropy`` is the same for the Sinkhorn-Knopp targets.
+  teacher outputs are uniform; ``teacher_entropy_norm`` is the same divided by ``log K``
+  (1 = uniform); ``target_entropy`` is the entropy of the Sinkhorn-Knopp targets.
 * ``embedding_std``: standard deviation across the batch of the L2-normalised cls features,
   averaged over dimensions and multiplied by ``sqrt(D)`` (about 1 for well-spread features,
   0 for a collapsed representation).
 * ``mean_cosine``: mean pairwise cosine similarity of the cls features (1 when collapsed).
 
 :class:`CollapseMonitor` raises an alarm (warning, ``health/collapse`` = 1 and optionally a
-stop) when the indicators stay in the collapsed range for ``patience`` steps.
+stop) when the indicators stay in the collapsed range for ``patience`` steps: collapsed features,
+or uniform teacher targets (the other way DINO fails: every image gets the same flat target, the
+DINO and iBOT losses sit at ``log K`` and the heads learn nothing).
 """
 
 from __future__ import annotations
@@ -78,13 +81,18 @@ class CollapseMonitor(pl.Callback):
     """Raise an alarm when the representation collapses.
 
     After ``start_step``, a step counts as collapsed when ``health/embedding_std`` is below
-    ``min_std`` or ``health/mean_cosine`` is above ``max_cosine``; ``patience`` consecutive
-    collapsed steps trigger the alarm: a warning, ``health/collapse`` logged as 1 (0 otherwise)
-    and, with ``stop_on_collapse``, the end of training.
+    ``min_std`` or ``health/mean_cosine`` is above ``max_cosine`` or, once the teacher
+    temperature warm-up is over (``model.loss.teacher_temp_warmup_steps``), when the teacher's
+    targets are uniform: ``health/teacher_entropy_norm`` (entropy / log K) at least
+    ``max_teacher_entropy``. ``patience`` consecutive collapsed steps trigger the alarm: a
+    warning, ``health/collapse`` logged as 1 (0 otherwise) and, with ``stop_on_collapse``, the
+    end of training.
 
     Args:
         min_std: alarm threshold on the normalised embedding std (healthy runs sit near 1).
         max_cosine: alarm threshold on the mean pairwise cosine.
+        max_teacher_entropy: alarm threshold on the teacher entropy as a fraction of log K
+            (uniform targets); 1 or more disables the check.
         patience: consecutive collapsed steps needed for the alarm.
         start_step: steps ignored at the beginning (random networks look collapsed).
         stop_on_collapse: stop training when the alarm is raised.
@@ -94,12 +102,14 @@ class CollapseMonitor(pl.Callback):
         self,
         min_std: float = 0.05,
         max_cosine: float = 0.99,
+        max_teacher_entropy: float = 0.98,
         patience: int = 20,
         start_step: int = 0,
         stop_on_collapse: bool = False,
     ) -> None:
         self.min_std = min_std
         self.max_cosine = max_cosine
+        self.max_teacher_entropy = max_teacher_entropy
         self.patience = patience
         self.start_step = start_step
         self.stop_on_collapse = stop_on_collapse
@@ -120,21 +130,40 @@ class CollapseMonitor(pl.Callback):
         cos = metrics.get("health/mean_cosine")
         if std is None or cos is None or trainer.global_step < self.start_step:
             return
-        bad = float(std) < self.min_std or float(cos) > self.max_cosine
-        self.streak = self.streak + 1 if bad else 0
+        features_bad = float(std) < self.min_std or float(cos) > self.max_cosine
+        entropy = metrics.get("health/teacher_entropy_norm")
+        loss_cfg = getattr(pl_module, "loss_cfg", None)
+        warmup = int(getattr(loss_cfg, "teacher_temp_warmup_steps", 0) or 0)
+        uniform = (
+            entropy is not None
+            and trainer.global_step >= warmup
+            and float(entropy) >= self.max_teacher_entropy
+        )
+        self.streak = self.streak + 1 if features_bad or uniform else 0
         if self.streak >= self.patience and not self.collapsed:
             self.collapsed = True
-            log.warning(
-                "collapse alarm at step %d: embedding_std=%.4f (min %.3g), mean_cosine=%.4f "
-                "(max %.3g) for %d steps; lower the learning rate, raise the teacher "
-                "temperature warm-up or the batch size",
-                trainer.global_step,
-                float(std),
-                self.min_std,
-                float(cos),
-                self.max_cosine,
-                self.streak,
-            )
+            if features_bad:
+                log.warning(
+                    "collapse alarm at step %d: embedding_std=%.4f (min %.3g), mean_cosine=%.4f "
+                    "(max %.3g) for %d steps; lower the learning rate, raise the teacher "
+                    "temperature warm-up or the batch size",
+                    trainer.global_step,
+                    float(std),
+                    self.min_std,
+                    float(cos),
+                    self.max_cosine,
+                    self.streak,
+                )
+            else:
+                log.warning(
+                    "collapse alarm at step %d: the teacher targets are uniform (entropy "
+                    "%.4f log K, max %.3g) for %d steps, so DINO and iBOT learn nothing; lower "
+                    "the teacher temperature (docs/pretraining.md, 'Short runs')",
+                    trainer.global_step,
+                    float(entropy) if entropy is not None else float("nan"),
+                    self.max_teacher_entropy,
+                    self.streak,
+                )
             if self.stop_on_collapse:
                 trainer.should_stop = True
         pl_module.log("health/collapse", float(self.collapsed), on_step=True, prog_bar=False)

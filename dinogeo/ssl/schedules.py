@@ -57,6 +57,16 @@ def _cosine(peak: float, end: float, steps: int) -> np.ndarray:
     return end + 0.5 * (peak - end) * (1.0 + np.cos(math.pi * t))
 
 
+def _ramp(start: float, peak: float, steps: int, shape: str) -> np.ndarray:
+    # warm-up values: ``start`` at the first step, ``peak`` reached at the step after the last
+    t = np.arange(steps, dtype=np.float64) / max(steps, 1)
+    if shape == "linear":
+        return start + (peak - start) * t
+    if shape == "cosine":
+        return start + (peak - start) * 0.5 * (1.0 - np.cos(math.pi * t))
+    raise ConfigError(f"schedule: warmup_shape={shape!r}: use 'linear' or 'cosine'")
+
+
 def warmup_cosine(
     start_value: float,
     peak_value: float,
@@ -65,6 +75,7 @@ def warmup_cosine(
     warmup_steps: int,
     start_warmup_value: float = 0.0,
     freeze_steps: int = 0,
+    warmup_shape: str = "linear",
 ) -> Schedule:
     """v1 schedule: hold, linear warm-up, then a half cosine to the end value.
 
@@ -83,13 +94,15 @@ def warmup_cosine(
         warmup_steps: Number of linear warm-up steps.
         start_warmup_value: Value held during ``freeze_steps``.
         freeze_steps: Number of initial steps held at ``start_warmup_value``.
+        warmup_shape: ``"linear"`` (the recipe's warm-up) or ``"cosine"`` (a half-cosine ramp,
+            the recipe's high-resolution stage).
 
     Returns:
         A :class:`Schedule` of ``total_steps`` values.
     """
     _check(total_steps, freeze_steps, warmup_steps)
     freeze = np.full(freeze_steps, start_warmup_value, dtype=np.float64)
-    warm = start_value + (peak_value - start_value) * np.arange(warmup_steps) / max(warmup_steps, 1)
+    warm = _ramp(start_value, peak_value, warmup_steps, warmup_shape)
     cosine = _cosine(peak_value, end_value, total_steps - freeze_steps - warmup_steps)
     return Schedule(np.concatenate([freeze, warm, cosine]))
 
@@ -103,6 +116,7 @@ def warmup_constant(
     cosine_steps: int = 0,
     start_warmup_value: float = 0.0,
     freeze_steps: int = 0,
+    warmup_shape: str = "linear",
 ) -> Schedule:
     """v2 schedule (DINOv3 ``schedules:``): warm-up, optional cosine segment, constant tail.
 
@@ -122,6 +136,7 @@ def warmup_constant(
         cosine_steps: Length of the cosine segment between peak and end.
         start_warmup_value: Value held during ``freeze_steps``.
         freeze_steps: Number of initial steps held at ``start_warmup_value``.
+        warmup_shape: ``"linear"`` or ``"cosine"`` (half-cosine ramp).
 
     Returns:
         A :class:`Schedule` of ``total_steps`` values.
@@ -129,7 +144,7 @@ def warmup_constant(
     end = peak_value if end_value is None else end_value
     _check(total_steps, freeze_steps, warmup_steps, cosine_steps)
     freeze = np.full(freeze_steps, start_warmup_value, dtype=np.float64)
-    warm = start_value + (peak_value - start_value) * np.arange(warmup_steps) / max(warmup_steps, 1)
+    warm = _ramp(start_value, peak_value, warmup_steps, warmup_shape)
     cosine = _cosine(peak_value, end, cosine_steps)
     tail = np.full(total_steps - freeze_steps - warmup_steps - cosine_steps, end, dtype=np.float64)
     return Schedule(np.concatenate([freeze, warm, cosine, tail]))

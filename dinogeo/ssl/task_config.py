@@ -43,14 +43,21 @@ class LossConfig:
         teacher_temp_warmup: teacher temperature at step 0 (linear warm-up).
         teacher_temp_warmup_steps: warm-up length in steps (30 epochs in the recipe).
         dino_weight: factor of the DINO term (local and global already pair-weighted).
-        local_weight: extra factor on the DINO local term (the recipe's lambda_local).
+        local_weight: extra factor on the DINO local term (the recipe's lambda_local); with
+            Gram anchoring, its value after the Gram weight's ramp.
+        local_weight_start: lambda_local before the Gram weight's ramp; it follows the ramp's
+            half cosine to ``local_weight`` (the 7B Gram stage: 1 to 0.5). Unused without Gram.
         ibot_weight: factor of the iBOT term.
         koleo_weight: factor of the KoLeo term, applied per global crop (0.1).
         koleo_group_size: 0 computes KoLeo per rank; N > 0 all-gathers features and searches
-            neighbours within groups of N ranks (the distributed KoLeo).
+            neighbours within groups of N samples of a global crop (the distributed KoLeo,
+            the recipe's ``koleo_distributed_loss_group_size``: 16 = 2 ranks of 8 in the 7B
+            high-resolution stage); N must be a multiple of the per-rank batch.
         sinkhorn_iterations: Sinkhorn-Knopp rounds.
-        mask_ratio: iBOT (min, max) mask ratio.
-        mask_probability: fraction of global crops that are masked.
+        mask_ratio: distillation only (``DistillTask``): iBOT (min, max) mask ratio of the
+            positions scored. Pretraining draws its masks in the data module
+            (``data.mask_ratio``) and refuses a value here.
+        mask_probability: distillation only, likewise (``data.mask_probability`` in pretraining).
     """
 
     student_temp: float = 0.1
@@ -59,6 +66,7 @@ class LossConfig:
     teacher_temp_warmup_steps: int = 1000
     dino_weight: float = 1.0
     local_weight: float = 1.0
+    local_weight_start: float = 1.0
     ibot_weight: float = 1.0
     koleo_weight: float = 0.1
     koleo_group_size: int = 0
@@ -76,7 +84,14 @@ class OptimConfig:
         min_lr: final learning rate of the cosine schedule.
         lr_schedule: ``"cosine"`` (v1: warm-up then cosine) or ``"constant"`` (v2: warm-up then
             constant).
-        warmup_steps: linear learning-rate warm-up.
+        warmup_steps: learning-rate warm-up, from ``stage_start_step``.
+        warmup_start_lr: learning rate at the first warm-up step (0 for a new run; a later
+            stage starts from the lr the previous stage ended with, so the boundary is
+            continuous). Not batch-scaled.
+        warmup_shape: ``"linear"`` (stage 1) or ``"cosine"`` (the half-cosine ramp of the
+            recipe's high-resolution stage).
+        stage_start_step: first step of this training stage (0, or the step a Gram or
+            high-resolution stage resumes the run at); the lr warm-up starts there.
         lr_scaling: ``"sqrt_wrt_1024"`` (DINOv3), ``"linear_wrt_256"`` or ``"none"``.
         weight_decay: weight decay at step 0.
         weight_decay_end: weight decay at the end (cosine; equal values give a constant).
@@ -94,6 +109,9 @@ class OptimConfig:
     min_lr: float = 1e-6
     lr_schedule: str = "cosine"
     warmup_steps: int = 100
+    warmup_start_lr: float = 0.0
+    warmup_shape: str = "linear"
+    stage_start_step: int = 0
     lr_scaling: str = "sqrt_wrt_1024"
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4

@@ -7,10 +7,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dinogeo.errors import ConfigError
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.gram_loss import gram_loss
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
-from dinogeo.ssl.koleo_loss import koleo_loss, koleo_loss_distributed
+from dinogeo.ssl.koleo_loss import koleo_group_ranks, koleo_loss, koleo_loss_distributed
 from dinogeo.ssl.sinkhorn import sinkhorn_knopp
 
 pytestmark = pytest.mark.distributed
@@ -83,7 +84,9 @@ def worker(rank, world, init_file, data, out_dir):
         koleo = koleo_loss_distributed(x)
         koleo.backward()
         res["koleo"], res["koleo_grad"] = koleo.detach(), x.grad
-        res["koleo_group1"] = koleo_loss_distributed(local["cls"][0], group_size=1)
+        # groups counted in samples (the recipe's koleo_distributed_loss_group_size)
+        res["koleo_group1"] = koleo_loss_distributed(local["cls"][0], group_size=B // world)
+        res["koleo_group_all"] = koleo_loss_distributed(local["cls"][0], group_size=B)
         for key in ("s_global", "s_local", "cls", "s_patch", "s_tokens"):
             local[key].requires_grad_(True)
         loss = total_loss(local, distributed=True)
@@ -128,10 +131,24 @@ def test_koleo_distributed_matches_single_process(results):
     b = B // WORLD
     for r, res in enumerate(ranks):
         torch.testing.assert_close(res["koleo_grad"] / WORLD, x.grad[r * b : (r + 1) * b])
-    # group_size=1 searches each rank's own rows only
+    # a group of one rank's samples searches that rank's own rows only
     torch.testing.assert_close(
         ranks[1]["koleo_group1"], koleo_loss(select_rank(data, 1, WORLD)["cls"][0])
     )
+    # a group of all B samples is the whole batch
+    for res in ranks:
+        torch.testing.assert_close(res["koleo_group_all"], res["koleo"])
+
+
+def test_koleo_group_counted_in_samples():
+    """16 samples with 8 per rank is 2 ranks (the recipe's 7B high-resolution stage)."""
+    assert koleo_group_ranks(16, 8, 4) == 2
+    assert koleo_group_ranks(32, 8, 4) == 4
+    assert koleo_group_ranks(None, 8, 4) == 4
+    with pytest.raises(ConfigError, match="multiple of the per-rank batch"):
+        koleo_group_ranks(4, 8, 4)  # half a rank
+    with pytest.raises(ConfigError, match="does not divide"):
+        koleo_group_ranks(24, 8, 4)  # 3 ranks in a world of 4
 
 
 def test_total_loss_and_gradients_match_single_process(results):

@@ -101,7 +101,8 @@ def _ddp_worker(rank, world, port, batch, state, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        task = _task(loss=LossConfig(koleo_group_size=world))
+        # one KoLeo group of all the images (counted in samples, as the recipe)
+        task = _task(loss=LossConfig(koleo_group_size=batch["global_crops"].shape[0] // 2))
         task.load_state_dict(state)
         res = ssl_losses(
             task.student,
@@ -328,7 +329,8 @@ def test_distributed_configs_parse(shared_data, tmp_path, monkeypatch, name, str
     )
     assert isinstance(cli.trainer.strategy, strategy)
     assert cli.trainer.world_size == 2
-    assert cli.model.loss_cfg.koleo_group_size == 4
+    # 4 ranks x the per-rank batch, in samples as the recipe's koleo_distributed_loss_group_size
+    assert cli.model.loss_cfg.koleo_group_size == 4 * cli.datamodule.batch_size
     if strategy is FSDPStrategy:
         assert cli.trainer.strategy.kwargs["use_orig_params"] is True
         assert cli.trainer.strategy.kwargs["auto_wrap_policy"] is wrap_policy
