@@ -14,6 +14,7 @@ minimum mapping unit are dropped from the polygons and the rasters.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,13 @@ def _iso(yyyymmdd: int) -> str:
     return f"{s[:4]}-{s[4:6]}-{s[6:]}"
 
 
+def _day_after(yyyymmdd: int) -> int:
+    """The calendar day after a ``YYYYMMDD`` date (``20160630`` -> ``20160701``)."""
+    day = datetime.date(yyyymmdd // 10000, yyyymmdd // 100 % 100, yyyymmdd % 100)
+    nxt = day + datetime.timedelta(days=1)
+    return nxt.year * 10000 + nxt.month * 100 + nxt.day
+
+
 def date_ramp_qml(first: int, last: int) -> str:
     """QGIS style for ``loss_date.tif``: a discrete colour ramp of dates (0 transparent)."""
     root = ET.Element("qgis", version="3.34.0", styleCategories="AllStyleCategories")
@@ -199,7 +207,7 @@ def date_ramp_qml(first: int, last: int) -> str:
         edges.append(last)
     for i, e in enumerate(edges):
         color = _DATE_COLORS[int(round(i * (len(_DATE_COLORS) - 1) / max(len(edges) - 1, 1)))]
-        lo = _iso(edges[i - 1] + 1) if i else _iso(first)
+        lo = _iso(_day_after(edges[i - 1])) if i else _iso(first)
         ET.SubElement(
             shader, "item", value=str(e), color=color, alpha="255", label=f"{lo} .. {_iso(e)}"
         )
