@@ -126,19 +126,36 @@ class CollapseMonitor(pl.Callback):
     ) -> None:
         """Check the indicators logged by the step."""
         metrics = trainer.callback_metrics
-        std = metrics.get("health/embedding_std")
-        cos = metrics.get("health/mean_cosine")
-        if std is None or cos is None or trainer.global_step < self.start_step:
+        # one set of indicators per model: "health/..." or, for distillation, "<student>/health/..."
+        prefixes = [
+            k[: -len("health/embedding_std")] for k in metrics if k.endswith("health/embedding_std")
+        ]
+        if not prefixes or trainer.global_step < self.start_step:
             return
-        features_bad = float(std) < self.min_std or float(cos) > self.max_cosine
-        entropy = metrics.get("health/teacher_entropy_norm")
         loss_cfg = getattr(pl_module, "loss_cfg", None)
         warmup = int(getattr(loss_cfg, "teacher_temp_warmup_steps", 0) or 0)
-        uniform = (
-            entropy is not None
-            and trainer.global_step >= warmup
-            and float(entropy) >= self.max_teacher_entropy
-        )
+        features_bad = uniform = False
+        std: Any = None
+        cos: Any = None
+        entropy: Any = None
+        for prefix in prefixes:
+            p_std = metrics.get(f"{prefix}health/embedding_std")
+            p_cos = metrics.get(f"{prefix}health/mean_cosine")
+            if p_std is None or p_cos is None:
+                continue
+            p_entropy = metrics.get(f"{prefix}health/teacher_entropy_norm")
+            p_bad = float(p_std) < self.min_std or float(p_cos) > self.max_cosine
+            p_uniform = (
+                p_entropy is not None
+                and trainer.global_step >= warmup
+                and float(p_entropy) >= self.max_teacher_entropy
+            )
+            # report the first model in trouble (or the first model when all are fine)
+            if std is None or ((p_bad or p_uniform) and not (features_bad or uniform)):
+                std, cos, entropy = p_std, p_cos, p_entropy
+            features_bad, uniform = features_bad or p_bad, uniform or p_uniform
+        if std is None or cos is None:
+            return
         self.streak = self.streak + 1 if features_bad or uniform else 0
         if self.streak >= self.patience and not self.collapsed:
             self.collapsed = True

@@ -53,3 +53,21 @@ def test_learning_teacher_and_warm_up_do_not_raise_it():
     # a uniform stretch shorter than the patience is forgiven
     brief = CollapseMonitor(patience=5)
     assert max(_run(brief, _Module(warmup=0), [0.99] * 4 + [0.5] + [0.99] * 4)) == 0.0
+
+
+def test_a_collapsed_distillation_student_raises_the_alarm():
+    """Distillation logs each student's indicators under its name ("small/health/...")."""
+    monitor = CollapseMonitor(patience=3)
+    module = _Module(warmup=0)
+    trainer = SimpleNamespace(callback_metrics={}, global_step=0, should_stop=False)
+    for step in range(5):
+        trainer.global_step = step
+        trainer.callback_metrics = {
+            "small/health/embedding_std": torch.tensor(0.8),
+            "small/health/mean_cosine": torch.tensor(0.1),
+            "tiny/health/embedding_std": torch.tensor(0.001),  # every embedding the same
+            "tiny/health/mean_cosine": torch.tensor(0.999),
+        }
+        monitor.on_train_batch_end(trainer, module, None, None, step)
+    assert module.logged == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert monitor.collapsed
