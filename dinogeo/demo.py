@@ -18,6 +18,7 @@ Every file it writes lies in ``out_dir``; the configs it ran are saved there too
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,9 @@ def run_demo(
     pretrain(pre_cfg)
     result.files["backbone"] = backbone
     metrics_csv = sorted(pre_dir.glob("csv/version_*/metrics.csv"))[-1]
-    result.files["training_curves"] = plot_training_curves(metrics_csv, out / "pretrain_curves.png")
+    result.files["training_curves"] = plot_training_curves(
+        metrics_csv, out / "pretrain_curves.png", references=uniform_target_losses(pre_cfg)
+    )
     lap("pretrain")
 
     bundle = out / "nc_landcover.safetensors"
@@ -214,3 +217,31 @@ def run_demo(
         result.files["features_pca"] = emb.pca_png
     lap("predict")
     return result
+
+
+def uniform_target_losses(cfg: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """The DINO and iBOT losses of uniform teacher targets, as plot reference lines.
+
+    DINO is then ``ln K``; iBOT, averaged over all global crops of which only the
+    ``mask_probability`` share is masked (as the official loss), ``mask_probability * ln K'``.
+    A run whose curves stay on these lines learns nothing from its heads.
+
+    Args:
+        cfg: a pretraining config (``model.dino_head``, ``model.ibot_head``, ``data``).
+
+    Returns:
+        ``{metric: (value, label)}`` for :func:`~dinogeo.ssl.monitor.plot_training_curves`.
+    """
+    ln_k = math.log(cfg["model"]["dino_head"]["out_dim"])
+    ln_k_ibot = math.log(cfg["model"]["ibot_head"]["out_dim"])
+    masked = float(cfg.get("data", {}).get("mask_probability", 0.5))
+    dino = (ln_k, f"uniform targets (ln K = {ln_k:.3f})")
+    return {
+        "loss/dino": dino,
+        "loss/dino_global": dino,
+        "loss/dino_local": dino,
+        "loss/ibot": (
+            masked * ln_k_ibot,
+            f"uniform targets ({masked:g} ln K' = {masked * ln_k_ibot:.3f})",
+        ),
+    }

@@ -302,7 +302,10 @@ def _read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def plot_training_curves(
-    metrics_csv: str | Path, out_png: str | Path, keys: Mapping[str, str] | None = None
+    metrics_csv: str | Path,
+    out_png: str | Path,
+    keys: Mapping[str, str] | None = None,
+    references: Mapping[str, tuple[float, str]] | None = None,
 ) -> Path:
     """Render the loss and health curves of a CSV log (``CSVLogger``'s ``metrics.csv``) to PNG.
 
@@ -311,6 +314,8 @@ def plot_training_curves(
         out_png: output image path (written atomically).
         keys: optional ``{metric: title}`` selection; default: every ``loss/``, ``health/`` and
             ``probe/`` metric in the file.
+        references: optional ``{metric: (value, label)}`` horizontal reference lines, e.g.
+            ``{"loss/dino": (math.log(K), "ln K")}``: the DINO loss of uniform targets.
 
     Returns:
         The path of the written PNG.
@@ -346,6 +351,10 @@ def plot_training_curves(
     for ax, (key, title) in zip(axes.flat, selected.items()):
         steps, values = zip(*series[key])
         ax.plot(steps, values, lw=1.2)
+        if references and key in references:
+            value, label = references[key]
+            ax.axhline(value, color="tab:red", ls="--", lw=1.0, label=label)
+            ax.legend(fontsize=7, loc="best")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)

@@ -4,6 +4,7 @@ refresh, health metrics, curve plots and the distributed/FSDP configs."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from pathlib import Path
 
@@ -304,6 +305,24 @@ def test_plot_training_curves(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError):
         plot_training_curves(tmp_path / "missing.csv", tmp_path / "x.png")
+
+
+def test_demo_curves_mark_the_uniform_target_losses(tmp_path):
+    """The demo's curves carry ln K (DINO) and mask_probability * ln K' (iBOT) reference lines."""
+    from dinogeo.config import load_config
+    from dinogeo.demo import uniform_target_losses
+
+    cfg = load_config("demo/pretrain", {"data.mask_probability": 0.4})
+    refs = uniform_target_losses(cfg)
+    k, k_ibot = cfg["model"]["dino_head"]["out_dim"], cfg["model"]["ibot_head"]["out_dim"]
+    assert refs["loss/dino"][0] == pytest.approx(math.log(k))
+    assert refs["loss/ibot"][0] == pytest.approx(0.4 * math.log(k_ibot))
+    csv_path = tmp_path / "metrics.csv"
+    rows = ["epoch,step,loss/dino,loss/ibot"] + [f"0,{i},{7 - 0.05 * i},{3}" for i in range(10)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    plain = plot_training_curves(csv_path, tmp_path / "plain.png").read_bytes()
+    marked = plot_training_curves(csv_path, tmp_path / "marked.png", references=refs).read_bytes()
+    assert marked[:8] == b"\x89PNG\r\n\x1a\n" and marked != plain
 
 
 @pytest.mark.parametrize("name, strategy", [("ddp.yaml", DDPStrategy), ("fsdp.yaml", FSDPStrategy)])
