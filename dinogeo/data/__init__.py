@@ -6,5 +6,6 @@ Only the torch-free names are re-exported here; import the dataset and samplers 
 
 from dinogeo.data.readers import RasterSource, open_source
 from dinogeo.data.sensors import Band, Sensor, list_sensors, load_sensor
+from dinogeo.data.source import Source
 
-__all__ = ["Band", "RasterSource", "Sensor", "list_sensors", "load_sensor", "open_source"]
+__all__ = ["Band", "RasterSource", "Sensor", "Source", "list_sensors", "load_sensor", "open_source"]

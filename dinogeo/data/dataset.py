@@ -33,6 +33,7 @@ from torchgeo.datasets.utils import GeoSlice
 
 from dinogeo.data.chips import ChipQuery, redraw_chip
 from dinogeo.data.readers import zero_invalid
+from dinogeo.data.source import Source
 from dinogeo.data.validity import ValidityIndex
 from dinogeo.errors import NoValidDataError
 
@@ -57,7 +58,7 @@ class ChipDataset(Dataset[Sample]):
 
     def __init__(
         self,
-        sources: Sequence[Any],
+        sources: Sequence[Source],
         *,
         min_valid: float = 0.5,
         max_retries: int = 20,
@@ -258,7 +259,7 @@ class SourceGeoDataset(GeoDataset):
 
     def __init__(
         self,
-        sources: Sequence[Any],
+        sources: Sequence[Source],
         res: float | tuple[float, float] | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
     ) -> None:

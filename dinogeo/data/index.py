@@ -56,6 +56,7 @@ from dinogeo.data.footprint import to_4326 as _to_4326
 from dinogeo.data.footprint import valid_decimated
 from dinogeo.data.header import read_header, row_is_current
 from dinogeo.data.naming import guess_sensor, parse_datetime
+from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint
 from dinogeo.errors import RasterReadError
 
@@ -428,7 +429,7 @@ def open_index_sources(
     bands: Sequence[str] | None = None,
     *,
     check_files: bool = True,
-) -> list[Any]:
+) -> list[Source]:
     """Lazy sources of every indexed raster, built from the index without opening the files.
 
     Raster rows become :meth:`RasterSource.from_index_row <dinogeo.data.readers.RasterSource>`
@@ -464,7 +465,7 @@ def open_index_sources(
             "their headers are read from the files: re-run `dinogeo index` to refresh the index",
             stacklevel=2,
         )
-    out: list[Any] = []
+    out: list[Source] = []
     reopen = set(stale)
     for i, row in enumerate(rows):
         name = row.sensor if isinstance(row.sensor, str) and row.sensor else None

@@ -23,7 +23,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -45,10 +45,8 @@ from dinogeo.data.header import (
     row_value,
 )
 from dinogeo.data.sensors import Sensor
+from dinogeo.data.source import Source
 from dinogeo.errors import RasterReadError
-
-if TYPE_CHECKING:
-    from dinogeo.data.zarr_source import ZarrSource
 
 __all__ = ["RasterSource", "close_handles", "is_zarr_path", "open_source", "zero_invalid"]
 
@@ -71,7 +69,7 @@ def open_source(
     *,
     target_crs: Any = None,
     target_res: float | tuple[float, float] | None = None,
-) -> RasterSource | ZarrSource:
+) -> Source:
     """Open a raster file or zarr store as a lazy, windowed source.
 
     Args:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,15 +31,11 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from dinogeo.data.chips import ChipQuery, random_position
+from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint, ValidityIndex
 from dinogeo.errors import NoValidDataError
 
 __all__ = ["GridChipSampler", "RandomChipSampler"]
-
-
-class _Source(Protocol):
-    width: int
-    height: int
 
 
 def _size2(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -143,7 +138,7 @@ class RandomChipSampler(_ShardedSampler):
 
     def __init__(
         self,
-        sources: Sequence[Any],
+        sources: Sequence[Source],
         size: int | tuple[int, int],
         length: int | None = None,
         *,
@@ -222,7 +217,7 @@ class GridChipSampler(_ShardedSampler):
 
     def __init__(
         self,
-        sources: Sequence[Any],
+        sources: Sequence[Source],
         size: int | tuple[int, int],
         stride: int | tuple[int, int] | None = None,
         *,

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from dinogeo.data.readers import is_zarr_path, open_source
 from dinogeo.data.sensors import Sensor
+from dinogeo.data.source import Source
 from dinogeo.errors import BandMismatchError, NoValidDataError
 
 __all__ = ["RunningStats", "compute_stats", "open_archive", "sensor_with_stats"]
@@ -91,7 +92,7 @@ def open_archive(
         The sources, in sorted path order within each folder.
     """
     exts = {".tif", ".tiff", ".jp2", ".vrt", ".png", ".jpg", ".jpeg"}
-    sources: list[Any] = []
+    sources: list[Source] = []
     for p in map(Path, paths):
         if is_zarr_path(p):
             from dinogeo.data.zarr_source import open_zarr_store
@@ -115,7 +116,7 @@ def _windows(width: int, height: int, size: int) -> list[Window]:
 
 
 def compute_stats(
-    sources: Sequence[Any],
+    sources: Sequence[Source],
     *,
     window_size: int = 1024,
     progress: bool = True,

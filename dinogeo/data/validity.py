@@ -21,6 +21,7 @@ import shapely
 from affine import Affine
 
 from dinogeo.data.chips import ChipQuery
+from dinogeo.data.source import Source
 
 __all__ = ["Footprint", "ValidityIndex", "footprint_mask"]
 
@@ -182,7 +183,7 @@ class ValidityIndex:
 
     def __init__(
         self,
-        sources: Sequence[Any],
+        sources: Sequence[Source],
         max_size: int = 64,
         footprints: Sequence[Footprint | None] | None = None,
     ) -> None:

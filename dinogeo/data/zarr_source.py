@@ -185,6 +185,16 @@ class ZarrSource:
         self._data: ArrayReader | None = None
         self._mask_reader: ArrayReader | None = None
 
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) of the grid in CRS units."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def count(self) -> int:
+        """Number of returned bands."""
+        return len(self.sensor.bands)
+
     def __repr__(self) -> str:
         return (
             f"ZarrSource({str(self.path)!r}, sensor={self.sensor.name!r}, "

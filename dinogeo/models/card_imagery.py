@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -34,11 +34,9 @@ from rasterio.windows import Window
 
 from dinogeo.data.readers import RasterSource, open_source
 from dinogeo.data.sensors import Sensor, load_sensor, match_file_bands
+from dinogeo.data.source import Source
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from dinogeo.models.card import WeightCard, check_bands
-
-if TYPE_CHECKING:
-    from dinogeo.data.zarr_source import ZarrSource
 
 __all__ = ["CardImage", "apply_card_stats", "resolve_sensor"]
 
@@ -145,9 +143,7 @@ class CardImage:
         # bands=None: ask for the card's bands directly (only those are read from disk); this
         # also reads a file holding exactly the card's bands in card order
         self._layout = list(bands) if bands is not None else list(card.band_names)
-        self.source: RasterSource | ZarrSource = _open(
-            self.path, card, self._spec, self._layout, bands is not None
-        )
+        self.source: Source = _open(self.path, card, self._spec, self._layout, bands is not None)
         have = self.source.sensor
         try:
             index = [have.index(b) for b in card.band_names]
@@ -272,7 +268,7 @@ class CardImage:
 
 def _open(
     path: Path, card: WeightCard, spec: Sensor | None, layout: list[str], user_bands: bool
-) -> RasterSource | ZarrSource:
+) -> Source:
     """Open ``path`` asking for ``layout`` bands; band errors name the card's bands."""
     try:
         return open_source(path, spec, layout)

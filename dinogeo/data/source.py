@@ -1,0 +1,79 @@
+"""The public contract of a windowed imagery source: what datasets, samplers and predictors read.
+
+:class:`Source` is a :class:`typing.Protocol` met by :class:`~dinogeo.data.readers.RasterSource`
+(GeoTIFF/COG, JPEG2000, VRT, world-file images) and :class:`~dinogeo.data.zarr_source.ZarrSource`
+(a group of a zarr store); :func:`~dinogeo.data.readers.open_source` returns one. Code that reads
+imagery takes a ``Source`` (or a sequence of them), never a concrete class, so a new storage
+format only has to provide these members. The protocol is ``runtime_checkable``:
+``isinstance(x, Source)`` checks that every member is present (not their types).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from affine import Affine
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from dinogeo.data.sensors import Sensor
+
+__all__ = ["Source"]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A raster read by pixel windows on one grid, with its bands described by a sensor spec.
+
+    Attributes:
+        path: the file or ``store/group`` read.
+        sensor: the spec of the returned bands, in output order (names, scale, offset, nodata).
+        crs: CRS of the grid.
+        transform: affine transform of the grid (pixel -> CRS coordinates).
+        width: grid width in pixels.
+        height: grid height in pixels.
+        bounds: grid bounds in ``crs`` units.
+        dtype: dtype of the raw values returned by :meth:`read`.
+        nodata: DN marking missing pixels, or None.
+        mask_kind: how validity is derived: ``"alpha"``, ``"nodata"``, ``"internal"`` or ``"none"``.
+    """
+
+    path: Path
+    sensor: Sensor
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    bounds: BoundingBox
+    dtype: np.dtype
+    nodata: float | None
+    mask_kind: str
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)`` of the grid in CRS units."""
+        ...
+
+    @property
+    def count(self) -> int:
+        """Number of returned bands (``len(sensor.bands)``)."""
+        ...
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window, boundless: raw DN ``(C, h, w)`` and a bool ``(h, w)`` valid mask."""
+        ...
+
+    def read_normalized(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window normalised by the sensor spec: float32 ``(C, h, w)``, invalid set to 0."""
+        ...
+
+    def coarse_valid_mask(self, max_size: int = 256) -> np.ndarray:
+        """Valid mask of the whole grid, decimated so that its longest side is ``max_size``."""
+        ...
+
+    def valid_fraction(self, max_size: int = 256) -> float:
+        """Estimated fraction of valid pixels (from :meth:`coarse_valid_mask`)."""
+        ...
