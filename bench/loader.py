@@ -20,7 +20,9 @@ the 670 MB of decoded pixels cannot all sit in GDAL's block cache.
   (c) dinogeo RasterSource + RandomChipSampler + ChipDataset (normalised float32, valid mask);
   (d) dinogeo ZarrSource on the store written by dinogeo.data.ingest.ingest (chunk 256);
   (c256), (d256): (c) and (d) with RandomChipSampler(align=256), chips on the tile/chunk grid,
-  so each chip decodes one tile instead of up to four (a different sampling from (a) and (b)).
+  so each chip decodes one tile instead of up to four (a different sampling from (a) and (b));
+  (cauto), (dauto): (c) and (d) with the default ``chip_align: auto`` (grids resolved from each
+  file's tiles / the store's chunks by dinogeo.data.chip_grid.chip_grids; its line is printed).
 (a)-(d) all draw chips at any pixel offset. Each method runs --rounds times, interleaved, and
 keeps its best; besides chips per wall-clock second the script prints chips per CPU-second of
 the loading processes (main + workers), which is robust to other load on a shared machine.
@@ -193,7 +195,7 @@ def torchgeo_loader(paths: list[Path], n: int, workers: int) -> DataLoader:
 # ----------------------------------------------------------------------------- (c)/(d) dinogeo
 
 
-def dinogeo_loader(sources: list, n: int, workers: int, align: int = 1) -> DataLoader:
+def dinogeo_loader(sources: list, n: int, workers: int, align: int | list = 1) -> DataLoader:
     from dinogeo.data.dataset import ChipDataset, dataloader
     from dinogeo.data.samplers import RandomChipSampler
 
@@ -259,6 +261,12 @@ def main() -> int:
     n = args.chips + 2 * BATCH  # warm-up batches are not timed
     tif_sources = [open_source(p, SENSOR) for p in paths]
     zarr_sources = open_zarr_store(store, sensor=SENSOR)
+    from dinogeo.data.chip_grid import chip_grids, describe_grids
+
+    tif_auto = chip_grids(tif_sources, "auto")
+    zarr_auto = chip_grids(zarr_sources, "auto")
+    print("GeoTIFF " + describe_grids(tif_auto, tif_sources, CHIP))
+    print("zarr " + describe_grids(zarr_auto, zarr_sources, CHIP))
     makers = {
         "a": lambda: DataLoader(
             RawRasterio(paths, n),
@@ -272,6 +280,8 @@ def main() -> int:
         "d": lambda: dinogeo_loader(zarr_sources, n, args.workers),
         "c256": lambda: dinogeo_loader(tif_sources, n, args.workers, align=CHIP),
         "d256": lambda: dinogeo_loader(zarr_sources, n, args.workers, align=CHIP),
+        "cauto": lambda: dinogeo_loader(tif_sources, n, args.workers, align=tif_auto),
+        "dauto": lambda: dinogeo_loader(zarr_sources, n, args.workers, align=zarr_auto),
     }
     labels = {
         "a": "raw rasterio windowed reads (uint16, no transforms)",
@@ -280,6 +290,8 @@ def main() -> int:
         "d": "dinogeo ZarrSource, zarr store (float32 normalised + valid)",
         "c256": "(c) with chips aligned to the 256-px COG tiles (align=256)",
         "d256": "(d) with chips aligned to the 256-px zarr chunks (align=256)",
+        "cauto": "(c) with the default chip_align: auto (snapped to the COG tiles)",
+        "dauto": "(d) with the default chip_align: auto (snapped to the zarr chunks)",
     }
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
@@ -296,14 +308,17 @@ def main() -> int:
     print(f"\nbest of {args.rounds} rounds (chips/s; chips per CPU-second of loader + workers):")
     for key in labels:
         print(
-            f"({key:>4}) {best[key]:7.1f} chips/s {best_cpu[key]:7.1f} chips/cpu-s  {labels[key]}"
+            f"({key:>5}) {best[key]:7.1f} chips/s {best_cpu[key]:7.1f} chips/cpu-s  {labels[key]}"
         )
     print("random chips at any pixel offset (same sampling as (a) and (b)):")
     ratios = [("c", "a", 0.8), ("c", "b", 2), ("d", "b", 4)]
     ratios += [("c256", "a", 0.8), ("c256", "b", 2), ("d256", "b", 4)]
+    ratios += [("cauto", "a", 0.8), ("cauto", "b", 2), ("dauto", "b", 4)]
     for num, den, target in ratios:
         if num == "c256" and den == "a":
             print("tile/chunk-aligned random chips (dinogeo align=256):")
+        if num == "cauto" and den == "a":
+            print("the default, chip_align: auto:")
         print(
             f"{num}/{den} = {best[num] / best[den]:.2f}  (per CPU-second "
             f"{best_cpu[num] / best_cpu[den]:.2f}; target >= {target})"

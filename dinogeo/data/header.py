@@ -40,6 +40,7 @@ __all__ = [
     "prj_crs",
     "read_header",
     "resolve_bands",
+    "row_block",
     "row_is_current",
     "row_value",
 ]
@@ -65,6 +66,9 @@ class RasterHeader:
         nodata: the file's nodata value, or None.
         internal_mask: whether the first data band has a per-dataset (internal) mask.
         georeferenced: whether the file has a geotransform or ground control points.
+        block: the storage block ``(rows, cols)`` of the first data band (GeoTIFF tile or
+            strip, from rasterio's ``block_shapes``), or None where unknown (an index written
+            before dinogeo recorded it).
     """
 
     crs: CRS | None
@@ -82,6 +86,7 @@ class RasterHeader:
     nodata: float | None
     internal_mask: bool
     georeferenced: bool = True
+    block: tuple[int, int] | None = None
 
     @property
     def mask(self) -> str:
@@ -181,6 +186,9 @@ def read_header(ds: Any, path: Path) -> RasterHeader:
         nodata=None if ds.nodata is None else float(ds.nodata),
         internal_mask=MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags,
         georeferenced=ds.transform != Affine.identity() or bool(ds.gcps[0]),
+        block=(int(ds.block_shapes[data[0] - 1][0]), int(ds.block_shapes[data[0] - 1][1]))
+        if data
+        else None,
     )
 
 
@@ -238,7 +246,17 @@ def header_from_row(row: Any) -> RasterHeader:
         descriptions=tuple(str(d) or None for d in row_value(row, "band_names")),
         nodata=nodata,
         internal_mask=row_value(row, "mask") == "internal",
+        block=row_block(row),
     )
+
+
+def row_block(row: Any) -> tuple[int, int] | None:
+    """The storage block ``(rows, cols)`` an index row records, or None (older indexes)."""
+    try:
+        rows, cols = int(row_value(row, "block_height")), int(row_value(row, "block_width"))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return (rows, cols) if rows > 0 and cols > 0 else None
 
 
 def row_is_current(row: Any) -> bool:

@@ -16,7 +16,8 @@ flight, so a 100k-file archive costs one pass and constant extra memory per file
 
 Columns: ``path format native_crs native_crs_wkt transform minx miny maxx maxy res_x res_y width height count
 alpha_band dtype has_nodata nodata mask band_names sensor datetime time_source valid_fraction
-area_km2 size_bytes mtime geometry``. ``count`` excludes an alpha band; ``mask`` says how validity
+area_km2 size_bytes mtime geometry block_height block_width``. ``block_*`` is the storage grid
+(GeoTIFF tile or strip, zarr chunk) that ``chip_align: auto`` snaps chips to (0 if unknown). ``count`` excludes an alpha band; ``mask`` says how validity
 is known (``none``, ``nodata``, ``alpha``, ``internal``); ``geometry`` is the valid-data footprint
 (polygonised from a decimated mask read, simplified) in EPSG:4326, the native bounds stay in
 ``minx..maxy``. Unreadable files are listed in ``index.attrs["skipped"]`` with the reason.
@@ -228,6 +229,8 @@ def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
         "size_bytes": stat.st_size,
         "mtime": stat.st_mtime,
         "geometry": geom,
+        "block_height": head.block[0] if head.block else 0,
+        "block_width": head.block[1] if head.block else 0,
     }
 
 
@@ -275,6 +278,8 @@ def scan_zarr(path: Path, sensor: str | None = None) -> list[dict[str, Any]]:
                 "size_bytes": meta.stat().st_size,
                 "mtime": meta.stat().st_mtime,
                 "geometry": geom,
+                "block_height": src.storage_block[0] if src.storage_block else 0,
+                "block_width": src.storage_block[1] if src.storage_block else 0,
             }
         )
     return rows
@@ -350,6 +355,8 @@ _COLUMNS = (
     "count alpha_band dtype has_nodata nodata mask band_names sensor datetime time_source "
     "valid_fraction area_km2 size_bytes mtime geometry"
 ).split()
+#: columns added later: indexes written without them still load (the block is then unknown)
+_LATER_COLUMNS = ["block_height", "block_width"]
 
 
 def _call_done(done: Any, i: int, path: Path, fut: Future[Any]) -> None:
@@ -357,9 +364,9 @@ def _call_done(done: Any, i: int, path: Path, fut: Future[Any]) -> None:
 
 
 def _frame(rows: list[dict[str, Any]]) -> gpd.GeoDataFrame:
-    df = pd.DataFrame(rows, columns=_COLUMNS)
+    df = pd.DataFrame(rows, columns=_COLUMNS + _LATER_COLUMNS)
     df["datetime"] = pd.to_datetime(df["datetime"], utc=True)
-    for col in ("width", "height", "count", "alpha_band", "size_bytes"):
+    for col in ("width", "height", "count", "alpha_band", "size_bytes", *_LATER_COLUMNS):
         df[col] = df[col].astype("int64")
     return gpd.GeoDataFrame(df, geometry="geometry", crs="EPSG:4326")
 

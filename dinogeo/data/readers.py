@@ -170,6 +170,8 @@ class RasterSource:
         dtype: dtype of the raw data returned by :meth:`read`.
         mask_kind: how validity is derived: ``"alpha"``, ``"nodata"``, ``"internal"`` or ``"none"``.
         warped: whether reads go through a WarpedVRT (only when the grid differs from the file's).
+        storage_block: the file's block ``(rows, cols)`` (GeoTIFF tile or strip) when reads are
+            not warped and it is known, else None.
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class RasterSource:
                 ds.close()
         self._inspect(header, sensor, bands)
         self._setup_grid(header, target_crs, target_res, resampling)
+        self.storage_block = None if self.warped else header.block
 
     @classmethod
     def from_index_row(

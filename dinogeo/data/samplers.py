@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from dinogeo.data.chips import ChipQuery, random_position
+from dinogeo.data.chip_grid import ChipGrid
+from dinogeo.data.chips import ChipQuery
 from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint, ValidityIndex
 from dinogeo.errors import NoValidDataError
@@ -124,11 +125,13 @@ class RandomChipSampler(_ShardedSampler):
         world_size: number of ranks (default: from torch.distributed, else 1).
         mask_size: longest side of the coarse valid masks used for weights and pre-checks.
         max_tries: candidates drawn per chip before accepting the best one seen.
-        align: draw chip offsets as multiples of this many pixels. Set it to the storage tile
-            or chunk size (e.g. 256 for 256-px COG tiles or zarr chunks) so each chip decodes
-            one tile instead of up to four: several times faster, at the cost of chips on a
-            fixed grid (random crops and flips in the augmentation restore position diversity).
-            Redraws of rejected chips are not aligned. Default 1: any pixel offset.
+        align: draw chip offsets as multiples of this many pixels, or one
+            :class:`~dinogeo.data.chip_grid.ChipGrid` per source (from
+            :func:`~dinogeo.data.chip_grid.chip_grids`, e.g. snapped to each file's tiles). On
+            the storage tile or chunk grid (e.g. 256 for 256-px COG tiles or zarr chunks) each
+            chip decodes one tile instead of up to four: several times faster, at the cost of
+            chips on a fixed grid (random crops and flips in the augmentation restore position
+            diversity). Redraws of rejected chips are not aligned. Default 1: any pixel offset.
         footprints: one :class:`Footprint` or None per source: masks rasterised from them
             instead of read (see :class:`ValidityIndex`).
 
@@ -148,16 +151,27 @@ class RandomChipSampler(_ShardedSampler):
         world_size: int | None = None,
         mask_size: int = 64,
         max_tries: int = 50,
-        align: int = 1,
+        align: int | Sequence[ChipGrid] = 1,
         footprints: Sequence[Footprint | None] | None = None,
     ) -> None:
         super().__init__(seed, True, rank, world_size)
-        if align < 1:
-            raise ValueError(f"align={align} must be >= 1 (pixels)")
-        self.align = int(align)
         if not sources:
             raise ValueError("RandomChipSampler needs at least one source")
         self.sources = list(sources)
+        if isinstance(align, int):
+            if align < 1:
+                raise ValueError(f"align={align} must be >= 1 (pixels)")
+            self.grids = [ChipGrid(align, align)] * len(self.sources)
+        else:
+            self.grids = list(align)
+            if len(self.grids) != len(self.sources):
+                raise ValueError(
+                    f"align has {len(self.grids)} chip grids for {len(self.sources)} sources"
+                )
+        steps = {(g.rows, g.cols) for g in self.grids if not g.snap}
+        common = len(steps) == 1 and not any(g.snap for g in self.grids)
+        #: the offset step shared by every source, or 0 when chips snap to tiles or steps differ
+        self.align = next(iter(steps))[0] if common else 0
         self.size = _size2(size)
         self.min_valid = float(min_valid)
         self.max_tries = int(max_tries)
@@ -183,7 +197,7 @@ class RandomChipSampler(_ShardedSampler):
         for i in srcs:
             best_frac, best = -1.0, ChipQuery(int(i), 0, 0, self.size[0], self.size[1])
             for _ in range(self.max_tries):
-                row, col = random_position(rng, self.validity.shapes[i], self.size, self.align)
+                row, col = self.grids[i].position(rng, self.validity.shapes[i], self.size)
                 q = ChipQuery(int(i), row, col, self.size[0], self.size[1])
                 frac = self.validity.chip_fraction(q)
                 if frac > best_frac:

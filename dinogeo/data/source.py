@@ -39,6 +39,8 @@ class Source(Protocol):
         dtype: dtype of the raw values returned by :meth:`read`.
         nodata: DN marking missing pixels, or None.
         mask_kind: how validity is derived: ``"alpha"``, ``"nodata"``, ``"internal"`` or ``"none"``.
+        storage_block: the storage block ``(rows, cols)`` reads decode (GeoTIFF tile or strip,
+            zarr chunk), or None where unknown or warped (``chip_align: auto`` snaps to it).
     """
 
     path: Path
@@ -51,6 +53,7 @@ class Source(Protocol):
     dtype: np.dtype
     nodata: float | None
     mask_kind: str
+    storage_block: tuple[int, int] | None
 
     @property
     def res(self) -> tuple[float, float]:

@@ -139,6 +139,7 @@ class ZarrSource:
         sensor: the spec of the bands returned by :meth:`read` (after ``bands`` selection).
         crs, transform, width, height, bounds: the raster grid.
         info: the decoded :class:`GeoInfo` (band names, nodata, mask kind, source...).
+        storage_block: the chunk ``(rows, cols)`` of the data array (None if not regular).
 
     Raises:
         RasterReadError: if the group lacks georeferencing or a data array.
@@ -162,6 +163,7 @@ class ZarrSource:
                 "the same `dinogeo ingest` command to resume it"
             )
         self.info = _load_info(self.store_path, self.group)
+        self.storage_block = _chunk_shape(self.path / DATA / "zarr.json")
         self.crs: CRS = self.info.crs
         self.transform: Affine = self.info.affine
         self.width = self.info.width
@@ -371,6 +373,15 @@ def _load_info(store: Path, group: str) -> GeoInfo:
         grid_mapping_attrs=gm_attrs,
         where=where,
     )
+
+
+def _chunk_shape(meta: Path) -> tuple[int, int] | None:
+    """The last two chunk dimensions of a regular-grid zarr array, from its ``zarr.json``."""
+    grid = _read_json(meta).get("chunk_grid") or {}
+    shape = (grid.get("configuration") or {}).get("chunk_shape")
+    if grid.get("name") != "regular" or not isinstance(shape, list) or len(shape) < 2:
+        return None
+    return int(shape[-2]), int(shape[-1])
 
 
 def _resolve_bands(
