@@ -1,34 +1,40 @@
-"""Benchmark of ``predict_raster``: end-to-end vs model-only throughput, and peak RSS vs raster size.
+"""Benchmark of ``predict_raster``: peak RSS vs raster width on fully valid real imagery, and throughput.
 
 Run from the repository root::
 
-    .venv/bin/python bench/predict.py            # builds inputs in bench/_work, prints both ratios
+    .venv/bin/python bench/predict.py                 # block path; prints RSS ratios and MB deltas
+    .venv/bin/python bench/predict.py --baseline 764a01c   # also the strip path of that commit
 
-What it does (all in one run):
+What it does (all in one run, inputs in a temporary folder that is removed at the end):
 
 1. Inputs built from real imagery: the 1024 x 1024 VHR RGB COG ``aerial-rgb-korea-rasterio/cogeo.tif``
-   (EPSG:3857, 0.6 m) is mirror-tiled 2 x 2 into a 2048 x 2048 patch of real imagery. Three rasters are
-   written block by block into ``bench/_work``: 2048^2 (the patch), 4096^2 and 8192^2 (the same patch
-   in the centre, nodata elsewhere). Every run therefore does the same model work while the raster
-   (reads, stitching buffers, strips, COG with overviews) grows 16-fold: ViT-S/16 over 67 Mpx of
-   valid pixels would take about half an hour on 2 shared CPU cores. Windows without any valid pixel
-   skip the model, as they do for any input.
-2. A ViT-S/16 (``vit_small_patch16_dinov3_qkvb``) land-cover bundle (11 WorldCover classes, linear
-   head, random weights) written with ``dinogeo.models.bundle.save_bundle``.
-3. Throughput on the 2048^2 raster (25 windows of 512 px, overlap 64, batch 4): ``predict_raster``
-   end to end (read-ahead threads, blending, strips, COG, sidecars) versus the model alone on the
-   same windows and batches, pre-loaded in memory. Target: end-to-end >= 0.85 x model-only.
-4. Peak RSS (``ru_maxrss``) of ``predict_raster`` on each full raster, each in a fresh subprocess
-   with the same bundle and settings. Target: RSS(8192^2) <= 1.25 x RSS(2048^2).
+   (EPSG:3857, 0.6 m, no nodata) is mirror-tiled (alternately flipped copies, so the tiling has no
+   seams) into fully valid rasters of 2048 x 2048, 8192 x 8192 and 16,384 x 2048 (wide) pixels.
+   Every window runs through the model; nothing is skipped as nodata.
+2. The model: the tests' tiny land-cover bundle (``vit_test_patch16_dinov3`` backbone, 11 WorldCover
+   classes, linear head, random weights, written with ``save_bundle``). Memory is what this bench
+   measures; the tiny model keeps it runnable on 2 CPU cores.
+3. Peak RSS (``ru_maxrss``) of ``predict_raster`` with polygons ON (``vectorize=True``, default
+   minimum mapping unit), tile 512, overlap 64, batch 4, 2 reader threads, default block, each raster
+   in a fresh subprocess. Printed: MB, ratio and MB difference against the 2048^2 run. Target:
+   widest / 2048^2 <= 1.1.
+4. With ``--baseline REF``: the same children run the ``dinogeo`` package of git commit ``REF``
+   (extracted with ``git archive`` into the temporary folder), i.e. the full-width strip path, for
+   the figure before the change measured in the same run.
+5. Throughput on the 2048^2 raster: ``predict_raster`` end to end versus the model alone on the
+   same windows and batches pre-loaded in memory (the block path runs halo windows twice).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,65 +44,83 @@ import torch
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "bench" / "_work"
-SIZES = (2048, 4096, 8192)
+SIZES = {"2048^2": (2048, 2048), "8192^2": (8192, 8192), "16384x2048": (2048, 16384)}
 TILE, OVERLAP, BATCH, WORKERS = 512, 64, 4, 2
 SOURCE = "aerial-rgb-korea-rasterio/cogeo.tif"
 
 
-def build_inputs() -> dict[int, Path]:
+def _mirror_tile(img: np.ndarray, height: int, width: int, r0: int, c0: int) -> np.ndarray:
+    """Rows ``r0:r0+height`` and columns ``c0:c0+width`` of ``img`` mirror-tiled to infinity."""
+    h, w = img.shape[1:]
+    rows = np.arange(r0, r0 + height)
+    cols = np.arange(c0, c0 + width)
+    ri = np.where((rows // h) % 2 == 0, rows % h, h - 1 - rows % h)
+    ci = np.where((cols // w) % 2 == 0, cols % w, w - 1 - cols % w)
+    return img[:, ri][:, :, ci]
+
+
+def build_inputs(work: Path) -> dict[str, Path]:
+    """Write the fully valid mirror-tiled rasters into ``work``."""
     from dinogeo._paths import shared_data_dir
 
-    WORK.mkdir(parents=True, exist_ok=True)
-    src = shared_data_dir() / SOURCE
-    with rasterio.open(src) as ds:
+    with rasterio.open(shared_data_dir() / SOURCE) as ds:
         img = ds.read()
         crs, t = ds.crs, ds.transform
-    top = np.concatenate([img, img[:, :, ::-1]], axis=2)
-    patch = np.concatenate([top, top[:, ::-1, :]], axis=1)  # 2048 x 2048 mirror tiling
-    patch[:, (patch == 0).all(axis=0)] = 1  # 0 in every band is reserved for nodata
+    img[:, (img == 0).all(axis=0)] = 1  # 0 in every band would read as nodata
     out = {}
-    for size in SIZES:
-        path = WORK / f"korea_mirror_{size}.tif"
-        out[size] = path
-        if path.exists():
-            continue
-        off = (size - 2048) // 2
-        transform = t * rasterio.Affine.translation(-off, -off)
+    for name, (height, width) in SIZES.items():
+        path = work / f"korea_mirror_{name.replace('^', '')}.tif"
         profile = {
-            "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
-            "crs": crs, "transform": transform, "nodata": 0, "tiled": True,
-            "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+            "driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8",
+            "crs": crs, "transform": t, "nodata": 0, "tiled": True, "blockxsize": 512,
+            "blockysize": 512, "compress": "deflate",
         }  # fmt: skip
-        tmp = path.with_suffix(".tmp.tif")
-        with rasterio.open(tmp, "w", **profile) as dst:
-            for r in range(0, size, 512):
-                for c in range(0, size, 512):
-                    block = np.zeros((3, 512, 512), np.uint8)
-                    pr, pc = r - off, c - off
-                    if 0 <= pr < 2048 and 0 <= pc < 2048:
-                        block = patch[:, pr : pr + 512, pc : pc + 512]
-                    dst.write(block, window=Window(c, r, 512, 512))
-        tmp.rename(path)
+        with rasterio.open(path, "w", **profile) as dst:
+            for r in range(0, height, 512):
+                for c in range(0, width, 512):
+                    dst.write(_mirror_tile(img, 512, 512, r, c), window=Window(c, r, 512, 512))
+        out[name] = path
     return out
 
 
-def build_bundle() -> Path:
-    path = WORK / "vit_small_land_cover.safetensors"
-    if path.exists():
-        return path
+def build_bundle(work: Path) -> Path:
+    """The tests' tiny land-cover bundle (random weights)."""
     sys.path.insert(0, str(ROOT / "tests" / "data" / "inference"))
     import data as fx  # the tests' bundle generator (random weights, shipped sensor statistics)
 
-    return fx.write_bundle(
-        path, "land_cover", arch="vit_small_patch16_dinov3_qkvb", decoder="linear"
-    )
+    return fx.write_bundle(work / "tiny_land_cover.safetensors", "land_cover")
 
 
-def throughput(bundle_path: Path, raster: Path) -> tuple[float, float]:
+def child(bundle: str, raster: str, out: str) -> None:
+    """Predict one raster (polygons on) and print seconds, peak RSS and the output's polygons."""
+    import pyogrio
+
+    import dinogeo
+    from dinogeo.inference import predict_raster
+
+    t0 = time.perf_counter()
+    res = predict_raster(bundle, raster, out, tile=TILE, overlap=OVERLAP, batch_size=BATCH,
+                         workers=WORKERS, overwrite=True, vectorize=True, progress=False)  # fmt: skip
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n_poly = pyogrio.read_info(res.vectors[0])["features"] if res.vectors else 0
+    print(json.dumps({"seconds": time.perf_counter() - t0, "rss_mb": rss_mb, "pixels": res.pixels,
+                      "polygons": n_poly, "package": str(Path(dinogeo.__file__).parent)}))  # fmt: skip
+
+
+def run_child(bundle: Path, raster: Path, out: Path, pythonpath: Path) -> dict:
+    env = os.environ | {"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(bundle), str(raster),
+           str(out)]  # fmt: skip
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def throughput(bundle_path: Path, raster: Path, work: Path) -> None:
     from dinogeo.inference import load_model, predict_raster
+    from dinogeo.inference.blocks import BlockGrid
     from dinogeo.inference.inputs import open_for_card, window_reader
-    from dinogeo.inference.predict import _make_infer
+    from dinogeo.inference.model import make_infer
+    from dinogeo.inference.predict import BLOCK
     from dinogeo.inference.tiling import TileGrid
 
     model = load_model(bundle_path)
@@ -104,65 +128,75 @@ def throughput(bundle_path: Path, raster: Path) -> tuple[float, float]:
     grid = TileGrid(src.height, src.width, TILE, OVERLAP)
     batches = list(grid.batches(0, grid.n_strips, BATCH))
     read = window_reader([src])
-    loaded = []
-    for b in batches:
-        reads = [read(w.input_window()) for w in b]
-        loaded.append(np.stack([r[0][0] for r in reads]))
-    infer = _make_infer(model, "cpu", model.task.num_outputs)
+    loaded = [np.stack([read(w.input_window())[0][0] for w in b]) for b in batches]
+    infer = make_infer(model, "cpu", model.task.num_outputs)
     infer((loaded[0][:1],))  # warm-up
     pixels = src.width * src.height
     t0 = time.perf_counter()
     for x in loaded:
         infer((x,))
     t_model = time.perf_counter() - t0
-    out = WORK / "throughput_e2e.tif"
     t0 = time.perf_counter()
-    predict_raster(model, raster, out, tile=TILE, overlap=OVERLAP, batch_size=BATCH,
-                   workers=WORKERS, overwrite=True, vectorize=False, progress=False)  # fmt: skip
+    predict_raster(model, raster, work / "throughput.tif", tile=TILE, overlap=OVERLAP,
+                   batch_size=BATCH, workers=WORKERS, overwrite=True, vectorize=False,
+                   progress=False)  # fmt: skip
     t_e2e = time.perf_counter() - t0
-    n = sum(len(b) for b in batches)
-    print(f"windows: {n} x {TILE}px in {len(batches)} batches of {BATCH}")
-    print(f"model-only : {t_model:7.1f} s  {pixels / t_model:12,.0f} px/s")
-    print(f"end-to-end : {t_e2e:7.1f} s  {pixels / t_e2e:12,.0f} px/s")
-    return pixels / t_e2e, pixels / t_model
-
-
-def child(size: int) -> None:
-    from dinogeo.inference import predict_raster
-
-    raster = WORK / f"korea_mirror_{size}.tif"
-    t0 = time.perf_counter()
-    res = predict_raster(build_bundle(), raster, WORK / f"pred_{size}.tif", tile=TILE, overlap=OVERLAP,
-                         batch_size=BATCH, workers=WORKERS, overwrite=True, vectorize=False,
-                         progress=False)  # fmt: skip
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"size": size, "seconds": time.perf_counter() - t0, "rss_mb": rss_mb,
-                      "pixels": res.pixels}))  # fmt: skip
+    print(f"throughput 2048^2, polygons off: model-only {pixels / t_model:,.0f} px/s, end-to-end "
+          f"{pixels / t_e2e:,.0f} px/s, ratio {t_model / t_e2e:.3f}")  # fmt: skip
+    for name, (h, w) in SIZES.items():
+        g = TileGrid(h, w, TILE, OVERLAP)
+        print(f"windows run {name}: {BlockGrid(g, BLOCK).n_windows} in blocks of {BLOCK} vs "
+              f"{g.n_windows} in one pass")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help="git commit whose dinogeo package is measured too")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        torch.set_num_threads(2)
+        child(*args.child)
         return
     t_start = time.perf_counter()
-    print(f"torch threads: {torch.get_num_threads()}, tile {TILE}, overlap {OVERLAP}, batch {BATCH}, "
-          f"workers {WORKERS}")  # fmt: skip
-    rasters = build_inputs()
-    bundle = build_bundle()
-    e2e, model_only = throughput(bundle, rasters[2048])
-    rss = {}
-    for size in SIZES:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(size)]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-        info = json.loads(done.stdout.strip().splitlines()[-1])
-        rss[size] = info["rss_mb"]
-        print(f"peak RSS {size:>5}^2: {info['rss_mb']:8.1f} MB  ({info['seconds']:.1f} s, "
-              f"{info['pixels']:,} valid px)")  # fmt: skip
-    print(f"throughput ratio end-to-end / model-only: {e2e / model_only:.3f} (target >= 0.85)")
-    print(f"peak RSS ratio 8192^2 / 2048^2: {rss[8192] / rss[2048]:.3f} (target <= 1.25)")
+    torch.set_num_threads(2)
+    print(f"torch threads 2, tile {TILE}, overlap {OVERLAP}, batch {BATCH}, workers {WORKERS}, "
+          "model: tests' tiny land-cover bundle (vit_test_patch16_dinov3 + linear head), "
+          "polygons on")  # fmt: skip
+    print(f"load: {os.getloadavg()[0]:.1f} (1-min average) on {os.cpu_count()} CPUs")
+    work = Path(tempfile.mkdtemp(prefix="dinogeo-bench-predict-"))
+    try:
+        rasters = build_inputs(work)
+        bundle = build_bundle(work)
+        paths = {"blocks (this tree)": ROOT}
+        if args.baseline:
+            old = work / "baseline"
+            old.mkdir()
+            tar = subprocess.run(["git", "archive", args.baseline, "dinogeo"], cwd=ROOT,
+                                 check=True, capture_output=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(old)], input=tar, check=True)
+            paths[f"strips ({args.baseline})"] = old
+        for label, pypath in paths.items():
+            rss = {}
+            for name, raster in rasters.items():
+                info = run_child(bundle, raster, work / f"pred_{name.replace('^', '')}.tif", pypath)
+                rss[name] = info["rss_mb"]
+                base = rss["2048^2"]
+                print(f"{label}: peak RSS {name:>10}: {info['rss_mb']:7.1f} MB  ratio "
+                      f"{info['rss_mb'] / base:.3f}  {info['rss_mb'] - base:+7.1f} MB  "
+                      f"({info['seconds']:.0f} s, {info['pixels']:,} px, "
+                      f"{info['polygons']:,} polygons)", flush=True)  # fmt: skip
+            widest = max(SIZES, key=lambda k: SIZES[k][1] * 100000 + SIZES[k][0])
+            print(f"{label}: peak RSS ratio {widest} / 2048^2 = {rss[widest] / rss['2048^2']:.3f}; "
+                  f"8192^2 / 2048^2 = {rss['8192^2'] / rss['2048^2']:.3f} (target <= 1.1)",
+                  flush=True)  # fmt: skip
+        throughput(bundle, rasters["2048^2"], work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"bench time: {time.perf_counter() - t_start:.0f} s")
 
 

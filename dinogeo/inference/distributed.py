@@ -1,4 +1,4 @@
-"""Several ranks (``torch.distributed``): strips are shared out, rank 0 gathers and writes them."""
+"""Several ranks (``torch.distributed``): pieces are shared out, rank 0 gathers and writes them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dinogeo.inference.writer import StripWriter
+from dinogeo.inference.writer import BlockWriter
 
 __all__ = ["gather_and_write", "rank_and_world"]
 
@@ -22,16 +22,16 @@ def rank_and_world() -> tuple[int, int]:
 
 def gather_and_write(
     items: Iterator[tuple[int, np.ndarray, dict[str, Any]]],
-    writer: StripWriter | None,
+    writer: BlockWriter | None,
     n_todo: int,
     world: int,
 ) -> None:
-    """Every rank computes its strips; rank 0 gathers them round by round and writes them.
+    """Every rank computes its pieces; rank 0 gathers them round by round and writes them.
 
     Args:
-        items: this rank's finished ``(strip, data, stats)``, in order.
+        items: this rank's finished ``(index, data, stats)``, in order.
         writer: the writer on rank 0, None on the other ranks.
-        n_todo: strips to compute over all ranks (sets the number of rounds).
+        n_todo: pieces to compute over all ranks (sets the number of rounds).
         world: number of ranks.
     """
     rounds = -(-n_todo // world) + 1

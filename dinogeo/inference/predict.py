@@ -2,34 +2,39 @@
 
 Python first: the functions run unchanged in a notebook, a script or a QGIS Processing script;
 ``dinogeo predict`` is a thin wrapper. For each input the raster is cut into overlapping windows
-(:mod:`~dinogeo.inference.tiling`), read ahead by background threads, run through the model in
-batches, blended with smooth nodata-aware weights (:mod:`~dinogeo.inference.blend`) and written
-strip by strip (:mod:`~dinogeo.inference.writer`) into a COG next to a ``.qml`` style, a ``.aux.xml``
-with category names and statistics and, for classes, a styled GeoPackage of polygons.
+(:mod:`~dinogeo.inference.tiling`) grouped into 2-D output blocks with halos
+(:mod:`~dinogeo.inference.blocks`); each block's windows are read ahead by background threads,
+run through the model in batches, blended with smooth nodata-aware weights
+(:mod:`~dinogeo.inference.blend`), cropped to the block and written block by block
+(:mod:`~dinogeo.inference.writer`) into a COG next to a ``.qml`` style, a ``.aux.xml`` with
+category names and statistics and, for classes, a styled GeoPackage of polygons
+(:mod:`~dinogeo.inference.vectorize`). Memory depends on the tile, the block and the batch, not
+on the raster size.
 
-Under ``torch.distributed`` (several GPUs), strips are shared out among ranks and rank 0 is the
+Under ``torch.distributed`` (several GPUs), blocks are shared out among ranks and rank 0 is the
 only writer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dinogeo.errors import CheckpointError, ConfigError
+from dinogeo.errors import ConfigError
+from dinogeo.inference.blocks import BlockGrid, stream_blocks
 from dinogeo.inference.distributed import gather_and_write, rank_and_world
 from dinogeo.inference.encode import OutputSpec, make_output_spec
 from dinogeo.inference.inputs import align_to, expand_inputs, open_for_card, window_reader
+from dinogeo.inference.model import PredictModel, load_model, make_infer, model_hash
 from dinogeo.inference.qgis import (
     footprint_area_km2,
     layout_for,
@@ -38,36 +43,22 @@ from dinogeo.inference.qgis import (
     strip_stats,
     write_styles,
 )
-from dinogeo.inference.stream import StreamSpec, stream_strips
+from dinogeo.inference.stream import StreamSpec
 from dinogeo.inference.tiling import TileGrid, shard_strips
 from dinogeo.inference.vectorize import (
     MIN_MAPPING_UNIT,
     check_min_mapping_unit,
     vectorize_classes,
 )
-from dinogeo.inference.writer import StripWriter, check_output_path, gdal_cache, write_vrt
+from dinogeo.inference.writer import BlockWriter, check_output_path, gdal_cache, write_vrt
 from dinogeo.models.task_card import TaskCard
 
 __all__ = ["PredictModel", "PredictResult", "load_model", "predict_change", "predict_raster"]
 
-#: seconds to sleep after every written strip (test hook to interrupt a run mid-way)
-_STRIP_DELAY_ENV = "DINOGEO_TEST_STRIP_DELAY"
-
-
-@runtime_checkable
-class PredictModel(Protocol):
-    """What prediction needs from a model (a :class:`~dinogeo.models.bundle.ModelBundle` fits).
-
-    ``card`` is the weight card (``band_names``, ``sensor``, ``mean``, ``std``, ``scale``,
-    ``offset``, ``patch_size``), ``task`` the task card.
-    """
-
-    card: Any
-    task: TaskCard
-
-    def predict_batch(self, *images: torch.Tensor) -> torch.Tensor:
-        """Per-pixel probabilities ``(B,K,H,W)`` or values ``(B,1,H,W)`` of normalised images."""
-        ...
+#: seconds to sleep after every written block (test hook to interrupt a run mid-way)
+_BLOCK_DELAY_ENV = "DINOGEO_TEST_BLOCK_DELAY"
+#: default output block side in pixels
+BLOCK = 2048
 
 
 @dataclass
@@ -110,82 +101,9 @@ class PredictResult:
         )
 
 
-def load_model(
-    model: str | Path | PredictModel, device: str | torch.device = "cpu"
-) -> PredictModel:
-    """Return a model ready for prediction on ``device``.
-
-    Args:
-        model: a model bundle path or an object with ``card``, ``task`` and ``predict_batch``.
-        device: torch device.
-
-    Returns:
-        The model in eval mode on ``device``.
-
-    Raises:
-        CheckpointError: the object lacks the prediction interface.
-    """
-    if isinstance(model, str | Path):
-        from dinogeo.models.bundle import load_bundle
-
-        model = load_bundle(model)
-    if not isinstance(model, PredictModel):
-        raise CheckpointError(
-            f"{type(model).__name__} cannot predict: pass a model bundle path or an object with "
-            "'card', 'task' and 'predict_batch' (dinogeo.models.bundle.ModelBundle)"
-        )
-    net = getattr(model, "model", None)
-    if isinstance(net, torch.nn.Module):
-        net.to(device).eval()
-    return model
-
-
-def _model_hash(model: PredictModel) -> str:
-    h = hashlib.sha256()
-    net = getattr(model, "model", None)
-    if isinstance(net, torch.nn.Module):
-        for key, value in sorted(net.state_dict().items()):
-            h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    else:
-        h.update(repr(model).encode())
-    h.update(model.task.to_json().encode())
-    h.update(repr(getattr(model, "card", None)).encode())
-    return h.hexdigest()
-
-
 def _file_id(path: Path) -> list[Any]:
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
-def _runs(strips: Sequence[int]) -> list[tuple[int, int]]:
-    """Group sorted strip indices into contiguous ``[start, stop)`` runs."""
-    runs: list[tuple[int, int]] = []
-    for s in strips:
-        if runs and runs[-1][1] == s:
-            runs[-1] = (runs[-1][0], s + 1)
-        else:
-            runs.append((s, s + 1))
-    return runs
-
-
-def _make_infer(model: PredictModel, device: str, channels: int) -> Callable[..., np.ndarray]:
-    dev = torch.device(device)
-
-    def infer(images: tuple[np.ndarray, ...]) -> np.ndarray:
-        with torch.inference_mode():
-            tensors = [torch.from_numpy(np.ascontiguousarray(im)).to(dev) for im in images]
-            out = model.predict_batch(*tensors)
-        if out.ndim != 4 or out.shape[1] != channels or out.shape[2:] != tensors[0].shape[2:]:
-            raise CheckpointError(
-                f"the model returned shape {tuple(out.shape)} for input {tuple(tensors[0].shape)}; "
-                f"task {model.task.name!r} needs (B, {channels}, H, W): the bundle's head does not "
-                "match its task card"
-            )
-        return out.float().cpu().numpy()
-
-    return infer
 
 
 def _validate(tile: int, overlap: int, batch_size: int, workers: int, patch: int) -> None:
@@ -218,36 +136,37 @@ def _predict_one(
 ) -> tuple[int, dict[str, Any]]:
     """Predict one input (one source per date) into ``dst``; returns (valid pixels, stats)."""
     ref = sources[0]
-    tile, overlap, strip_rows = opts["tile"], opts["overlap"], opts["strip_rows"]
-    grid = TileGrid(ref.height, ref.width, tile, overlap, strip_rows)
-    layout = layout_for(spec)
+    tile, overlap, block = opts["tile"], opts["overlap"], opts["block"]
+    bgrid = BlockGrid(TileGrid(ref.height, ref.width, tile, overlap), block)
     rank, world = rank_and_world()
     params = {
-        "format": 1,
+        "format": 2,
         "model": opts["model_hash"],
         "inputs": [_file_id(Path(s.path)) for s in sources],
         "tile": tile,
         "overlap": overlap,
         "margin": opts["margin"],
-        "strip_rows": strip_rows,
+        "block": block,
         "bands": spec.descriptions,
     }
     writer = None
-    todo = list(range(grid.n_strips))
+    todo = list(range(len(bgrid)))
     if rank == 0:
-        writer = StripWriter(
+        writer = BlockWriter(
             dst,
             crs=ref.crs,
             transform=ref.transform,
             width=ref.width,
             height=ref.height,
-            strip_rows=strip_rows,
-            layout=layout,
+            pieces=[(b.row_off, b.col_off, b.height, b.width) for b in bgrid.blocks],
+            layout=layout_for(spec),
             params=params,
             overwrite=opts["overwrite"],
             resume=opts["resume"],
         )
         todo = writer.todo
+        done = set(range(len(bgrid))) - set(todo)
+        bar.update(sum(bgrid.blocks[i].n_windows for i in done))
     if world > 1:
         box = [todo]
         torch.distributed.broadcast_object_list(box, src=0)
@@ -265,26 +184,20 @@ def _predict_one(
         batch_size=opts["batch_size"],
         workers=opts["workers"],
     )
-    infer = _make_infer(model, opts["device"], spec.channels)
-    delay = float(os.environ.get(_STRIP_DELAY_ENV, "0") or 0)
+    infer = make_infer(model, opts["device"], spec.channels)
+    delay = float(os.environ.get(_BLOCK_DELAY_ENV, "0") or 0)
 
     def computed() -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:
-        for run in _runs(mine):
-            for strip, data in stream_strips(
-                grid,
-                run,
-                lambda: window_reader(sources),
-                infer,
-                spec.finish,
-                stream,
-                on_batch=bar.update,
-            ):
-                yield strip, data, strip_stats(data[0], spec)
+        blocks = [bgrid.blocks[i] for i in mine]
+        for blk, data in stream_blocks(
+            bgrid, blocks, lambda: window_reader(sources), infer, spec.finish, stream, bar.update
+        ):
+            yield blk.index, data, strip_stats(data[0], spec)
 
     try:
         if world == 1:
-            for strip, data, stats in computed():
-                writer.write(strip, data, stats)  # type: ignore[union-attr]
+            for index, data, stats in computed():
+                writer.write(index, data, stats)  # type: ignore[union-attr]
                 if delay:
                     time.sleep(delay)
         else:
@@ -296,7 +209,7 @@ def _predict_one(
     except BaseException:
         if writer is not None and writer.abort():
             print(
-                f"dinogeo: interrupted; finished strips are kept in {writer.dir}: rerun with "
+                f"dinogeo: interrupted; finished blocks are kept in {writer.dir}: rerun with "
                 "resume=True (--resume) to continue",
                 file=sys.stderr,
             )
@@ -322,7 +235,7 @@ def _run(
     progress: bool,
     vectorize: bool | None,
     mosaic: bool,
-    strip_rows: int,
+    block: int,
     min_mapping_unit: int,
 ) -> PredictResult:
     t0 = time.perf_counter()
@@ -354,16 +267,16 @@ def _run(
         "tile": tile,
         "overlap": overlap,
         "margin": overlap // 4,
-        "strip_rows": strip_rows,
+        "block": block,
         "batch_size": batch_size,
         "workers": workers,
         "device": device,
         "overwrite": overwrite,
         "resume": resume,
-        "model_hash": _model_hash(bundle),
+        "model_hash": model_hash(bundle),
     }
-    grids = [TileGrid(s[0].height, s[0].width, tile, overlap, strip_rows) for s in opened]
-    total = sum(sum(len(b) for b in g.batches(0, g.n_strips, batch_size)) for g in grids)
+    grids = [BlockGrid(TileGrid(s[0].height, s[0].width, tile, overlap), block) for s in opened]
+    total = sum(g.n_windows for g in grids)
     result = PredictResult()
     all_stats: list[dict[str, Any]] = []
     do_vectors = task.is_classification if vectorize is None else vectorize
@@ -419,10 +332,10 @@ def predict_raster(
     progress: bool = True,
     vectorize: bool | None = None,
     mosaic: bool = False,
-    strip_rows: int = 512,
+    block: int = BLOCK,
     min_mapping_unit: int = MIN_MAPPING_UNIT,
 ) -> PredictResult:
-    """Predict rasters with a model bundle into styled COGs, streaming in constant memory.
+    """Predict rasters with a model bundle into styled COGs, block by block in bounded memory.
 
     Args:
         model: a model bundle path (``dinogeo fit`` output) or a loaded bundle.
@@ -437,12 +350,13 @@ def predict_raster(
         probabilities: add one probability band per class.
         confidence: add a band with the top class probability.
         overwrite: replace existing outputs.
-        resume: continue an interrupted run, keeping its finished strips.
+        resume: continue an interrupted run, keeping its finished blocks.
         progress: show a progress bar and print a summary.
         vectorize: write a styled GeoPackage of class polygons next to each output (default:
             for segmentation and change tasks).
         mosaic: also write ``<task>_mosaic.vrt`` over the outputs.
-        strip_rows: output rows per strip, the unit of writing and resuming.
+        block: side of the square output blocks in pixels (at least the tile), the unit of
+            computing, writing and resuming; memory grows with it, not with the raster size.
         min_mapping_unit: smallest polygon of the GeoPackage, in pixels: smaller regions are
             merged into their largest neighbour (GDAL sieve); 1 keeps every region. The raster
             keeps the per-pixel classes.
@@ -457,7 +371,7 @@ def predict_raster(
     return _run(
         model, paths, dst, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
         workers=workers, probabilities=probabilities, confidence=confidence, overwrite=overwrite,
-        resume=resume, progress=progress, vectorize=vectorize, mosaic=mosaic, strip_rows=strip_rows,
+        resume=resume, progress=progress, vectorize=vectorize, mosaic=mosaic, block=block,
         min_mapping_unit=min_mapping_unit,
     )  # fmt: skip
 
@@ -487,7 +401,7 @@ def predict_change(
     opts: dict[str, Any] = {
         "tile": 512, "overlap": 64, "batch_size": 8, "device": "cpu", "workers": 2,
         "probabilities": False, "confidence": False, "overwrite": False, "resume": False,
-        "progress": True, "vectorize": None, "mosaic": False, "strip_rows": 512,
+        "progress": True, "vectorize": None, "mosaic": False, "block": BLOCK,
         "min_mapping_unit": MIN_MAPPING_UNIT,
     }  # fmt: skip
     unknown = set(kwargs) - set(opts)

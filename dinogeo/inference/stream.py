@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from dinogeo.inference.blend import BandAccumulator, blend_weights
 from dinogeo.inference.tiling import TileGrid, TileWindow
 
-__all__ = ["Batch", "StreamSpec", "stream_strips"]
+__all__ = ["Batch", "BatchReader", "StreamSpec", "prefetch", "stream_strips"]
 
 #: reads one input window: normalised images (one per date, each (C,H,W) float32) and a valid mask
 WindowReadFn = Callable[[Window], tuple[tuple[np.ndarray, ...], np.ndarray]]
@@ -74,7 +74,7 @@ def _pool_valid(valid: np.ndarray, scale: int) -> np.ndarray:
     return frac >= 0.5
 
 
-class _Reader:
+class BatchReader:
     """Reads whole batches, one set of raster handles per thread."""
 
     def __init__(self, factory: Callable[[], WindowReadFn], scale: int) -> None:
@@ -83,6 +83,7 @@ class _Reader:
         self._local = threading.local()
 
     def __call__(self, windows: list[TileWindow]) -> Batch:
+        """Read ``windows`` with this thread's handles into one batch."""
         fn = getattr(self._local, "fn", None)
         if fn is None:
             fn = self._local.fn = self._factory()
@@ -93,8 +94,8 @@ class _Reader:
         return Batch(windows, images, valid)
 
 
-def _prefetch(
-    reader: _Reader, batches: Sequence[list[TileWindow]], workers: int
+def prefetch(
+    reader: BatchReader, batches: Sequence[list[TileWindow]], workers: int
 ) -> Iterator[Batch]:
     """Yield read batches in order, reading up to ``2 * workers`` batches ahead."""
     if workers <= 0:
@@ -156,8 +157,8 @@ def stream_strips(
     buf = np.full((spec.bands, s1 - s0, grid.width), spec.fill, dtype=spec.dtype)
     band = np.full((spec.bands, grid.tile, grid.width), spec.fill, dtype=spec.dtype)
     batches = list(grid.batches(start, stop, spec.batch_size))
-    reader = _Reader(reader_factory, spec.scale)
-    for batch in _prefetch(reader, batches, spec.workers):
+    reader = BatchReader(reader_factory, spec.scale)
+    for batch in prefetch(reader, batches, spec.workers):
         keep = [i for i in range(len(batch.windows)) if batch.valid[i].any()]
         preds = infer(tuple(img[keep] for img in batch.images)) if keep else None
         pos = {k: n for n, k in enumerate(keep)}

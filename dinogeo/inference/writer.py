@@ -1,12 +1,13 @@
-"""Block-by-block output: strip files in a resumable sidecar folder, then one COG, renamed into place.
+"""Piece-by-piece output in a resumable sidecar folder, then one COG renamed into place.
 
-While a prediction runs, every finished strip is written as its own small tiled GeoTIFF inside
-``<dst>.dinogeo-partial/`` (written to a temporary name and renamed, so a strip file is either
-complete or absent), and ``state.json`` there records the finished strips with their statistics
-and a hash of the run's parameters. When all strips exist, a VRT over them is copied with GDAL's
-COG driver (tiled 512, compressed, overviews) to a hidden temporary file in the destination folder
-that is renamed onto ``dst``. An interrupted run therefore leaves no partial ``dst``; rerunning with
-``resume=True`` keeps the finished strips when the parameter hash matches.
+While a prediction runs, every finished piece (a 2-D block of prediction, a strip of rows of an
+embedding) is written as its own small tiled GeoTIFF inside ``<dst>.dinogeo-partial/`` (written to
+a temporary name and renamed, so a piece file is either complete or absent), and ``state.json``
+there records the finished pieces with their statistics and a hash of the run's parameters. When
+all pieces exist, a VRT over them is copied with GDAL's COG driver (tiled 512, compressed,
+overviews) to a hidden temporary file in the destination folder that is renamed onto ``dst``. An
+interrupted run therefore leaves no partial ``dst``; rerunning with ``resume=True`` keeps the
+finished pieces when the parameter hash matches.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "GDAL_CACHE_BYTES",
     "PARTIAL_SUFFIX",
     "BandLayout",
+    "BlockWriter",
     "StripWriter",
     "check_output_path",
     "gdal_cache",
@@ -246,8 +248,8 @@ def write_vrt(
     return path
 
 
-class StripWriter:
-    """Writes strips of one output raster resumably and publishes the finished COG.
+class BlockWriter:
+    """Writes rectangular pieces of one output raster resumably and publishes the finished COG.
 
     Args:
         dst: the final output file (a COG).
@@ -255,12 +257,13 @@ class StripWriter:
         transform: output geotransform.
         width: output columns.
         height: output rows.
-        strip_rows: rows per strip.
+        pieces: ``(row_off, col_off, rows, cols)`` of every piece (blocks or strips); together
+            they tile the raster.
         layout: band metadata.
         params: what determines the output (model hash, inputs, tiling...), used to refuse to
             resume a different run.
         overwrite: replace an existing ``dst``.
-        resume: keep finished strips of an interrupted run with the same ``params``.
+        resume: keep finished pieces of an interrupted run with the same ``params``.
     """
 
     def __init__(
@@ -271,7 +274,7 @@ class StripWriter:
         transform: Affine,
         width: int,
         height: int,
-        strip_rows: int,
+        pieces: list[tuple[int, int, int, int]],
         layout: BandLayout,
         params: dict[str, Any],
         overwrite: bool = False,
@@ -279,9 +282,10 @@ class StripWriter:
     ) -> None:
         self.dst = Path(dst)
         self.crs, self.transform = crs, transform
-        self.width, self.height, self.strip_rows = width, height, strip_rows
+        self.width, self.height = width, height
+        self.pieces = list(pieces)
         self.layout = layout
-        self.n_strips = -(-height // strip_rows)
+        self.n_pieces = len(self.pieces)
         self.params = params
         self.params_hash = _hash(params)
         self.dir = partial_dir(self.dst)
@@ -308,7 +312,7 @@ class StripWriter:
                     f"and options, or without resume (the partial state is then discarded)"
                 )
             for key, stats in state.get("done", {}).items():
-                if self._strip_path(int(key)).is_file():
+                if self._piece_path(int(key)).is_file():
                     self.done[int(key)] = stats
             return
         if self.dir.exists():
@@ -322,40 +326,47 @@ class StripWriter:
             "dst": str(self.dst),
             "params_hash": self.params_hash,
             "params": self.params,
-            "n_strips": self.n_strips,
+            "n_pieces": self.n_pieces,
             "done": {str(k): v for k, v in sorted(self.done.items())},
         }
         _atomic_write_text(self.state_path, json.dumps(state, indent=1, default=str))
 
-    def _strip_path(self, strip: int) -> Path:
-        return self.dir / f"strip_{strip:06d}.tif"
+    def _piece_path(self, index: int) -> Path:
+        return self.dir / f"piece_{index:06d}.tif"
 
     @property
     def todo(self) -> list[int]:
-        """Strips not written yet."""
-        return [s for s in range(self.n_strips) if s not in self.done]
+        """Pieces not written yet."""
+        return [s for s in range(self.n_pieces) if s not in self.done]
 
-    def write(self, strip: int, data: np.ndarray, stats: dict[str, Any]) -> None:
-        """Write one finished strip and record it.
+    def write(self, index: int, data: np.ndarray, stats: dict[str, Any]) -> None:
+        """Write one finished piece and record it.
 
         Args:
-            strip: strip index.
-            data: ``(bands, rows, width)`` in the layout's dtype.
-            stats: JSON-ready statistics of the strip (kept for the summary and sidecars).
+            index: piece index.
+            data: ``(bands, rows, cols)`` of the piece in the layout's dtype.
+            stats: JSON-ready statistics of the piece (kept for the summary and sidecars).
+
+        Raises:
+            ConfigError: the array does not have the piece's shape.
         """
-        r0 = strip * self.strip_rows
-        rows = data.shape[1]
-        path = self._strip_path(strip)
+        r0, c0, rows, cols = self.pieces[index]
+        if data.shape[1:] != (rows, cols):
+            raise ConfigError(
+                f"{self.dst}: piece {index} is {rows} x {cols} pixels, got an array of shape "
+                f"{data.shape}"
+            )
+        path = self._piece_path(index)
         tmp = path.with_name(f".{path.name}.tmp")
         profile = {
             "driver": "GTiff",
-            "width": self.width,
+            "width": cols,
             "height": rows,
             "count": self.layout.count,
             "dtype": self.layout.dtype,
             "nodata": self.layout.nodata,
             "crs": self.crs,
-            "transform": self.transform @ Affine.translation(0, r0),
+            "transform": self.transform @ Affine.translation(c0, r0),
             "tiled": True,
             "blockxsize": 512,
             "blockysize": 512,
@@ -365,23 +376,23 @@ class StripWriter:
         with rasterio.open(tmp, "w", **profile) as ds:
             ds.write(data)
         os.replace(tmp, path)
-        self.done[strip] = stats
+        self.done[index] = stats
         self._save_state()
 
     def finish(self) -> Path:
-        """Turn the strips into the final COG at ``dst`` (atomic rename) and drop the sidecar.
+        """Turn the pieces into the final COG at ``dst`` (atomic rename) and drop the sidecar.
 
         Returns:
             ``dst``.
 
         Raises:
-            ConfigError: if strips are missing.
+            ConfigError: if pieces are missing.
         """
         if self.todo:
-            raise ConfigError(f"{self.dst}: strips {self.todo[:5]}... are not written yet")
+            raise ConfigError(f"{self.dst}: pieces {self.todo[:5]}... are not written yet")
         vrt = write_vrt(
-            self.dir / "strips.vrt",
-            [self._strip_path(s) for s in range(self.n_strips)],
+            self.dir / "pieces.vrt",
+            [self._piece_path(s) for s in range(self.n_pieces)],
             self.layout,
             crs=self.crs,
         )
@@ -411,7 +422,7 @@ class StripWriter:
     def abort(self) -> bool:
         """Clean up after a failure.
 
-        The temporary COG is always removed. The sidecar folder is kept when strips were
+        The temporary COG is always removed. The sidecar folder is kept when pieces were
         finished (so the run can be resumed), else removed.
 
         Returns:
@@ -430,3 +441,27 @@ def _hash(params: dict[str, Any]) -> str:
 
     text = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StripWriter(BlockWriter):
+    """A :class:`BlockWriter` whose pieces are strips of ``strip_rows`` full-width rows."""
+
+    def __init__(
+        self,
+        dst: Path,
+        *,
+        crs: CRS,
+        transform: Affine,
+        width: int,
+        height: int,
+        strip_rows: int,
+        layout: BandLayout,
+        params: dict[str, Any],
+        overwrite: bool = False,
+        resume: bool = False,
+    ) -> None:
+        pieces = [(r, 0, min(strip_rows, height - r), width) for r in range(0, height, strip_rows)]
+        super().__init__(
+            dst, crs=crs, transform=transform, width=width, height=height, pieces=pieces,
+            layout=layout, params=params, overwrite=overwrite, resume=resume,
+        )  # fmt: skip

@@ -29,16 +29,16 @@ def bundle(tmp_path_factory):
     return fx.write_bundle(tmp_path_factory.mktemp("bundle") / "lc.safetensors")
 
 
-def _spy_ranges(monkeypatch):
-    ranges = []
-    real = predict_mod.stream_strips
+def _spy_blocks(monkeypatch):
+    computed = []
+    real = predict_mod.stream_blocks
 
-    def spy(grid, strips, *args, **kwargs):
-        ranges.append(tuple(strips))
-        return real(grid, strips, *args, **kwargs)
+    def spy(bgrid, blocks, *args, **kwargs):
+        computed.extend(b.index for b in blocks)
+        return real(bgrid, blocks, *args, **kwargs)
 
-    monkeypatch.setattr(predict_mod, "stream_strips", spy)
-    return ranges
+    monkeypatch.setattr(predict_mod, "stream_blocks", spy)
+    return computed
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(bundle, shared_data, tmp_path, monkeypatch):
@@ -51,11 +51,11 @@ def test_resume_after_kill_matches_an_uninterrupted_run(bundle, shared_data, tmp
         str(src),
         "-o",
         str(out),
-        "--strip-rows",
-        "64",
+        "--block",
+        "256",
         *FAST,
     ]
-    env = os.environ | {"DINOGEO_TEST_STRIP_DELAY": "0.4"}
+    env = os.environ | {"DINOGEO_TEST_BLOCK_DELAY": "0.4"}
     proc = subprocess.Popen([sys.executable, "-m", "dinogeo.cli.main", *args], env=env)
     state = partial_dir(out) / "state.json"
     deadline = time.monotonic() + 240
@@ -70,13 +70,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(bundle, shared_data, tmp
     finally:
         proc.kill()
         proc.wait()
-    assert 3 <= len(done) < 8, f"the run must be killed mid-way (done: {sorted(done)})"
+    assert 3 <= len(done) < 12, f"the run must be killed mid-way (done: {sorted(done)})"
     assert not out.exists(), "no partial output at the destination"
     finished = {int(k) for k in json.loads(state.read_text())["done"]}
-    ranges = _spy_ranges(monkeypatch)
+    computed = _spy_blocks(monkeypatch)
     assert main([*args, "--resume"]) == 0
-    assert ranges and min(r[0] for r in ranges) == min(set(range(8)) - finished)
-    assert not any(s in finished for a, b in ranges for s in range(a, b)), "finished strips redone"
+    assert sorted(computed) == sorted(set(range(12)) - finished), "only unfinished blocks redone"
     assert not partial_dir(out).exists()
     ref = tmp_path / "ref.tif"
     assert (
@@ -88,8 +87,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(bundle, shared_data, tmp
                 str(src),
                 "-o",
                 str(ref),
-                "--strip-rows",
-                "64",
+                "--block",
+                "256",
                 *FAST,
             ]
         )
@@ -137,7 +136,7 @@ def test_failure_leaves_no_partial_output_and_resumes(shared_data, tmp_path):
         "tile": 128,
         "overlap": 32,
         "batch_size": 4,
-        "strip_rows": 64,
+        "block": 128,
         "progress": False,
         "vectorize": False,
     }
@@ -263,7 +262,7 @@ def test_embed_cli_writes_georeferenced_features_and_pca(shared_data, tmp_path):
 
 
 @pytest.mark.distributed
-def test_two_gloo_ranks_shard_strips_and_rank0_writes(shared_data, tmp_path):
+def test_two_gloo_ranks_shard_blocks_and_rank0_writes(shared_data, tmp_path):
     import torch.multiprocessing as mp
 
     src = shared_data / fx.HRO
@@ -271,7 +270,7 @@ def test_two_gloo_ranks_shard_strips_and_rank0_writes(shared_data, tmp_path):
         "tile": 128,
         "overlap": 32,
         "batch_size": 4,
-        "strip_rows": 32,
+        "block": 128,
         "progress": False,
         "vectorize": False,
     }
