@@ -7,6 +7,11 @@ problem and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
 __all__ = [
     "BandMismatchError",
     "CheckpointError",
@@ -17,6 +22,9 @@ __all__ = [
     "OutputExistsError",
     "RasterReadError",
     "SensorError",
+    "SkippedFilesError",
+    "option_style",
+    "spell_option",
 ]
 
 
@@ -54,3 +62,54 @@ class OutputExistsError(DinogeoError, FileExistsError):
 
 class ConfigError(DinogeoError, ValueError):
     """A configuration value is invalid."""
+
+
+class SkippedFilesError(DinogeoError, ValueError):
+    """An archive holds files that do not fit the run and ``strict`` forbids skipping them."""
+
+
+# ----------------------------------------------------------------------------- option wording
+#: how the caller sets options: ("cli" or "python", the option prefix such as "data.")
+_STYLE: ContextVar[tuple[str, str]] = ContextVar("dinogeo_option_style", default=("python", ""))
+
+
+@contextmanager
+def option_style(mode: str | None = None, prefix: str | None = None) -> Iterator[None]:
+    """Word the fixes in error messages for the interface in use, inside the ``with`` block.
+
+    ``dinogeo`` (the command) sets ``mode="cli"``; a LightningCLI command adds the prefix of its
+    data options (``prefix="data."``). Without it, messages speak Python (``bands=[...]``).
+
+    Args:
+        mode: ``"cli"`` or ``"python"``; None keeps the current one.
+        prefix: the options' namespace (``"data."``); None keeps the current one.
+    """
+    old_mode, old_prefix = _STYLE.get()
+    if mode is not None and mode not in ("cli", "python"):
+        raise ValueError(f"option_style mode must be 'cli' or 'python', got {mode!r}")
+    token = _STYLE.set((mode or old_mode, old_prefix if prefix is None else prefix))
+    try:
+        yield
+    finally:
+        _STYLE.reset(token)
+
+
+def _cli_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "'[" + ", ".join(_cli_value(v) for v in value) + "]'"
+    return str(value)
+
+
+def spell_option(name: str, value: Any) -> str:
+    """How to set option ``name`` to ``value`` in the interface in use (see :func:`option_style`).
+
+    ``spell_option("bands", ["B02", "B03"])`` reads ``--data.bands '[B02, B03]'`` under
+    ``dinogeo pretrain`` and ``bands=['B02', 'B03']`` from Python.
+    """
+    mode, prefix = _STYLE.get()
+    if mode == "cli":
+        return f"--{prefix}{name} {_cli_value(value)}"
+    shown = list(value) if isinstance(value, tuple) else value
+    return f"{prefix}{name}={shown!r}"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from dinogeo import __version__, progress
 from dinogeo.cli.command import COMMANDS, register_command
-from dinogeo.errors import DinogeoError
+from dinogeo.errors import DinogeoError, option_style
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -193,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dinogeo: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[name].main(rest)
+        with option_style("cli"):  # fixes in error messages name the command-line options
+            return COMMANDS[name].main(rest)
     except DinogeoError as err:
         print(f"dinogeo {name}: error: {err}", file=sys.stderr)
         return 1

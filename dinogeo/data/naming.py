@@ -6,11 +6,9 @@ expressions; the shipped sensor specs are loaded once per process).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 __all__ = ["guess_sensor", "parse_datetime"]
 
@@ -27,13 +25,6 @@ _SENSOR_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 
 
-@functools.cache
-def _shipped_sensors() -> dict[str, Any]:
-    from dinogeo.data.sensors import list_sensors, load_sensor
-
-    return {n: load_sensor(n) for n in list_sensors()}
-
-
 def guess_sensor(name: str, count: int, dtype: str, band_names: Sequence[str] = ()) -> str | None:
     """Guess the shipped sensor of a raster from its file name, band count, dtype and band names.
 
@@ -41,7 +32,9 @@ def guess_sensor(name: str, count: int, dtype: str, band_names: Sequence[str] = 
     or the band descriptions identify it and the band count and dtype fit; 3-band uint8 rasters
     default to ``rgb_uint8``. Otherwise None (readers then use a generic spec).
     """
-    specs = _shipped_sensors()
+    from dinogeo.data.sensors import shipped_sensors
+
+    specs = shipped_sensors()
 
     def fits(sensor: str) -> bool:
         spec = specs.get(sensor)

@@ -8,6 +8,7 @@ their quantisation.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ import numpy as np
 import yaml
 
 from dinogeo._paths import resource_dir
-from dinogeo.errors import BandMismatchError, SensorError
+from dinogeo.errors import BandMismatchError, SensorError, spell_option
 
 __all__ = [
     "Band",
@@ -27,8 +28,10 @@ __all__ = [
     "generic_sensor",
     "list_sensors",
     "load_sensor",
+    "band_count_mismatch",
     "match_file_bands",
     "save_sensor",
+    "shipped_sensors",
 ]
 
 #: dtype -> (scale, offset) mapping the dtype's range onto about [0, 1] when no stats are known
@@ -274,6 +277,12 @@ def list_sensors() -> list[str]:
     return sorted(p.stem for p in resource_dir("sensors").glob("*.yaml"))
 
 
+@functools.cache
+def shipped_sensors() -> dict[str, Sensor]:
+    """Every shipped sensor spec by name (loaded once per process; specs are immutable)."""
+    return {n: load_sensor(n) for n in list_sensors()}
+
+
 def load_sensor(name_or_path: str | Path | Sensor) -> Sensor:
     """Load a shipped sensor by name, or a user sensor YAML by path.
 
@@ -402,7 +411,7 @@ def match_file_bands(
         )
     else:
         spec = load_sensor(sensor)
-        layout = _file_layout(path, n_file, descriptions, spec, bands)
+        layout = _file_layout(path, dtype, n_file, descriptions, spec, bands)
     if bands is None:
         return layout, list(range(n_file))
     positions = []
@@ -419,6 +428,7 @@ def match_file_bands(
 
 def _file_layout(
     path: Path,
+    dtype: Any,
     n_file: int,
     descriptions: Sequence[str | None],
     spec: Sensor,
@@ -436,10 +446,33 @@ def _file_layout(
         return spec
     if bands is not None and len(bands) == n_file:
         return spec.select(bands)
-    example = list(spec.band_names[:n_file])
-    raise BandMismatchError(
-        f"{path}: the file has {n_file} data bands (alpha excluded) but sensor {spec.name!r} has "
-        f"{len(spec.bands)} ({', '.join(spec.band_names)}); pass bands= naming the file's "
-        f"{n_file} bands in file order (e.g. bands={example}) or a sensor YAML that describes "
-        f"the file (start from `dinogeo sensors {spec.name}`)"
+    raise BandMismatchError(f"{path}: {band_count_mismatch(spec, n_file, 'file', str(dtype))}")
+
+
+def band_count_mismatch(spec: Sensor, n_file: int, what: str = "file", dtype: str = "") -> str:
+    """Why a raster with ``n_file`` bands does not fit ``spec``, and the fixes.
+
+    The fixes are worded for the interface in use (:func:`dinogeo.errors.spell_option`).
+    The ``bands`` example names as many bands as the raster has (the sensor's first names, then
+    ``band_k``); shipped sensors of exactly that band count (and ``dtype``, when given) are
+    offered as ``sensor`` choices.
+    """
+    names = list(spec.band_names[:n_file]) + [
+        f"band_{k}" for k in range(len(spec.bands) + 1, n_file + 1)
+    ]
+    fits = [
+        n
+        for n, s in shipped_sensors().items()
+        if len(s.bands) == n_file and (not dtype or s.dtype == dtype)
+    ]
+    choice = (
+        f"; or a sensor of {n_file} bands: " + ", ".join(spell_option("sensor", n) for n in fits)
+        if fits
+        else ""
+    )
+    return (
+        f"the {what} has {n_file} data bands (alpha excluded) but sensor {spec.name!r} has "
+        f"{len(spec.bands)} ({', '.join(spec.band_names)}); name the {what}'s {n_file} bands in "
+        f"order with {spell_option('bands', names)}{choice}; or a sensor YAML that describes the "
+        f"{what} (start from `dinogeo sensors {spec.name}`)"
     )

@@ -38,7 +38,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo, decode_geoinfo
-from dinogeo.data.sensors import Band, Sensor, generic_sensor, load_sensor
+from dinogeo.data.sensors import Band, Sensor, band_count_mismatch, generic_sensor, load_sensor
 from dinogeo.data.zarr_chunks import ArrayReader
 from dinogeo.errors import BandMismatchError, ConfigError, RasterReadError, SensorError
 
@@ -438,9 +438,7 @@ def _store_layout(info: GeoInfo, spec: Sensor, bands: Sequence[str] | None, wher
     if bands is not None and len(bands) == info.count:
         return spec.select(list(bands))
     raise BandMismatchError(
-        f"{where}: the store has {info.count} bands {list(info.band_names)} but sensor "
-        f"{spec.name!r} has {len(spec.bands)} ({', '.join(spec.band_names)}); pass bands= naming "
-        f"the store's {info.count} bands in order, or a sensor that describes them"
+        f"{where}: bands {list(info.band_names)}: {band_count_mismatch(spec, info.count, 'store')}"
     )
 
 

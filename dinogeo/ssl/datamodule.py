@@ -1,7 +1,9 @@
 """``SSLDataModule``: random chips of an imagery archive turned into DINOv3 multi-crop batches.
 
-Sources are files, folders or globs (or a GeoParquet index from ``dinogeo index``), read lazily
-through :func:`dinogeo.data.readers.open_source` with one sensor spec and band selection. A
+Sources are files, folders or globs (or a GeoParquet index from ``dinogeo index``): an archive,
+sorted by :func:`dinogeo.data.archive.scan_archive` into the files of the run's sensor (named, or
+inferred with ``sensor="auto"``) and the skipped ones, reported in the log and in
+``skipped_files.csv`` beside the run. A
 distributed-aware random chip sampler cuts chips (at least as large as the Gram crop's region
 needs), the dataset workers apply :class:`~dinogeo.ssl.augment.MultiCropAugmentation`, and
 :func:`~dinogeo.ssl.collate.collate_multicrop` stacks crops and draws the iBOT masks.
@@ -13,9 +15,10 @@ resumed in the middle of an epoch sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,21 +27,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dinogeo.data.archive import AUTO as SENSOR_AUTO
+from dinogeo.data.archive import Archive, scan_archive
 from dinogeo.data.chip_grid import AUTO, chip_grids, describe_grids, parse_chip_align
 from dinogeo.data.dataset import ChipDataset
-from dinogeo.data.index import index_footprints, iter_raster_paths, load_index, open_index_sources
-from dinogeo.data.readers import open_source
 from dinogeo.data.samplers import RandomChipSampler
-from dinogeo.data.sensors import Sensor, load_sensor
-from dinogeo.data.validity import Footprint
-from dinogeo.errors import ConfigError, NoValidDataError
+from dinogeo.data.sensors import Sensor
+from dinogeo.errors import ConfigError
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
 from dinogeo.ssl.collate import collate_multicrop
 from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
 from dinogeo.ssl.probe_set import load_probe_set
 
-__all__ = ["SSLDataModule"]
+__all__ = ["SKIPPED_CSV", "SSLDataModule"]
+
+#: the skip report's file name, in the run's ``default_root_dir``
+SKIPPED_CSV = "skipped_files.csv"
 
 
 class _MultiCropDataset(Dataset[dict[str, Any]]):
@@ -104,8 +109,12 @@ class SSLDataModule(pl.LightningDataModule):
     Args:
         sources: raster files, folders or globs (GeoTIFF/COG/JP2/VRT/zarr).
         index: a GeoParquet index written by ``dinogeo index`` (instead of, or with, ``sources``).
-        sensor: a shipped sensor name (``dinogeo sensors``) or a sensor YAML path.
+        sensor: a shipped sensor name (``dinogeo sensors``), a sensor YAML path, or ``"auto"``:
+            inferred when the archive's files agree on one shipped sensor (ambiguous cases stop
+            with the candidates listed). Files of other sensors, label rasters, masks and
+            unreadable files are skipped and reported.
         bands: band names or aliases to use, in order; default: all bands of the sensor.
+        strict: make any skipped file an error instead of a line of the skip report.
         scale: override the sensor's DN scale (reflectance = DN * scale + offset), e.g. 1e-3
             for surface reflectance exported x1000.
         offset: override the sensor's offset.
@@ -149,8 +158,9 @@ class SSLDataModule(pl.LightningDataModule):
         self,
         sources: list[str] | None = None,
         index: str | None = None,
-        sensor: str = "sentinel2_l2a",
+        sensor: str = SENSOR_AUTO,
         bands: list[str] | None = None,
+        strict: bool = False,
         scale: float | None = None,
         offset: float | None = None,
         chip_size: int | None = None,
@@ -210,12 +220,10 @@ class SSLDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        base = load_sensor(sensor)
-        if scale is not None:
-            base = dataclasses.replace(base, scale=float(scale))
-        if offset is not None:
-            base = dataclasses.replace(base, offset=float(offset))
-        self.sensor: Sensor = base.select(bands) if bands else base
+        self._scan_args: dict[str, Any] = dict(
+            sensor=sensor, bands=bands, scale=scale, offset=offset, strict=strict
+        )
+        self._archive: Archive | None = None
         sizes = (
             [(e.global_size, e.local_size, e.gram_size) for e in self.crop_mix.entries]
             if self.crop_mix is not None
@@ -239,13 +247,30 @@ class SSLDataModule(pl.LightningDataModule):
             mask_ratio=(float(mask_ratio[0]), float(mask_ratio[1])),
             mask_probability=mask_probability,
         )
-        self._sources: list[Any] | None = None
-        self._footprints: list[Footprint | None] = []
         self._sampler: ResumableSampler | None = None
         self._resume: tuple[int, int] | None = None
         self._probe: tuple[Tensor, Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ properties
+    @property
+    def archive(self) -> Archive:
+        """The scanned archive: usable sources, the run's sensor, the skipped files."""
+        if self._archive is None:
+            min_valid = float(self.hparams["min_valid_fraction"])
+            self._archive = scan_archive(
+                self.sources_arg,
+                self.index_arg,
+                min_pixels=max(1, math.ceil(min_valid * self.chip_size**2)),
+                **self._scan_args,
+            )
+        return self._archive
+
+    @property
+    def sensor(self) -> Sensor:
+        """The run's sensor, restricted to the selected bands (what the backbone reads)."""
+        base, bands = self.archive.sensor, self._scan_args["bands"]
+        return base.select(bands) if bands else base
+
     @property
     def num_bands(self) -> int:
         """Number of input bands (linked to the model's ``in_chans``)."""
@@ -258,29 +283,19 @@ class SSLDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ sources
     def open_sources(self) -> list[Any]:
-        """Open the archive's rasters lazily (once per process)."""
-        if self._sources is not None:
-            return self._sources
-        sources: list[Any] = []
-        if self.index_arg:
-            frame = load_index(self.index_arg)
-            sources += open_index_sources(frame, self.sensor)
-            # the sampler rasterises the indexed footprints instead of reading every file
-            self._footprints = index_footprints(frame)
-        if self.sources_arg:
-            paths = list(iter_raster_paths(self.sources_arg))
-            if not paths:
-                raise NoValidDataError(
-                    f"no raster matched data.sources={self.sources_arg}: check the paths/globs"
-                )
-            sources += [open_source(p, sensor=self.sensor) for p in paths]
-        self._footprints += [None] * (len(sources) - len(self._footprints))
-        self._sources = sources
-        return sources
+        """The archive's usable rasters, opened lazily (scanned once per process)."""
+        return self.archive.sources
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the sources on every rank."""
-        self.open_sources()
+        """Scan the archive on every rank; rank 0 logs the skip report and writes its CSV."""
+        archive = self.archive
+        trainer = self.trainer
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        csv_path = None
+        if trainer is not None and archive.skipped:
+            csv_path = archive.write_skipped(Path(trainer.default_root_dir) / SKIPPED_CSV)
+        print(archive.report(csv_path), file=sys.stderr)  # the run's log, as `dinogeo index` does
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -306,7 +321,7 @@ class SSLDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             align=grids,
-            footprints=self._footprints if any(self._footprints) else None,
+            footprints=self.archive.footprints if any(self.archive.footprints) else None,
         )
         chips = ChipDataset(sources, min_valid=min_valid, validity=base.validity)
         sampler = ResumableSampler(base)

@@ -77,7 +77,8 @@ class SSLTask(pl.LightningModule):
             ``"fp32"``.
         seed: seed of the per-step random draws (drop path, RoPE jitter).
         export_path: where to write the final EMA teacher backbone (``.safetensors`` with its
-            weight card) when training ends; ``None`` skips the export.
+            weight card) when training ends; ``None`` or ``""`` skips the export (``dinogeo
+            pretrain`` turns ``None`` into ``<trainer.default_root_dir>/backbone.safetensors``).
     """
 
     def __init__(

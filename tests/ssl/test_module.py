@@ -344,6 +344,8 @@ def test_distributed_configs_parse(shared_data, tmp_path, monkeypatch, name, str
             "2",
             "--data.sources",
             f"[{shared_data / S2_10M}]",
+            "--data.sensor",
+            "sentinel2_l1c",
         ],
     )
     assert isinstance(cli.trainer.strategy, strategy)

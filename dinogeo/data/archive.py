@@ -1,0 +1,475 @@
+"""A training archive: the files of a folder, glob, list or index that fit one run, and the rest.
+
+Real archives hold more than the imagery a run trains on: label rasters, masks, quicklooks,
+scenes of other sensors, sidecars, broken downloads. :func:`scan_archive` reads every file's
+header once (an index row instead of the file for ``dinogeo index`` archives) and sorts the files
+into the ones the run reads and the ones it skips, each with its reason::
+
+    archive = scan_archive(["archive/"], sensor="auto")       # or index="index.parquet"
+    print(archive.report())          # the sensor, the files used, dates, what was skipped and why
+    archive.write_skipped("run/skipped_files.csv")
+
+The run's sensor is named (``sensor="sentinel2_l2a"``, a YAML path) or inferred
+(``sensor="auto"``): a file is *decisive* for a shipped sensor when its name pattern says so
+(:func:`~dinogeo.data.naming.guess_sensor`), or when that sensor is the only shipped one of its
+dtype whose bands the file's band descriptions name or, without descriptions, whose band count
+it has. The sensor with the most decisive files is the run's; files that fit another sensor, or
+several sensors with the same bands but other scalings (a Sentinel-2 file described ``B02 B03 B04
+B08``: L1C, L2A or x1000?), are skipped. No decisive file, or a tie, stops with the candidates.
+
+One run trains one sensor: files of other sensors are skipped and reported (their bands and
+scaling differ; mapping them into one band set would train on bands the files do not have).
+Train them in a run of their own, or carry a backbone over with ``dinogeo adapt``.
+
+Multi-date archives: every dated file is a source of its own, so random chips are drawn across
+the dates, each date's nodata / cloud mask deciding its valid pixels. The acquisition time of
+each file (from its tags or name, :func:`~dinogeo.data.naming.parse_datetime`, or the index's
+``datetime`` column) is kept in :attr:`Archive.datetimes` and summarised per place.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rasterio.errors import RasterioError
+
+from dinogeo.data.header import RasterHeader, open_dataset, read_header
+from dinogeo.data.index import index_footprints, iter_raster_paths, load_index
+from dinogeo.data.naming import guess_sensor, parse_datetime
+from dinogeo.data.readers import RasterSource, is_zarr_path, open_source
+from dinogeo.data.sensors import Sensor, load_sensor, shipped_sensors
+from dinogeo.data.validity import Footprint
+from dinogeo.errors import (
+    BandMismatchError,
+    NoValidDataError,
+    RasterReadError,
+    SensorError,
+    SkippedFilesError,
+    spell_option,
+)
+
+__all__ = ["AUTO", "Archive", "Skipped", "scan_archive", "sensor_candidates"]
+
+#: the ``sensor`` value that asks for inference
+AUTO = "auto"
+#: band descriptions that say nothing of the band (GDAL/KEA/ENVI defaults)
+_GENERIC_DESCRIPTION = re.compile(r"(?i)^(band|layer|lyr|channel)[ _-]?\d+$")
+#: most skipped files listed in the printed report (the CSV lists all)
+REPORT_LINES = 12
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of the archive the run does not read, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Archive:
+    """The usable sources of an archive, the run's sensor and the skipped files.
+
+    Attributes:
+        sensor: the run's sensor (all bands; the run's band selection is applied when reading).
+        sensor_origin: how the sensor was chosen (``"given"`` or ``"inferred from N of M files"``).
+        sources: lazy sources of the usable files, in archive order.
+        paths: their paths.
+        footprints: indexed footprints (None where the file's mask is read instead).
+        datetimes: acquisition time of each usable file, or None.
+        skipped: the files not used, with their reasons.
+    """
+
+    sensor: Sensor
+    sensor_origin: str
+    sources: list[Any] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    footprints: list[Footprint | None] = field(default_factory=list)
+    datetimes: list[datetime | None] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def dates_summary(self) -> str:
+        """``"21 dates 2016-03-12 ... 2020-01-01 over 1 place"``, or ``""`` without dates."""
+        dated = [(d, s) for d, s in zip(self.datetimes, self.sources, strict=True) if d]
+        if not dated:
+            return ""
+        days = sorted({d.date() for d, _ in dated})
+        places = {_place(s) for _, s in dated}
+        span = f"{days[0]} ... {days[-1]}" if len(days) > 1 else f"{days[0]}"
+        where = f"{len(places)} place" + ("s" if len(places) != 1 else "")
+        return f"{len(days)} dates {span} over {where}"
+
+    def report(self, csv_path: str | Path | None = None) -> str:
+        """A short report: the sensor, the files used, their dates, the skipped files and why."""
+        total = len(self.sources) + len(self.skipped)
+        dates = self.dates_summary()
+        lines = [
+            f"archive: {len(self.sources)} of {total} files used, sensor {self.sensor.name} "
+            f"({self.sensor_origin})" + (f"; {dates}" if dates else "")
+        ]
+        if self.skipped:
+            reasons = Counter(_reason_kind(s.reason) for s in self.skipped)
+            kinds = ", ".join(f"{n} {k}" for k, n in reasons.most_common())
+            lines.append(f"skipped {len(self.skipped)} files ({kinds}):")
+            lines += _grouped(self.skipped)
+            if csv_path is not None:
+                lines.append(f"  every skipped file and its reason: {csv_path}")
+        return "\n".join(lines)
+
+    def write_skipped(self, path: str | Path) -> Path:
+        """Write the skipped files as a CSV (``path,reason``), atomically; returns ``path``."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "reason"])
+            writer.writerows((s.path, s.reason) for s in self.skipped)
+        tmp.replace(out)
+        return out
+
+
+# ----------------------------------------------------------------------------- sensor candidates
+def sensor_candidates(
+    name: str, count: int, dtype: str, descriptions: Sequence[str | None] = ()
+) -> list[str]:
+    """The shipped sensors a raster may be, from its name, band count, dtype and descriptions.
+
+    A name pattern (:func:`~dinogeo.data.naming.guess_sensor`) gives one sensor. Otherwise the
+    sensors of the file's dtype whose bands its descriptions all name (when every band has a
+    meaningful description), else those with exactly its band count.
+    """
+    guessed = guess_sensor(name, count, dtype, [d or "" for d in descriptions])
+    if guessed is not None:
+        return [guessed]
+    specs = {n: s for n, s in shipped_sensors().items() if s.dtype == str(dtype)}
+    named = [d for d in descriptions if d and not _GENERIC_DESCRIPTION.match(d)]
+    if named and len(named) == count:
+        described = [
+            n for n, s in specs.items() if all(any(b.matches(d) for b in s.bands) for d in named)
+        ]
+        if described:
+            return described
+    return [n for n, s in specs.items() if len(s.bands) == count]
+
+
+# ----------------------------------------------------------------------------- one file
+@dataclass
+class _Member:
+    path: str
+    header: RasterHeader | None = None
+    row: Any = None  # an index row
+    source: Any = None  # an opened zarr source
+    candidates: list[str] = field(default_factory=list)
+    when: datetime | None = None
+    problem: str | None = None
+
+
+def _read_member(path: Path) -> _Member:
+    member = _Member(str(path))
+    try:
+        if is_zarr_path(path):
+            member.source = open_source(path)
+            recorded = getattr(getattr(member.source, "info", None), "sensor", None)
+            member.candidates = [recorded] if recorded else []
+            return member
+        with open_dataset(path) as ds:
+            head = read_header(ds, path)
+            member.when, _ = parse_datetime(path.name, ds.tags(), ds.tags(ns="IMAGERY"))
+    except (RasterReadError, RasterioError, OSError) as err:
+        member.problem = f"unreadable: {_strip(err, path)}"
+        return member
+    member.header = head
+    if not head.data_indexes:
+        member.problem = "only an alpha band, no data bands"
+    elif len(set(head.dtypes)) > 1:
+        member.problem = f"mixed band dtypes {sorted(set(head.dtypes))}"
+    elif head.crs is None or not head.georeferenced:
+        member.problem = (
+            "no georeferencing (CRS or geotransform): assign one with gdal_edit.py -a_srs / "
+            "-a_ullr, or add a world file and .prj"
+        )
+    else:
+        member.candidates = sensor_candidates(
+            path.name, len(head.data_indexes), head.dtypes[0], head.descriptions
+        )
+    return member
+
+
+def _index_member(row: Any) -> _Member:
+    member = _Member(str(row.path), row=row)
+    recorded = row.sensor if isinstance(row.sensor, str) and row.sensor else None
+    names = [str(n) for n in row.band_names] if row.band_names is not None else []
+    member.candidates = (
+        [recorded]
+        if recorded
+        else sensor_candidates(Path(row.path).name, int(row.count), str(row.dtype), names)
+    )
+    when = row.datetime
+    member.when = None if when is None or when != when else when.to_pydatetime()
+    return member
+
+
+def _strip(err: BaseException, path: Path | str) -> str:
+    """The error's message without the leading ``path:`` (the report names the file)."""
+    text = str(err)
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _grouped(skipped: Sequence[Skipped]) -> list[str]:
+    """One line per distinct reason (at most :data:`REPORT_LINES`): a file, how many more, why."""
+    groups: dict[str, list[str]] = {}
+    for s in skipped:
+        groups.setdefault(s.reason, []).append(s.path)
+    lines = []
+    for reason, paths in list(groups.items())[:REPORT_LINES]:
+        more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        lines.append(f"  {Path(paths[0]).name}{more}: {reason}")
+    if len(groups) > REPORT_LINES:
+        rest = sum(len(p) for p in list(groups.values())[REPORT_LINES:])
+        lines.append(f"  ... and {rest} more files with other reasons")
+    return lines
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0].split(" (", 1)[0] if reason else "other"
+
+
+def _place(source: Any) -> tuple[Any, ...]:
+    bounds = getattr(source, "bounds", None)
+    crs = getattr(source, "crs", None)
+    key = tuple(round(float(v), 3) for v in bounds) if bounds is not None else ()
+    return (str(crs), key)
+
+
+# ----------------------------------------------------------------------------- the archive
+def _choose_sensor(members: list[_Member]) -> tuple[str, str]:
+    """The inferred sensor name and how (``"inferred from N of M files"``).
+
+    Raises:
+        SensorError: no file names a sensor on its own, or two sensors tie.
+    """
+    decisive = Counter(m.candidates[0] for m in members if len(m.candidates) == 1)
+    readable = [m for m in members if m.candidates]
+    if not decisive:
+        seen = Counter(c for m in readable for c in m.candidates)
+        if not seen:
+            raise NoValidDataError(
+                f"no file of the {len(members)} fits a shipped sensor (`dinogeo sensors` lists "
+                f"them): name the sensor with {spell_option('sensor', 'SENSOR_OR_YAML')} and the "
+                f"files' bands with {spell_option('bands', ['B02', 'B03', '...'])}"
+            )
+        choices = ", ".join(f"{n} ({_files(k)})" for n, k in seen.most_common())
+        raise SensorError(
+            f"cannot infer the sensor: the files fit several shipped sensors with the same bands "
+            f"but different scaling: {choices}; choose one with "
+            f"{spell_option('sensor', seen.most_common(1)[0][0])}"
+        )
+    ranked = decisive.most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        tied = [n for n, k in ranked if k == ranked[0][1]]
+        choices = ", ".join(f"{n} ({_files(ranked[0][1])})" for n in tied)
+        raise SensorError(
+            f"cannot infer the sensor: as many files fit each of {choices}; one run trains one "
+            f"sensor: choose with {spell_option('sensor', tied[0])} (the other sensor's files "
+            "are then skipped and reported)"
+        )
+    name, n = ranked[0]
+    return name, f"inferred from {n} of {len(members)} readable files"
+
+
+def _files(n: int) -> str:
+    return f"{n} file" + ("" if n == 1 else "s")
+
+
+def _skip_reason(member: _Member, sensor: str, inferred: bool) -> str | None:
+    """Why an inferred run skips a readable member (None: it fits)."""
+    if member.candidates == [sensor]:
+        return None
+    if not member.candidates:
+        head = member.header
+        what = (
+            f"{len(head.data_indexes)} band {head.dtypes[0]}"
+            if head is not None
+            else f"{member.row.count} band {member.row.dtype}"
+            if member.row is not None
+            else "store"
+        )
+        return f"fits no shipped sensor ({what}; a label, mask or other product?)"
+    if sensor in member.candidates:
+        return (
+            f"ambiguous sensor: fits {', '.join(member.candidates)} (same bands, other scaling); "
+            f"name it with {spell_option('sensor', sensor)} to read it as {sensor}"
+        )
+    other = ", ".join(member.candidates)
+    return (
+        f"other sensor: {other}, the run's is {sensor}"
+        + (" (inferred)" if inferred else "")
+        + "; one run trains one sensor"
+    )
+
+
+def scan_archive(
+    sources: Sequence[str | Path] | None = None,
+    index: str | Path | None = None,
+    sensor: str | Path | Sensor = AUTO,
+    bands: Sequence[str] | None = None,
+    *,
+    scale: float | None = None,
+    offset: float | None = None,
+    strict: bool = False,
+    min_pixels: int = 1,
+) -> Archive:
+    """Sort an archive's files into the run's sources and the skipped files.
+
+    Args:
+        sources: files, folders (walked recursively) and globs.
+        index: a GeoParquet index from ``dinogeo index``: its rows are filtered by the sensor
+            recorded or guessed there, without opening the files; the files it skipped are
+            reported too.
+        sensor: a shipped sensor name, a sensor YAML path, a :class:`Sensor`, or ``"auto"`` to
+            infer it (see the module docstring).
+        bands: the bands to read, in order (names or aliases of the sensor's bands; for files with
+            fewer bands than the sensor, their bands in file order).
+        scale: override the sensor's DN scale.
+        offset: override the sensor's offset.
+        strict: raise instead of skipping any file.
+        min_pixels: files with fewer pixels are skipped (they cannot hold a valid chip).
+
+    Returns:
+        The :class:`Archive`.
+
+    Raises:
+        NoValidDataError: nothing matched, or no file is usable (the message lists why).
+        SkippedFilesError: ``strict`` and some files would be skipped.
+        SensorError: ``sensor="auto"`` cannot decide (the candidates are listed), or a name in
+            ``bands`` is not a band of the sensor.
+    """
+    members: list[_Member] = []
+    index_skipped: list[Skipped] = []
+    frame = None
+    if index:
+        frame = load_index(index)
+        members += [_index_member(r) for r in frame.itertuples(index=False)]
+        index_skipped = [
+            Skipped(str(s["path"]), f"unreadable (dinogeo index): {s['reason']}")
+            for s in frame.attrs.get("skipped", [])
+        ]
+    if sources:
+        paths = list(iter_raster_paths(list(sources)))
+        if not paths and not members:
+            raise NoValidDataError(
+                f"no raster matched {spell_option('sources', [str(s) for s in sources])}: "
+                "check the paths or globs (folders are searched recursively for GeoTIFF/COG, "
+                "JPEG2000, VRT, zarr and world-file images)"
+            )
+        members += [_read_member(p) for p in paths]
+    readable = [m for m in members if m.problem is None]
+    if not readable:
+        unread = [Skipped(m.path, m.problem or "") for m in members] + index_skipped
+        _finish(unread, 0, strict, None)
+    inferred = isinstance(sensor, str) and sensor == AUTO
+    if inferred:
+        name, origin = _choose_sensor(readable)
+        base = load_sensor(name)
+    else:
+        base, origin = load_sensor(sensor), "given"
+    if scale is not None:
+        base = dataclasses.replace(base, scale=float(scale))
+    if offset is not None:
+        base = dataclasses.replace(base, offset=float(offset))
+    if bands and len(bands) <= len(base.bands):
+        _check_bands(base, bands)
+    archive = Archive(sensor=base, sensor_origin=origin)
+    by_path: dict[str, Footprint | None] = {}
+    if frame is not None:
+        by_path = dict(zip(frame["path"].astype(str), index_footprints(frame), strict=True))
+    for m in members:
+        reason = m.problem
+        if reason is None and inferred:
+            reason = _skip_reason(m, base.name, inferred)
+        elif reason is None and m.row is not None:
+            recorded = m.row.sensor if isinstance(m.row.sensor, str) else ""
+            if recorded and recorded != base.name:
+                reason = f"other sensor: {recorded} in the index, the run's is {base.name}"
+        if reason is None:
+            reason = _open(m, archive, base, bands, min_pixels, by_path)
+        if reason is not None:
+            archive.skipped.append(Skipped(m.path, reason))
+    archive.skipped += index_skipped
+    _finish(archive.skipped, len(archive.sources), strict, base)
+    return archive
+
+
+def _check_bands(base: Sensor, bands: Sequence[str]) -> None:
+    try:
+        base.select(list(bands))
+    except SensorError as err:
+        raise SensorError(
+            f"{err}; the bands of sensor {base.name!r} are {list(base.band_names)}: choose from "
+            f"them, e.g. {spell_option('bands', list(base.band_names))}, or drop the option to "
+            "read them all"
+        ) from err
+
+
+def _open(
+    m: _Member,
+    archive: Archive,
+    base: Sensor,
+    bands: Sequence[str] | None,
+    min_pixels: int,
+    footprints: dict[str, Footprint | None],
+) -> str | None:
+    """Open a member as a source of the run (appended to ``archive``), or say why not."""
+    dtype = None
+    if m.header is not None:
+        dtype = m.header.dtypes[0]
+    elif m.row is not None:
+        dtype = m.row.dtype
+    if dtype is not None and str(dtype) != base.dtype:
+        return f"dtype {dtype}, sensor {base.name} stores {base.dtype}"
+    try:
+        if m.source is not None:
+            source = open_source(m.path, sensor=base, bands=bands)
+        elif m.row is not None:
+            if m.row.format == "zarr":
+                source = open_source(m.row.path, sensor=base, bands=bands)
+            else:
+                source = RasterSource.from_index_row(m.row, base, bands)
+        else:
+            source = RasterSource(m.path, base, bands, header=m.header)
+    except (BandMismatchError, SensorError, RasterReadError) as err:
+        return f"bands do not fit: {_strip(err, m.path)}"
+    if int(source.width) * int(source.height) < min_pixels:
+        return f"too small: {source.width}x{source.height} px cannot hold a valid chip"
+    archive.sources.append(source)
+    archive.paths.append(m.path)
+    archive.footprints.append(footprints.get(m.path))
+    archive.datetimes.append(m.when)
+    return None
+
+
+def _finish(skipped: list[Skipped], used: int, strict: bool, base: Sensor | None) -> None:
+    if strict and skipped:
+        raise SkippedFilesError(
+            f"strict: {len(skipped)} files do not fit the run:\n"
+            + "\n".join(_grouped(skipped))
+            + f"\nremove them from the sources, or drop {spell_option('strict', True)} to skip "
+            "and report them"
+        )
+    if not used:
+        raise NoValidDataError(
+            f"no usable file among the {len(skipped)} of the archive"
+            + (f" for sensor {base.name}" if base is not None else "")
+            + ":\n"
+            + "\n".join(_grouped(skipped))
+        )
