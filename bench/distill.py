@@ -29,7 +29,6 @@ import logging
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import rasterio
 import torch
 from probe import (
@@ -38,6 +37,7 @@ from probe import (
     BANDS,
     LABELS,
     checkerboard,
+    cpu_trainer,
     dense_features,
     linear_probe_miou,
     make_datamodule,
@@ -105,17 +105,7 @@ def distil(args: argparse.Namespace, sources: list[str]) -> tuple[DistillTask, i
         ),
         seed=0,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=100_000,
-        max_time={"minutes": args.minutes},
-        logger=pl.loggers.CSVLogger(str(args.out), name="csv"),
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
+    trainer = cpu_trainer(args.out, minutes=args.minutes, steps=None)
     start = time.perf_counter()
     dm = make_datamodule(shared_data_dir(), args.batch_size, sources, args.loader_workers)
     trainer.fit(task, dm)

@@ -1,7 +1,7 @@
 """Frozen-feature land-cover probe of a small ViT pretrained with dinogeo on the shared imagery.
 
 1. Pretrain (DINOv3 recipe: DINO + iBOT + KoLeo, Sinkhorn-Knopp, EMA teacher) a small ViT with
-   patch size 2 on the Sentinel-2 scenes of ../shared/data for a fixed CPU time budget:
+   patch size 2 on the Sentinel-2 scenes of ../shared/data for a fixed CPU time or step budget:
    the Aberystwyth 10-band image (its labels are never used here) and the 21 Rufiji dates.
    Patch 2 at 10-20 m keeps a token at 20-40 m, fine enough for a per-pixel probe (with patch 4
    the 160 values of a 10-band patch no longer fit the 96-wide tokens and every frozen backbone,
@@ -17,7 +17,7 @@
    initialised (the very weights pretraining started from, plus two other seeds to show the
    spread of random features), and a per-pixel linear classifier on the 10 raw (normalised) bands.
 
-Usage: python bench/probe.py [--minutes 15] [--threads 1] [--out runs/bench_probe]
+Usage: python bench/probe.py [--minutes 15 | --steps N] [--threads 1] [--out runs/bench_probe]
 """
 
 from __future__ import annotations
@@ -233,32 +233,46 @@ def linear_probe_miou(
     return float(np.mean(ious))
 
 
-def pretrain(
-    args: argparse.Namespace, dm: SSLDataModule, sources: list[str]
-) -> tuple[SSLTask, Backbone]:
-    """Pretrain for the time budget; return the task and the teacher's initial (random) weights."""
-    step_time = time_one_step(dm)
-    expected = int(args.minutes * 60 / step_time)
-    # the recipe warms the teacher temperature up over 30 of its 100 epochs: keep that proportion
-    # of the run this time budget allows
-    warmup = max(100, int(0.3 * expected))
-    print(
-        f"pretraining for {args.minutes:g} min on CPU (~{step_time:.2f} s/step now, ~{expected} "
-        f"steps; teacher temperature {TEACHER_TEMP[0]} -> {TEACHER_TEMP[1]} over {warmup} steps)"
-    )
-    task = make_task(100_000, temp_warmup_steps=warmup)
-    initial = copy.deepcopy(task.teacher_backbone)
-    trainer = pl.Trainer(
+def cpu_trainer(out: Path, *, minutes: float | None, steps: int | None) -> pl.Trainer:
+    """The CPU Lightning trainer of the probe's (and distillation's) runs, logging to ``out``/csv.
+
+    The run stops after ``steps`` optimiser steps when given (a budget that does not depend on
+    the machine's load), else after ``minutes`` of wall time.
+    """
+    return pl.Trainer(
         accelerator="cpu",
         devices=1,
-        max_steps=100_000,
-        max_time={"minutes": args.minutes},
-        logger=pl.loggers.CSVLogger(str(args.out), name="csv"),
+        max_steps=steps if steps is not None else 100_000,
+        max_time=None if steps is not None or minutes is None else {"minutes": minutes},
+        logger=pl.loggers.CSVLogger(str(out), name="csv"),
         log_every_n_steps=10,
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=False,
     )
+
+
+def pretrain(
+    args: argparse.Namespace, dm: SSLDataModule, sources: list[str]
+) -> tuple[SSLTask, Backbone]:
+    """Pretrain for the step or time budget; return the task and the teacher's initial weights."""
+    if args.steps is not None:
+        expected = args.steps
+        budget = f"{expected} steps"
+    else:
+        step_time = time_one_step(dm)
+        expected = int(args.minutes * 60 / step_time)
+        budget = f"{args.minutes:g} min (~{step_time:.2f} s/step now, ~{expected} steps)"
+    # the recipe warms the teacher temperature up over 30 of its 100 epochs: keep that proportion
+    # of the run the budget allows
+    warmup = max(100, int(0.3 * expected))
+    print(
+        f"pretraining for {budget} on CPU (teacher temperature {TEACHER_TEMP[0]} -> "
+        f"{TEACHER_TEMP[1]} over {warmup} steps)"
+    )
+    task = make_task(100_000, temp_warmup_steps=warmup)
+    initial = copy.deepcopy(task.teacher_backbone)
+    trainer = cpu_trainer(args.out, minutes=args.minutes, steps=args.steps)
     start = time.perf_counter()
     trainer.fit(
         task, make_datamodule(shared_data_dir(), args.batch_size, sources, args.loader_workers)
@@ -317,6 +331,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="CPU pretraining budget")
     parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="pretrain for this many steps instead of --minutes (a budget independent of load)",
+    )
+    parser.add_argument(
         "--weights", type=Path, default=None, help="skip pretraining: probe these teacher weights"
     )
     parser.add_argument("--batch-size", type=int, default=16)
@@ -335,6 +355,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.minutes > 20:
         parser.error("--minutes is capped at 20 (the benchmark's CPU budget)")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     torch.manual_seed(0)
     shared = shared_data_dir()

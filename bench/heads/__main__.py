@@ -38,7 +38,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {TASKS}")
     p.add_argument("--seeds", default="0,1,2", help="head seeds (comma-separated)")
-    p.add_argument("--steps", type=int, default=100, help="training steps per head")
+    p.add_argument("--steps", type=int, default=300, help="training steps per head")
+    p.add_argument(
+        "--select-fraction",
+        type=float,
+        default=0.2,
+        help="share of the training chips (whole blocks) held out to keep each head's best step "
+        "(0: keep the last step)",
+    )
+    p.add_argument("--select-every", type=int, default=25, help="steps between selection scores")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--features", type=int, default=32, help="DPT width")
     p.add_argument("--crop", type=int, default=32, help="training crop of the cached chips")
@@ -80,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
             batch_size=args.batch_size,
             features=args.features,
             crop=args.crop or None,
+            select_fraction=args.select_fraction,
+            select_every=args.select_every,
             fits_total=fits * len(backbones) * len(seeds),
         )
         rows: list[dict] = []

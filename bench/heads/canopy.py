@@ -23,13 +23,11 @@ from dinogeo.trainers.imagery import ImageReader
 
 from . import baselines
 from .common import (
-    TRAIN_STRIDE,
     Settings,
     finetune_config,
-    fit_seeds,
-    for_sensor,
+    fit_chip_heads,
     full,
-    linked,
+    head_row,
     pixels,
     predict_tiled,
     row,
@@ -73,24 +71,19 @@ def kootenay_data(eval_dir: Path, card: WeightCard) -> tuple[np.ndarray, np.ndar
 def run(settings: Settings, eval_dir: Path | None = None) -> list[dict]:
     """Rows of the heads and the ridge baseline; cross-site rows when ``eval_dir`` is given."""
     model_args, data_args, _ = finetune_config("canopy_height_swiss", settings.shared)
-    model_args["features"] = settings.features
     task_card = load_task_card("canopy_height")
     rows: list[dict] = []
-    for label, path in settings.backbones.items():
-        data = {**data_args, "backbone": for_sensor(path, data_args, settings.work)}
-        data["train_stride"] = TRAIN_STRIDE
-        dm = LabeledChipDataModule(**data)
-        args = {**model_args, **linked(data)}
-        for seed, task, cached in fit_seeds(settings, TITLE, label, CanopyHeightTask, args, dm):
-            rows.append(row(TITLE, label, seed, validate(task, cached)))
-            if eval_dir is not None:
-                image, ref, ok = kootenay_data(eval_dir, task.weight_card)
-                chip = int(data["chip_size"])
-                pred = predict_tiled(task, cached.cache, image, chip=chip)[0]
-                rows.append(
-                    row(CROSS, label, seed, baselines.height_metrics(task_card, pred[ok], ref[ok]))
-                )
-    # ridge on the training blocks' pixels, scored on the heads' validation pixels
+    heads = fit_chip_heads(settings, TITLE, CanopyHeightTask, model_args, data_args)
+    for label, seed, task, cached in heads:
+        rows.append(head_row(TITLE, label, seed, task, validate(task, cached)))
+        if eval_dir is not None:
+            image, ref, ok = kootenay_data(eval_dir, task.weight_card)
+            pred = predict_tiled(task, cached.cache, image, chip=int(data_args["chip_size"]))[0]
+            metrics = baselines.height_metrics(task_card, pred[ok], ref[ok])
+            rows.append(head_row(CROSS, label, seed, task, metrics))
+    # ridge on the training blocks' pixels (selection blocks included), scored on the heads'
+    # validation pixels
+    dm: LabeledChipDataModule = cached.inner
     assert dm.train_set is not None
     reader = dm.train_set.readers[0]
     image, valid = full(reader)

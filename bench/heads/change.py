@@ -4,7 +4,8 @@ Date 2 is date 1 with real patches from elsewhere pasted in (the change mask) an
 radiometric jitter (not change); see ``dinogeo.trainers.synthetic_change``. The heads train on a
 fixed pool of 128 pairs of 32 pixels (drawn once, shared by the seeds and the baseline) with
 random flips/rotations; the 64 validation pairs come from the held-out scene and are fixed by
-seed 0. The config's 64-pixel chips cost 6x more backbone time per chip at patch 2.
+seed 0. The 64 selection pairs that pick each head's best step come from blocks of the training
+scene held out of the pool. The config's 64-pixel chips cost 6x more backbone time per chip at patch 2.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
 from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
 
 from . import baselines
-from .common import Settings, finetune_config, fit_seeds, linked, row, validate
+from .common import Settings, finetune_config, fit_seeds, head_row, linked, row, validate
 
 TITLE = "Synthetic change (held-out Rufiji scene)"
 POOL = 128
@@ -51,14 +52,20 @@ def run(settings: Settings) -> tuple[list[dict], ChangeHeads]:
     rows: list[dict] = []
     fitted = ChangeHeads()
     for label, path in settings.backbones.items():
-        data = {**data_args, "backbone": path, "chips_per_epoch": POOL, "chip_size": CHIP}
+        data = {
+            **data_args,
+            "backbone": path,
+            "chips_per_epoch": POOL,
+            "chip_size": CHIP,
+            "select_fraction": settings.select_fraction,
+        }
         dm = SyntheticChangeDataModule(**data)
         args = {**model_args, **linked(data)}
         fitted.heads[label] = []
         for seed, task, cached in fit_seeds(
             settings, TITLE, label, ChangeTask, args, dm, pool_size=POOL
         ):
-            rows.append(row(TITLE, label, seed, validate(task, cached)))
+            rows.append(head_row(TITLE, label, seed, task, validate(task, cached)))
             fitted.heads[label].append((seed, task, cached.cache))
     # the baseline on the same training pool and validation pairs (convex: seed-free)
     x, y = _pairs(cached, "train_pool")

@@ -30,10 +30,14 @@ from dinogeo.models import (
     save_backbone,
 )
 from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.datamodule import LabeledChipDataModule
 from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
 from dinogeo.trainers.imagery import ImageReader
+from dinogeo.trainers.selection import BestOnSelection
 
 PRETRAINED, RANDOM = "pretrained", "random init"
+#: attribute of a trained head holding the step whose weights it kept (best on selection)
+STEP = "selected_step"
 #: training chips every 32 pixels (heads train on random 32-pixel crops of them): a third of the
 #: configs' chip_size // 4 chips to cache, covering the same pixels
 TRAIN_STRIDE = 32
@@ -47,10 +51,14 @@ class Settings:
     work: Path
     backbones: dict[str, str]  # label -> backbone file ("pretrained", "random init")
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int = 100
+    steps: int = 300
     batch_size: int = 8
     features: int = 32
     crop: int | None = 32
+    #: share of the training chips (whole blocks) held out to pick the best step; 0: last step
+    select_fraction: float = 0.2
+    #: steps between two scorings of the selection set
+    select_every: int = 25
     started: float = field(default_factory=time.time)
     fits_done: int = 0
     fits_total: int = 1
@@ -138,6 +146,7 @@ def fit_seeds(
                 log=None,
             )
             cached.setup("fit")  # draws its pool under its own seed, restoring torch's RNG
+        select = BestOnSelection(every=settings.select_every) if settings.select_fraction else None
         trainer = Trainer(
             max_steps=settings.steps,
             accelerator="cpu",
@@ -147,15 +156,44 @@ def fit_seeds(
             enable_model_summary=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
+            callbacks=[select] if select is not None else None,
         )
         start = time.time()
         trainer.fit(task, cached)
         task.eval()
         settings.fits_done += 1
+        chosen = ""
+        if select is not None:
+            curve = " ".join(f"{step}:{score:.3f}" for step, score in select.history)
+            chosen = f", selection {curve} -> step {select.best_step}"
+        setattr(task, STEP, select.best_step if select is not None else settings.steps)
         settings.progress(
-            f"{name}, {label}, seed {seed}: head trained in {time.time() - start:.0f} s"
+            f"{name}, {label}, seed {seed}: head trained in {time.time() - start:.0f} s{chosen}"
         )
         yield seed, task, cached
+
+
+def fit_chip_heads(
+    settings: Settings,
+    title: str,
+    task_cls: type[DenseTask],
+    model_args: dict,
+    data_args: dict,
+    *,
+    adapt: bool = True,
+) -> Iterator[tuple[str, int, DenseTask, CachedFeatureDataModule]]:
+    """Heads on labelled chips for every backbone and seed: (label, seed, task, data module).
+
+    ``adapt``: carry the backbone over to the task's sensor when its bands differ.
+    """
+    for label, path in settings.backbones.items():
+        backbone = for_sensor(path, data_args, settings.work) if adapt else path
+        data = {**data_args, "backbone": backbone, "select_fraction": settings.select_fraction}
+        data.setdefault("train_stride", TRAIN_STRIDE)
+        dm = LabeledChipDataModule(**data)
+        args = {**model_args, "features": settings.features, **linked(data)}
+        for seed, task, cached in fit_seeds(settings, title, label, task_cls, args, dm):
+            yield label, seed, task, cached
 
 
 def validate(task: DenseTask, datamodule: CachedFeatureDataModule) -> dict[str, float]:
@@ -223,3 +261,8 @@ def pixels(image: np.ndarray) -> np.ndarray:
 def row(task: str, method: str, seed: int, metrics: dict[str, float], **extra: Any) -> dict:
     """One table row of one seed."""
     return {"task": task, "method": method, "seed": seed, **metrics, **extra}
+
+
+def head_row(task: str, method: str, seed: int, head: DenseTask, metrics: dict[str, float]) -> dict:
+    """One table row of a trained head, with the step its weights come from (``step``)."""
+    return row(task, method, seed, metrics, step=float(getattr(head, STEP)))

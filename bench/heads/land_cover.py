@@ -15,13 +15,11 @@ from dinogeo.trainers.land_cover import LandCoverTask
 
 from . import baselines
 from .common import (
-    TRAIN_STRIDE,
     Settings,
     finetune_config,
-    fit_seeds,
-    for_sensor,
+    fit_chip_heads,
     full,
-    linked,
+    head_row,
     pixels,
     row,
     validate,
@@ -66,18 +64,13 @@ def land_cover_rows(
 ) -> list[dict]:
     """Heads on every backbone and seed, and the per-pixel baseline on the same pixels."""
     model_args, data_args, _ = finetune_config(config, settings.shared)
-    model_args["features"] = settings.features
     task_card = load_task_card(data_args["task"])
     rows: list[dict] = []
-    for label, path in settings.backbones.items():
-        data = {**data_args, "backbone": for_sensor(path, data_args, settings.work)}
-        data["train_stride"] = TRAIN_STRIDE
-        dm = LabeledChipDataModule(**data)
-        args = {**model_args, **linked(data)}
-        for seed, task, cached in fit_seeds(settings, title, label, LandCoverTask, args, dm):
-            rows.append(row(title, label, seed, validate(task, cached)))
+    heads = fit_chip_heads(settings, title, LandCoverTask, model_args, data_args)
+    for label, seed, task, cached in heads:
+        rows.append(head_row(title, label, seed, task, validate(task, cached)))
     # the baseline on the pixels the heads are scored on (a convex fit: the same for every seed)
-    x, y = train_pixels(dm)
+    x, y = train_pixels(cached.inner)
     layer = baselines.softmax_regression(x, y, task_card.num_outputs)
     xv, yv = val_pixels(cached)
     m = baselines.class_metrics(task_card, baselines.classify(layer, xv), yv)

@@ -16,9 +16,9 @@ from dinogeo.trainers.datamodule import LabeledChipDataModule
 from dinogeo.trainers.imagery import ImageReader
 from dinogeo.trainers.land_cover import LandCoverTask
 
-from . import baselines
+from . import baselines, common
 from .change import CHIP, ChangeHeads
-from .common import Settings, finetune_config, fit_seeds, full, linked, pixels, predict_tiled, row
+from .common import Settings, fit_chip_heads, head_row, pixels, predict_tiled, row
 
 RUFIJI = "sentinel2-timeseries-rufiji-rsgislib"
 S2_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
@@ -50,8 +50,7 @@ def run(settings: Settings, change: ChangeHeads) -> list[dict]:
     folder = settings.shared / RUFIJI
     date_a = folder / f"SEN2_{DATE_A}_T37MEM_20m_10band.tif"
     date_b = folder / f"SEN2_{DATE_B}_T37MEM_20m_10band.tif"
-    model_args, _, _ = finetune_config("land_cover_aberystwyth", settings.shared)
-    model_args["features"] = settings.features
+    model_args, _, _ = common.finetune_config("land_cover_aberystwyth", settings.shared)
     data_args = {
         "image": str(date_a),
         "labels": str(folder / "base_1997_class_on_ts_grid.tif"),
@@ -65,18 +64,17 @@ def run(settings: Settings, change: ChangeHeads) -> list[dict]:
         "val_fraction": 0.25,
     }
     rows: list[dict] = []
-    for label, path in settings.backbones.items():
-        dm = LabeledChipDataModule(**{**data_args, "backbone": path})
-        args = {**model_args, **linked({**data_args, "backbone": path})}
-        heads = dict((s, (t, c)) for s, t, c in change.heads[label])
-        for seed, task, cached in fit_seeds(settings, TITLE, label, LandCoverTask, args, dm):
-            ia, ib, ok, labels, held = _dates(dm, date_a, date_b)
-            lc_a = predict_tiled(task, cached.cache, ia, chip=32).argmax(0)
-            lc_b = predict_tiled(task, cached.cache, ib, chip=32).argmax(0)
-            change_task, change_cache = heads[seed]
-            chg = predict_tiled(change_task, change_cache, ia, ib, chip=CHIP).argmax(0) == 1
-            acc = float((lc_a[held] == labels[held]).mean())
-            rows.append(row(TITLE, label, seed, {"lc_acc": acc, **agreement(lc_a, lc_b, chg, ok)}))
+    fits = fit_chip_heads(settings, TITLE, LandCoverTask, model_args, data_args, adapt=False)
+    for label, seed, task, cached in fits:
+        ia, ib, ok, labels, held = _dates(cached.inner, date_a, date_b)
+        lc_a = predict_tiled(task, cached.cache, ia, chip=32).argmax(0)
+        lc_b = predict_tiled(task, cached.cache, ib, chip=32).argmax(0)
+        change_task, change_cache = next((t, c) for s, t, c in change.heads[label] if s == seed)
+        chg = predict_tiled(change_task, change_cache, ia, ib, chip=CHIP).argmax(0) == 1
+        acc = float((lc_a[held] == labels[held]).mean())
+        metrics = {"lc_acc": acc, **agreement(lc_a, lc_b, chg, ok)}
+        rows.append(head_row(TITLE, label, seed, task, metrics))
+    dm: LabeledChipDataModule = cached.inner
     ia, ib, ok, labels, held = _dates(dm, date_a, date_b)
     train = (labels != IGNORE_INDEX) & dm.splits[0].mask("train") & ok
     layer = baselines.softmax_regression(pixels(ia)[train.ravel()], labels[train], 3)
@@ -97,10 +95,10 @@ def _dates(dm: LabeledChipDataModule, date_a, date_b):
     the held-out labelled pixels."""
     assert dm.train_set is not None
     card = dm.train_set.readers[0].card
-    common = {"sensor": "sentinel2_l2a", "bands": S2_BANDS, "scale": 1e-3, "offset": 0.0}
+    bands = {"sensor": "sentinel2_l2a", "bands": S2_BANDS, "scale": 1e-3, "offset": 0.0}
     (ia, va), (ib, vb) = (
-        full(ImageReader(date_a, card, **common)),
-        full(ImageReader(date_b, card, **common)),
+        common.full(ImageReader(date_a, card, **bands)),
+        common.full(ImageReader(date_b, card, **bands)),
     )
     reader = dm.train_set.readers[0]
     labels = dm.train_set.labels[0].read(Window(0, 0, reader.width, reader.height))

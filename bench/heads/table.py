@@ -7,11 +7,12 @@ from collections import defaultdict
 import numpy as np
 
 # the metrics shown per task kind, the first one being the task's headline metric
+# (``step``: the training step whose weights a head kept, best on its selection set)
 KEYS = {
-    "kappa": ["kappa", "lc_acc", "changed", "lc_flipped"],
-    "r2": ["r2", "mae", "rmse", "bias"],
-    "change_f1": ["change_f1", "change_iou", "accuracy"],
-    "miou": ["miou", "accuracy"],
+    "kappa": ["kappa", "lc_acc", "changed", "lc_flipped", "step"],
+    "r2": ["r2", "mae", "rmse", "bias", "step"],
+    "change_f1": ["change_f1", "change_iou", "accuracy", "step"],
+    "miou": ["miou", "accuracy", "step"],
 }
 
 

@@ -13,9 +13,11 @@ from dinogeo.trainers.change_pairs import ChangePairDataModule
 from dinogeo.trainers.datamodule import LabeledChipDataModule
 from dinogeo.trainers.evaluate import evaluate_bundle
 from dinogeo.trainers.land_cover import LandCoverTask
+from dinogeo.trainers.selection import BestOnSelection
 from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
 
 __all__ = [
+    "BestOnSelection",
     "CanopyHeightTask",
     "ChangePairDataModule",
     "ChangeTask",

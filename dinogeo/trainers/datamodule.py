@@ -243,6 +243,10 @@ class LabeledChipDataModule(LightningDataModule):
         num_workers: DataLoader workers.
         seed: seed of the block split.
         augment: random flips/rotations of training chips.
+        select_fraction: share of the training chips, taken by whole blocks, held out as a
+            selection set (``select_set``) for choosing the training length or checkpoint
+            (:class:`~dinogeo.trainers.selection.BestOnSelection`) without looking at the
+            validation blocks; 0: none.
     """
 
     def __init__(
@@ -273,6 +277,7 @@ class LabeledChipDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         augment: bool = True,
+        select_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -290,8 +295,11 @@ class LabeledChipDataModule(LightningDataModule):
             raise ConfigError(f"split_by must be 'labelled' or 'positive', got {split_by!r}")
         if split_by == "positive" and self.task_card.is_classification:
             raise ConfigError("split_by: positive is for regression targets; use 'labelled'")
+        if not 0.0 <= select_fraction < 1.0:
+            raise ConfigError(f"select_fraction must be in [0, 1), got {select_fraction}")
         self.train_set: LabeledChipDataset | None = None
         self.val_set: LabeledChipDataset | None = None
+        self.select_set: LabeledChipDataset | None = None
         self.splits: list[BlockSplit] = []
 
     # ------------------------------------------------------------------ helpers
@@ -398,6 +406,15 @@ class LabeledChipDataModule(LightningDataModule):
             splits_out=self.splits,
         )
         _check_nonempty(train, "training", pairs, hp)
+        if hp.get("select_fraction"):
+            train, select = hold_out_blocks(
+                train,
+                block_size=hp["block_size"],
+                fraction=hp["select_fraction"],
+                chip_size=hp["chip_size"],
+                seed=hp["seed"],
+            )
+            self.select_set = LabeledChipDataset(readers, labels, select)
         self.train_set = LabeledChipDataset(readers, labels, train, augment=hp["augment"])
         if val_sep:
             vpairs = self._pair([p for p, _ in pairs], val_sep, f"{CONFIG_PREFIX}val_labels")
@@ -467,6 +484,60 @@ class LabeledChipDataModule(LightningDataModule):
             batch_size=self.cfg["batch_size"],
             num_workers=self.cfg["num_workers"],
         )
+
+    def select_dataloader(self) -> DataLoader[dict[str, Tensor]] | None:
+        """The selection chips (training blocks held out by ``select_fraction``), or None."""
+        if self.select_set is None:
+            return None
+        return DataLoader(
+            self.select_set,
+            batch_size=self.cfg["batch_size"],
+            num_workers=self.cfg["num_workers"],
+        )
+
+
+def hold_out_blocks(
+    chips: list[Chip], *, block_size: int, fraction: float, chip_size: int, seed: int
+) -> tuple[list[Chip], list[Chip]]:
+    """Split training chips by whole blocks into (fitting chips, selection chips).
+
+    Chips never cross a block border (:func:`~dinogeo.labels.split.chip_windows`), so the two
+    sets share no pixel. Blocks are drawn in a seeded order until ``fraction`` of the chips is
+    held out (at least one block stays for fitting); of a held-out block only the chips on a
+    ``chip_size`` grid are kept (a selection set needs no overlapping chips).
+    """
+    blocks: dict[tuple[int, int, int], list[Chip]] = {}
+    for chip in chips:
+        blocks.setdefault(_block(chip, block_size), []).append(chip)
+    keys = sorted(blocks)
+    order = [keys[i] for i in np.random.default_rng((seed, 1)).permutation(len(keys))]
+    held: set[tuple[int, int, int]] = set()
+    count = 0
+    for key in order:
+        if count >= fraction * len(chips) or len(held) >= len(keys) - 1:
+            break
+        held.add(key)
+        count += len(blocks[key])
+    fit = [c for c in chips if _block(c, block_size) not in held]
+    select: list[Chip] = []
+    for key in sorted(held):
+        inside = blocks[key]
+        grid = [
+            c
+            for c in inside
+            if (int(c.window.row_off) - key[1] * block_size) % chip_size == 0
+            and (int(c.window.col_off) - key[2] * block_size) % chip_size == 0
+        ]
+        select.extend(grid or inside)
+    return fit, select
+
+
+def _block(chip: Chip, block_size: int) -> tuple[int, int, int]:
+    return (
+        chip.scene,
+        int(chip.window.row_off) // block_size,
+        int(chip.window.col_off) // block_size,
+    )
 
 
 def _grid(reader: ImageReader | tuple[ImageReader, ImageReader]) -> ImageReader:

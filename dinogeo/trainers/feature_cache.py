@@ -221,6 +221,7 @@ class CachedFeatureDataModule(LightningDataModule):
         self.log = log
         self.train_pool: _CachedSamples | None = None
         self.val_pool: _CachedSamples | None = None
+        self.select_pool: _CachedSamples | None = None
 
     # the wrapped module's data description, for the tasks' fit-start hooks and bundles
     @property
@@ -263,7 +264,7 @@ class CachedFeatureDataModule(LightningDataModule):
         return samples
 
     def setup(self, stage: str | None = None) -> None:
-        """Set the wrapped module up and fill the training and validation pools (once)."""
+        """Set the wrapped module up and fill the training, validation and selection pools."""
         if self.train_pool is not None:
             return
         self.inner.setup("fit")
@@ -275,6 +276,11 @@ class CachedFeatureDataModule(LightningDataModule):
             self._samples(train, count, "training"), augment=self.augment, crop=self.crop
         )
         self.val_pool = _CachedSamples(self._samples(val, len(val), "validation"), augment=False)
+        select = getattr(self.inner, "select_set", None)
+        if select is not None and len(select):
+            self.select_pool = _CachedSamples(
+                self._samples(select, len(select), "selection"), augment=False
+            )
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Random training samples with replacement, ``steps_per_epoch`` batches."""
@@ -288,3 +294,9 @@ class CachedFeatureDataModule(LightningDataModule):
         """The validation samples in order."""
         assert self.val_pool is not None, "call setup() first"
         return DataLoader(self.val_pool, batch_size=self.batch_size)
+
+    def select_dataloader(self) -> DataLoader[dict[str, Any]] | None:
+        """The selection samples (the wrapped module's ``select_set``) in order, or None."""
+        if self.select_pool is None:
+            return None
+        return DataLoader(self.select_pool, batch_size=self.batch_size)

@@ -221,6 +221,11 @@ class SyntheticChangeDataModule(LightningDataModule):
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: seed of the split and the validation pairs.
+        select_fraction: share of the training area, by whole blocks, held out for a fixed
+            selection set (``select_set``, ``val_chips`` pairs whose donors come from the same
+            held-out area) to choose the training length or checkpoint
+            (:class:`~dinogeo.trainers.selection.BestOnSelection`) without the validation
+            pairs; 0: none.
     """
 
     def __init__(
@@ -244,6 +249,7 @@ class SyntheticChangeDataModule(LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
+        select_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -255,8 +261,11 @@ class SyntheticChangeDataModule(LightningDataModule):
             )
         if not images:
             raise ConfigError("data.images is empty: list at least one real image")
+        if not 0.0 <= select_fraction < 1.0:
+            raise ConfigError(f"select_fraction must be in [0, 1), got {select_fraction}")
         self.train_set: SyntheticChangeDataset | None = None
         self.val_set: SyntheticChangeDataset | None = None
+        self.select_set: SyntheticChangeDataset | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary stored in the model bundle."""
@@ -310,6 +319,23 @@ class SyntheticChangeDataModule(LightningDataModule):
             ]
             train_regions = [s.mask("train") for s in splits]
             val_regions = [s.mask("val") for s in splits]
+        if hp.get("select_fraction"):
+            held = [
+                block_split(
+                    r.width,
+                    r.height,
+                    block_size=hp["block_size"],
+                    val_fraction=hp["select_fraction"],
+                    seed=hp["seed"] + 1,
+                    weights=_block_sums(region, hp["block_size"]),
+                ).mask("val")
+                for r, region in zip(train, train_regions, strict=True)
+            ]
+            select_regions = [region & h for region, h in zip(train_regions, held, strict=True)]
+            train_regions = [region & ~h for region, h in zip(train_regions, held, strict=True)]
+            self.select_set = SyntheticChangeDataset(
+                train, select_regions, length=hp["val_chips"], seed=hp["seed"] + 1, **common
+            )
         self.train_set = SyntheticChangeDataset(
             train, train_regions, length=hp["chips_per_epoch"], **common
         )
@@ -335,3 +361,22 @@ class SyntheticChangeDataModule(LightningDataModule):
             batch_size=self.hparams["batch_size"],
             num_workers=self.hparams["num_workers"],
         )
+
+    def select_dataloader(self) -> DataLoader[dict[str, Tensor]] | None:
+        """Fixed selection pairs from the held-out training blocks (``select_fraction``)."""
+        if self.select_set is None:
+            return None
+        return DataLoader(
+            self.select_set,
+            batch_size=self.hparams["batch_size"],
+            num_workers=self.hparams["num_workers"],
+        )
+
+
+def _block_sums(region: np.ndarray, block_size: int) -> np.ndarray:
+    """Pixels of ``region`` per block (block rows, block cols): blocks outside it weigh 0."""
+    h, w = region.shape
+    rows, cols = -(-h // block_size), -(-w // block_size)
+    padded = np.zeros((rows * block_size, cols * block_size), dtype=np.int64)
+    padded[:h, :w] = region
+    return padded.reshape(rows, block_size, cols, block_size).sum(axis=(1, 3)).astype(float)

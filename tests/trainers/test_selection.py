@@ -1,0 +1,189 @@
+"""Best-on-selection training (dinogeo.trainers.selection) and the selection splits it scores on,
+on the real Aberystwyth scene."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+
+from dinogeo.errors import ConfigError
+from dinogeo.trainers.datamodule import LabeledChipDataModule, hold_out_blocks
+from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
+from dinogeo.trainers.land_cover import LandCoverTask
+from dinogeo.trainers.selection import BestOnSelection, selection_score
+from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
+
+ABER = "sentinel2-landcover-aberystwyth-rsgislib"
+S2 = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+COMMON = {"sensor": "sentinel2_l2a", "bands": S2, "scale": 1e-3, "offset": 0.0}
+
+
+def _aber(shared_data, **extra):
+    folder = shared_data / ABER
+    return LabeledChipDataModule(
+        image=str(folder / "sen2_20210527_aber_10band_crop.tif"),
+        labels=str(folder / "sen2_20210527_aber_cls_crop.tif"),
+        task="land_cover_aberystwyth",
+        backbone="vit_test_patch16_dinov3",
+        chip_size=32,
+        block_size=64,
+        train_stride=16,
+        batch_size=4,
+        **COMMON,
+        **extra,
+    )
+
+
+def _task(**extra):
+    seed_everything(0, verbose=False)
+    args = {
+        "task": "land_cover_aberystwyth",
+        "backbone": "vit_test_patch16_dinov3",
+        "features": 8,
+        **COMMON,
+        **extra,
+    }
+    return LandCoverTask(**args)
+
+
+def _trainer(steps, callback):
+    return Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[callback],
+    )
+
+
+def _cached(shared_data, tmp_path, task, **extra):
+    data = CachedFeatureDataModule(
+        _aber(shared_data, select_fraction=0.25, **extra),
+        FeatureCache(task.model, tmp_path),
+        batch_size=4,
+        steps_per_epoch=6,
+        pool_size=48,
+        log=None,
+    )
+    data.setup("fit")
+    return data
+
+
+def _block_of(chip, size):
+    return chip.scene, int(chip.window.row_off) // size, int(chip.window.col_off) // size
+
+
+def test_selection_blocks_share_no_pixel_with_the_fitting_chips(shared_data):
+    plain, held = _aber(shared_data), _aber(shared_data, select_fraction=0.25)
+    plain.setup("fit")
+    held.setup("fit")
+    fit_blocks = {_block_of(c, 64) for c in held.train_set.chips}
+    select_blocks = {_block_of(c, 64) for c in held.select_set.chips}
+    assert fit_blocks and select_blocks and not fit_blocks & select_blocks
+    # every selection chip lies inside its block (no pixel of a fitting block)
+    for chip in held.select_set.chips:
+        _, r, c = _block_of(chip, 64)
+        assert r * 64 <= chip.window.row_off and chip.window.row_off + 32 <= (r + 1) * 64
+        assert c * 64 <= chip.window.col_off and chip.window.col_off + 32 <= (c + 1) * 64
+    # carved from the training blocks only: the validation chips do not change
+    assert [c.window for c in held.val_set.chips] == [c.window for c in plain.val_set.chips]
+    taken = len(plain.train_set.chips) - len(held.train_set.chips)
+    assert 0.25 * len(plain.train_set.chips) <= taken < 0.5 * len(plain.train_set.chips)
+    # the selection chips do not overlap each other (chip-size grid)
+    windows = {(int(c.window.row_off), int(c.window.col_off)) for c in held.select_set.chips}
+    assert len(windows) == len(held.select_set.chips)
+    assert all((r % 32, c % 32) == (0, 0) for r, c in windows)
+    assert plain.select_dataloader() is None and held.select_dataloader() is not None
+
+
+def test_hold_out_blocks_keeps_one_block_for_fitting(shared_data):
+    data = _aber(shared_data)
+    data.setup("fit")
+    chips = data.train_set.chips
+    fit, select = hold_out_blocks(chips, block_size=64, fraction=0.99, chip_size=32, seed=0)
+    assert fit and select
+    with pytest.raises(ConfigError, match="select_fraction"):
+        _aber(shared_data, select_fraction=1.0)
+
+
+def test_synthetic_change_selection_area_is_outside_the_training_area(shared_data):
+    folder = shared_data / ABER
+    data = SyntheticChangeDataModule(
+        images=[str(folder / "sen2_20210527_aber_10band_crop.tif")],
+        backbone="vit_test_patch16_dinov3",
+        chip_size=32,
+        val_chips=8,
+        select_fraction=0.25,
+        **COMMON,
+    )
+    data.setup("fit")
+    train = {(i, r, c) for i, r, c in data.train_set.anchors}
+    select = {(i, r, c) for i, r, c in data.select_set.anchors}
+    val = {(i, r, c) for i, r, c in data.val_set.anchors}
+    assert train and select and not train & select and not select & val
+
+    def covered(anchors):
+        out = np.zeros((600, 600), bool)
+        for _, r, c in anchors:
+            out[r : r + 32, c : c + 32] = True
+        return out
+
+    assert not (covered(train) & covered(select)).any()
+    assert not (covered(val) & covered(select)).any()
+    batch = next(iter(data.select_dataloader()))
+    assert batch["mask"].shape == (8, 32, 32) and batch["mask"].any()
+
+
+def test_best_on_selection_restores_the_initial_weights_when_training_only_hurts(
+    shared_data, tmp_path
+):
+    # an absurd learning rate wrecks the head at the first step: the per-pixel start (step 0)
+    # must be what the fit returns, bit for bit
+    task = _task(lr=50.0)
+    data = _cached(shared_data, tmp_path, task)
+    select = BestOnSelection(every=2)
+    trainer = _trainer(6, select)
+    start: dict[str, torch.Tensor] = {}
+
+    class Snapshot(Callback):  # the weights right after pixel_init, before any step
+        def on_train_start(self, trainer, module):
+            start.update({k: v.clone() for k, v in module.state_dict().items()})
+
+    trainer.callbacks.append(Snapshot())
+    trainer.fit(task, data)
+    steps = [s for s, _ in select.history]
+    assert steps == [0, 2, 4, 6]
+    assert select.best_step == 0
+    assert max(score for _, score in select.history[1:]) < select.history[0][1]
+    state = task.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in start.items())
+    assert math.isclose(
+        selection_score(task, data.select_dataloader(), "miou"), select.history[0][1]
+    )
+
+
+def test_best_on_selection_keeps_a_trained_step_when_training_helps(shared_data, tmp_path):
+    # without the per-pixel start the head begins at chance; a few steps beat that
+    task = _task(pixel_linear=False, pixel_init=False, lr=1e-2)
+    data = _cached(shared_data, tmp_path, task)
+    select = BestOnSelection(every=5)
+    _trainer(15, select).fit(task, data)
+    assert select.best_step > 0 and select.best_score > select.history[0][1]
+    assert math.isclose(selection_score(task, data.select_dataloader(), "miou"), select.best_score)
+
+
+def test_best_on_selection_without_a_selection_set_says_how_to_get_one(shared_data, tmp_path):
+    task = _task()
+    data = CachedFeatureDataModule(
+        _aber(shared_data), FeatureCache(task.model), steps_per_epoch=2, pool_size=8, log=None
+    )
+    with pytest.raises(ConfigError, match="select_fraction"):
+        _trainer(2, BestOnSelection(every=1)).fit(task, data)
+    with pytest.raises(ConfigError, match="every"):
+        BestOnSelection(every=0)
