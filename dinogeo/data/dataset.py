@@ -17,7 +17,7 @@ keeps them (and calls ``set_epoch``); pass them to :func:`dataloader` as ``sampl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -33,16 +33,15 @@ from torchgeo.datasets.utils import GeoSlice
 
 from dinogeo.data.chips import ChipQuery, redraw_chip
 from dinogeo.data.readers import zero_invalid
+from dinogeo.data.sample_types import ChipBatch, ChipSample, GeoSample
 from dinogeo.data.source import Source
 from dinogeo.data.validity import ValidityIndex
 from dinogeo.errors import NoValidDataError
 
 __all__ = ["ChipDataset", "SourceGeoDataset", "collate_samples", "dataloader"]
 
-Sample = dict[str, Any]
 
-
-class ChipDataset(Dataset[Sample]):
+class ChipDataset(Dataset[ChipSample]):
     """Chips read from a list of sources, addressed by :class:`ChipQuery`.
 
     Args:
@@ -62,7 +61,7 @@ class ChipDataset(Dataset[Sample]):
         *,
         min_valid: float = 0.5,
         max_retries: int = 20,
-        transforms: Callable[[Sample], Sample] | None = None,
+        transforms: Callable[[ChipSample], ChipSample] | None = None,
         queries: Sequence[ChipQuery] | None = None,
         validity: ValidityIndex | None = None,
     ) -> None:
@@ -128,32 +127,34 @@ class ChipDataset(Dataset[Sample]):
             "drop it from the archive or lower min_valid"
         )
 
-    def _sample(self, query: ChipQuery, out: np.ndarray | None) -> Sample:
+    def _read(
+        self, query: ChipQuery, out: np.ndarray | None
+    ) -> tuple[ChipQuery, np.ndarray, np.ndarray]:
+        """Read and normalise a chip (into ``out`` when given): ``(query read, image, valid)``."""
         q, raw, valid = self.read_raw_chip(query)
-        src = self.sources[q.source]
-        image = src.sensor.normalize(raw, out=out)
+        image = self.sources[q.source].sensor.normalize(raw, out=out)
         if not valid.all():
             zero_invalid(image, valid, raw.dtype)
+        return q, image, valid
+
+    def _finish(self, q: ChipQuery, image: torch.Tensor, valid: np.ndarray) -> ChipSample:
+        src = self.sources[q.source]
         window = Window(q.col, q.row, q.width, q.height)
-        return {
+        sample: ChipSample = {
             "image": image,
-            "valid": valid,
+            "valid": torch.from_numpy(valid),
             "crs": src.crs,
             "bounds": BoundingBox(*rasterio.windows.bounds(window, src.transform)),
             "path": str(src.path),
         }
-
-    def _finish(self, sample: Sample, image: torch.Tensor) -> Sample:
-        sample["image"] = image
-        sample["valid"] = torch.from_numpy(sample["valid"])
         return self.transforms(sample) if self.transforms is not None else sample
 
-    def __getitem__(self, index: ChipQuery | int) -> Sample:
+    def __getitem__(self, index: ChipQuery | int) -> ChipSample:
         """Return the sample dict of a chip query (or of ``queries[index]`` for an int)."""
-        sample = self._sample(self._query(index), None)
-        return self._finish(sample, torch.from_numpy(sample["image"]))
+        q, image, valid = self._read(self._query(index), None)
+        return self._finish(q, torch.from_numpy(image), valid)
 
-    def __getitems__(self, indices: Sequence[ChipQuery | int]) -> list[Sample]:
+    def __getitems__(self, indices: Sequence[ChipQuery | int]) -> list[ChipSample]:
         """Read a whole batch, normalising every chip straight into one batch tensor.
 
         The DataLoader calls this instead of ``__getitem__`` per chip. In a worker process the
@@ -173,7 +174,8 @@ class ChipDataset(Dataset[Sample]):
         else:
             batch = torch.empty((len(queries), c, h, w), dtype=torch.float32)
         arr = batch.numpy()
-        return [self._finish(self._sample(q, arr[k]), batch[k]) for k, q in enumerate(queries)]
+        read = [self._read(q, arr[k]) for k, q in enumerate(queries)]
+        return [self._finish(q, batch[k], valid) for k, (q, _, valid) in enumerate(read)]
 
 
 def _batch_view(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -204,31 +206,31 @@ def _strides(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(strides)
 
 
-def collate_samples(samples: Sequence[Sample]) -> Sample:
+def collate_samples(samples: Sequence[ChipSample]) -> ChipBatch:
     """Collate sample dicts: tensors are stacked, other values (CRS, bounds, path) kept as lists.
 
     Images that are consecutive slots of one batch tensor (see :meth:`ChipDataset.__getitems__`)
     are returned as that tensor without copying; other tensors go through ``default_collate``
     (which allocates in shared memory inside DataLoader workers).
     """
-    out: Sample = {}
+    out: dict[str, Any] = {}
     for key in samples[0]:
-        values = [s[key] for s in samples]
+        values = [s[key] for s in samples]  # type: ignore[literal-required]
         if isinstance(values[0], torch.Tensor):
             view = _batch_view(values)
             out[key] = view if view is not None else default_collate(values)
         else:
             out[key] = values
-    return out
+    return cast(ChipBatch, out)
 
 
 def dataloader(
-    dataset: Dataset[Sample],
+    dataset: Dataset[ChipSample],
     sampler: Sampler[Any],
     batch_size: int = 16,
     num_workers: int = 0,
     **kwargs: Any,
-) -> DataLoader[Sample]:
+) -> DataLoader[ChipSample]:
     """Build a DataLoader for a chip dataset and one of the dinogeo samplers.
 
     Uses :func:`collate_samples` and persistent workers when ``num_workers > 0``; the sources
@@ -261,7 +263,7 @@ class SourceGeoDataset(GeoDataset):
         self,
         sources: Sequence[Source],
         res: float | tuple[float, float] | None = None,
-        transforms: Callable[[Sample], Sample] | None = None,
+        transforms: Callable[[GeoSample], GeoSample] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("SourceGeoDataset needs at least one source")
@@ -290,7 +292,7 @@ class SourceGeoDataset(GeoDataset):
         else:
             self._res = (float(res[0]), float(res[1]))
 
-    def __getitem__(self, index: GeoSlice) -> Sample:
+    def __getitem__(self, index: GeoSlice) -> GeoSample:  # type: ignore[override]
         """Read the area of a torchgeo query, mosaicking overlapping sources."""
         x, y, _ = self._disambiguate_slice(index)
         xres, yres = x.step or self._res[0], y.step or self._res[1]
@@ -320,7 +322,7 @@ class SourceGeoDataset(GeoDataset):
             if valid.all():
                 break
         transform = rasterio.transform.from_origin(x.start, y.stop, xres, yres)
-        sample: Sample = {
+        sample: GeoSample = {
             "image": torch.from_numpy(image if image is not None else np.zeros((0, height, width))),
             "valid": torch.from_numpy(valid),
             "bounds": self._slice_to_tensor(index),

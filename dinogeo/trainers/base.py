@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
@@ -212,13 +213,14 @@ class DenseTask(LightningModule):
         ``features``: the frozen backbone's features of the images when a batch carries them
         (see :meth:`cached_features`); None runs the backbone.
         """
-        return self.model(*images, features=features)
+        output: Tensor = self.model(*images, features=features)
+        return output
 
-    def inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
+    def inputs(self, batch: LabeledSample) -> tuple[Tensor, ...]:
         """The model inputs of a batch."""
         return (batch["image"],)
 
-    def cached_features(self, batch: dict[str, Any]) -> Any:
+    def cached_features(self, batch: LabeledSample) -> Any:
         """Precomputed backbone features carried by a batch (``features``), or None.
 
         A batch from :class:`~dinogeo.trainers.feature_cache.CachedFeatureDataModule` carries
@@ -226,18 +228,18 @@ class DenseTask(LightningModule):
         """
         return batch.get("features")
 
-    def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def loss(self, output: Tensor, batch: LabeledSample) -> Tensor:
         """The training loss of one batch (subclasses)."""
         raise NotImplementedError
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: LabeledSample, batch_idx: int) -> Tensor:
         """One optimisation step."""
         output = self(*self.inputs(batch), features=self.cached_features(batch))
         loss = self.loss(output, batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=output.shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: LabeledSample, batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
         output = self(*self.inputs(batch), features=self.cached_features(batch))
         loss = self.loss(output, batch)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError
 from dinogeo.models.heads import DenseModel, HeadConfig, HeightModel
 from dinogeo.trainers.base import DenseTask
@@ -220,7 +221,7 @@ class CanopyHeightTask(DenseTask):
         self._logits = logits
         return self._height_model.heights(logits)
 
-    def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def loss(self, output: Tensor, batch: LabeledSample) -> Tensor:
         """L1 + SILog (+ bin cross-entropy) over pixels with a finite reference height."""
         target = batch["mask"].to(output.dtype).reshape(output.shape[0], *output.shape[-2:])
         pred = output.reshape(target.shape)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.heads import change_pixels
@@ -59,7 +60,7 @@ class ChangeTask(DenseTask):
         tensor = torch.tensor([float(w) for w in weights]) if weights else torch.ones(k)
         self.register_buffer("class_weight", tensor)
 
-    def inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, ...]:
+    def inputs(self, batch: LabeledSample) -> tuple[Tensor, ...]:
         """Both dates."""
         return batch["image1"], batch["image2"]
 
@@ -105,13 +106,13 @@ class ChangeTask(DenseTask):
         )
         self.start_pixel_linear(fitted)
 
-    def cached_features(self, batch: dict[str, Any]) -> Any:
+    def cached_features(self, batch: LabeledSample) -> Any:
         """Precomputed backbone features of both dates (``features1``, ``features2``), or None."""
         if "features1" not in batch:
             return None
         return batch["features1"], batch["features2"]
 
-    def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def loss(self, output: Tensor, batch: LabeledSample) -> Tensor:
         """Weighted cross-entropy over labelled pixels."""
         target = batch["mask"].long()
         if not (target != IGNORE_INDEX).any():

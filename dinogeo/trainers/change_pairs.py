@@ -37,18 +37,21 @@ class ChangePairDataModule(LabeledChipDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(image=date1, labels=labels, task=task, **kwargs)
-        self.cfg.update(date1=date1, date2=date2)
         if self.task_card.kind != "change":
             raise ConfigError(
                 f"ChangePairDataModule needs a change task card, got {self.task_card.name!r} "
                 f"({self.task_card.kind})"
             )
 
+    def _scene_images(self) -> list[str]:
+        """Date 1 of each pair (its grid defines the chips)."""
+        return _as_list(self.hparams["date1"])
+
     def _open_images(
         self, images: list[str], card: WeightCard
     ) -> list[ImageReader | tuple[ImageReader, ImageReader]]:
         """Date pairs: date 2 aligned to date 1's grid."""
-        second = _as_list(self.cfg["date2"])
+        second = _as_list(self.hparams["date2"])
         if len(images) != len(second) or not images:
             raise ConfigError(
                 f"{CONFIG_PREFIX}date1 and {CONFIG_PREFIX}date2 must list the same number of "

@@ -16,16 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
 from dinogeo.labels.independence import check_independent
 from dinogeo.labels.rasters import LabelRaster
@@ -118,7 +118,8 @@ class Labels:
     def labelled(self, labels: np.ndarray) -> np.ndarray:
         """Boolean mask of labelled pixels of an array returned by :meth:`read`."""
         if self.task.is_classification:
-            return labels != IGNORE_INDEX
+            labelled: np.ndarray = labels != IGNORE_INDEX
+            return labelled
         return np.isfinite(labels)
 
 
@@ -147,7 +148,7 @@ class Chip:
     window: Window
 
 
-class LabeledChipDataset(Dataset[dict[str, Tensor]]):
+class LabeledChipDataset(Dataset[LabeledSample]):
     """Chips of labelled scenes.
 
     Args:
@@ -173,7 +174,7 @@ class LabeledChipDataset(Dataset[dict[str, Tensor]]):
     def __len__(self) -> int:
         return len(self.chips)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def __getitem__(self, index: int) -> LabeledSample:
         chip = self.chips[index]
         reader = self.readers[chip.scene]
         labels = self.labels[chip.scene]
@@ -192,7 +193,7 @@ class LabeledChipDataset(Dataset[dict[str, Tensor]]):
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         if labels.task.is_classification:
             out["mask"] = out["mask"].long()
-        return out
+        return cast(LabeledSample, out)
 
 
 def _augment(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -280,11 +281,9 @@ class LabeledChipDataModule(LightningDataModule):
         select_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        # the one record of the arguments; under LightningCLI it holds the arguments of the class
+        # it built (a subclass's own, e.g. ``date1``/``date2`` instead of ``image``)
         self.save_hyperparameters()
-        # every argument, also when a subclass (or LightningCLI) narrows ``hparams``
-        self.cfg: dict[str, Any] = {
-            k: v for k, v in locals().items() if k not in ("self", "__class__")
-        }
         if block_size < chip_size:
             raise ConfigError(
                 f"block_size ({block_size}) must be at least chip_size ({chip_size}) so chips fit "
@@ -305,7 +304,7 @@ class LabeledChipDataModule(LightningDataModule):
     # ------------------------------------------------------------------ helpers
     def weight_card(self) -> WeightCard:
         """The backbone's weight card (band order and normalisation of the inputs)."""
-        hp = self.cfg
+        hp = self.hparams
         _, card = resolve_backbone(
             hp["backbone"],
             sensor=hp["sensor"],
@@ -316,7 +315,7 @@ class LabeledChipDataModule(LightningDataModule):
         return card
 
     def _reader(self, path: str, card: WeightCard) -> ImageReader:
-        hp = self.cfg
+        hp = self.hparams
         return ImageReader(
             path,
             card,
@@ -326,6 +325,10 @@ class LabeledChipDataModule(LightningDataModule):
             offset=hp["offset"],
         )
 
+    def _scene_images(self) -> list[str]:
+        """The image of each scene, on whose grid its labels and chips lie."""
+        return _as_list(self.hparams["image"])
+
     def _open_images(
         self, images: list[str], card: WeightCard
     ) -> list[ImageReader | tuple[ImageReader, ImageReader]]:
@@ -333,7 +336,7 @@ class LabeledChipDataModule(LightningDataModule):
         return [self._reader(img, card) for img in images]
 
     def _labels(self, path: str, reader: ImageReader, *, validation: bool = False) -> Labels:
-        hp = self.cfg
+        hp = self.hparams
         if validation:
             source = parse_label_source(
                 path,
@@ -357,7 +360,7 @@ class LabeledChipDataModule(LightningDataModule):
 
     def _validation_sources(self, train_labels: list[str]) -> list[str]:
         """The separate validation labels: ``val_labels``, or ``val_label_layer`` of the labels."""
-        hp = self.cfg
+        hp = self.hparams
         given = _as_list(hp["val_labels"])
         if given or not hp.get("val_label_layer"):
             return given
@@ -377,7 +380,7 @@ class LabeledChipDataModule(LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary stored in the model bundle's training config."""
-        out = {k: v for k, v in self.cfg.items()}
+        out = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
         out["train_chips"] = len(self.train_set) if self.train_set else 0
         out["val_chips"] = len(self.val_set) if self.val_set else 0
         return out
@@ -387,9 +390,9 @@ class LabeledChipDataModule(LightningDataModule):
         """Open images and labels, split blocks and select labelled chips (once)."""
         if self.train_set is not None:
             return
-        hp = self.cfg
+        hp = self.hparams
         card = self.weight_card()
-        pairs = self._pair(_as_list(hp["image"]), _as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
+        pairs = self._pair(self._scene_images(), _as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
         readers = self._open_images([img for img, _ in pairs], card)
         labels = [self._labels(lab, _grid(r)) for (_, lab), r in zip(pairs, readers, strict=True)]
         val_sep = self._validation_sources([lab for _, lab in pairs])
@@ -462,10 +465,10 @@ class LabeledChipDataModule(LightningDataModule):
             counts += np.bincount(m[m != IGNORE_INDEX].astype(np.int64), minlength=k)[:k]
         return counts
 
-    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+    def train_dataloader(self) -> DataLoader[LabeledSample]:
         """Shuffled training chips."""
         assert self.train_set is not None, "call setup() first"
-        hp = self.cfg
+        hp = self.hparams
         n = hp["chips_per_epoch"]
         sampler = RandomSampler(self.train_set, replacement=bool(n), num_samples=n)
         return DataLoader(
@@ -476,13 +479,13 @@ class LabeledChipDataModule(LightningDataModule):
             drop_last=False,
         )
 
-    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+    def val_dataloader(self) -> DataLoader[LabeledSample]:
         """Validation chips (spatially separate blocks, or the separate validation labels)."""
         assert self.val_set is not None, "call setup() first"
         return DataLoader(
             self.val_set,
-            batch_size=self.cfg["batch_size"],
-            num_workers=self.cfg["num_workers"],
+            batch_size=self.hparams["batch_size"],
+            num_workers=self.hparams["num_workers"],
         )
 
     def select_dataloader(self) -> DataLoader[dict[str, Tensor]] | None:
@@ -558,7 +561,8 @@ def _check_nonempty(chips: list[Chip], what: str, pairs: Any, hp: Any) -> None:
 
 def _valid(reader: ImageReader | tuple[ImageReader, ImageReader], window: Window) -> np.ndarray:
     if isinstance(reader, tuple):
-        return reader[0].valid(window) & reader[1].valid(window)
+        both: np.ndarray = reader[0].valid(window) & reader[1].valid(window)
+        return both
     return reader.valid(window)
 
 

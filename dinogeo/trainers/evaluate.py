@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 from rasterio.windows import transform as window_transform
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
 from dinogeo.labels.independence import check_independent
 from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
@@ -134,9 +136,9 @@ def evaluate_bundle(
     starts = range(0, len(data), batch_size)
     for start in tqdm(starts, desc="validate", unit="batch", disable=not progress):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
-        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        names = ("image1", "image2") if bundle.num_inputs == 2 else ("image",)
-        output = bundle.predict_batch(*(batch[k].to(device) for k in names))
+        batch: LabeledSample = default_collate(items)  # stacks every tensor
+        images = (batch["image1"], batch["image2"]) if bundle.num_inputs == 2 else (batch["image"],)
+        output = bundle.predict_batch(*(image.to(device) for image in images))
         metrics.update(output.cpu(), batch["mask"])
         if report_dir is not None:
             batch_chips = chips[start : start + len(items)]

@@ -20,7 +20,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError
 from dinogeo.models.heads import DenseModel
 
@@ -148,7 +149,7 @@ def _crop(sample: dict[str, Tensor], size: int) -> dict[str, Tensor]:
     return out
 
 
-class _CachedSamples(Dataset[dict[str, Any]]):
+class _CachedSamples(Dataset[LabeledSample]):
     """Samples with their features; random crops and flips/rotations of all maps alike."""
 
     def __init__(
@@ -161,7 +162,7 @@ class _CachedSamples(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> LabeledSample:
         sample = self.samples[index]
         if self.crop:
             sample = _crop(sample, self.crop)
@@ -174,7 +175,7 @@ class _CachedSamples(Dataset[dict[str, Any]]):
                 out[key] = list(_d4(value.float(), k, flip).unbind(0))
             else:
                 out[key] = _d4(value, k, flip).contiguous()
-        return out
+        return cast(LabeledSample, out)
 
 
 class CachedFeatureDataModule(LightningDataModule):
@@ -240,11 +241,13 @@ class CachedFeatureDataModule(LightningDataModule):
         out["feature_cache"] = {"backbone_digest": self.cache.digest, "pool": self.pool_size}
         return out
 
-    def _samples(self, dataset: Dataset[dict[str, Tensor]], count: int, what: str) -> list[dict]:
+    def _samples(
+        self, dataset: Dataset[LabeledSample], count: int, what: str
+    ) -> list[dict[str, Tensor]]:
         state = torch.random.get_rng_state()
         torch.manual_seed(self.pool_seed)
         try:
-            samples = [dict(dataset[i]) for i in range(count)]
+            samples = [cast(dict[str, Tensor], dict(dataset[i])) for i in range(count)]
         finally:
             torch.random.set_rng_state(state)
         start = time.time()
@@ -282,7 +285,7 @@ class CachedFeatureDataModule(LightningDataModule):
                 self._samples(select, len(select), "selection"), augment=False
             )
 
-    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def train_dataloader(self) -> DataLoader[LabeledSample]:
         """Random training samples with replacement, ``steps_per_epoch`` batches."""
         assert self.train_pool is not None, "call setup() first"
         sampler = RandomSampler(
@@ -290,7 +293,7 @@ class CachedFeatureDataModule(LightningDataModule):
         )
         return DataLoader(self.train_pool, batch_size=self.batch_size, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+    def val_dataloader(self) -> DataLoader[LabeledSample]:
         """The validation samples in order."""
         assert self.val_pool is not None, "call setup() first"
         return DataLoader(self.val_pool, batch_size=self.batch_size)

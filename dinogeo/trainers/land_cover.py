@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.trainers.base import DenseTask
@@ -126,7 +127,7 @@ class LandCoverTask(DenseTask):
         weights[present] /= weights[present].mean()
         self.class_weight.copy_(torch.as_tensor(weights, dtype=self.class_weight.dtype))
 
-    def loss(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    def loss(self, output: Tensor, batch: LabeledSample) -> Tensor:
         """Weighted cross-entropy over labelled pixels (0 when a batch has none)."""
         target = batch["mask"].long()
         if not (target != IGNORE_INDEX).any():

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from rasterio.windows import Window
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.labels.split import block_split
 from dinogeo.models.task_card import load_task_card
@@ -89,7 +89,7 @@ def paste_change(
     return second, change
 
 
-class SyntheticChangeDataset(Dataset[dict[str, Tensor]]):
+class SyntheticChangeDataset(Dataset[LabeledSample]):
     """Synthetic change pairs drawn from allowed windows of real images.
 
     Args:
@@ -149,7 +149,7 @@ class SyntheticChangeDataset(Dataset[dict[str, Tensor]]):
             f"{[str(r.path) for r in self.readers]} after 50 tries: the images are mostly nodata"
         )
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def __getitem__(self, index: int) -> LabeledSample:
         # training pairs: fresh each time, drawn from torch's generator so that
         # seed_everything (and the DataLoader's per-worker seeding) makes a run reproducible
         fresh = int(torch.randint(0, 2**62, ()).item())
@@ -193,7 +193,7 @@ def _chip_corners(region: np.ndarray, size: int) -> np.ndarray:
         + integral[:-size, :-size]
     )
     ok = total == size * size
-    keep = np.zeros_like(ok)
+    keep: np.ndarray = np.zeros_like(ok)
     keep[::4, ::4] = ok[::4, ::4]
     return keep
 
@@ -343,7 +343,7 @@ class SyntheticChangeDataModule(LightningDataModule):
             val, val_regions, length=hp["val_chips"], seed=hp["seed"], **common
         )
 
-    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+    def train_dataloader(self) -> DataLoader[LabeledSample]:
         """Fresh random pairs every epoch."""
         assert self.train_set is not None, "call setup() first"
         return DataLoader(
@@ -353,7 +353,7 @@ class SyntheticChangeDataModule(LightningDataModule):
             num_workers=self.hparams["num_workers"],
         )
 
-    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+    def val_dataloader(self) -> DataLoader[LabeledSample]:
         """Fixed validation pairs."""
         assert self.val_set is not None, "call setup() first"
         return DataLoader(

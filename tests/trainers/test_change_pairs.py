@@ -33,7 +33,7 @@ def test_change_pairs_from_polygons_with_a_label_field(shared_data, tmp_path):
     by_vector = ChangePairDataModule(
         labels=[str(polygons)], label_field="state", point_radius=0.0, **common
     )
-    assert by_vector.cfg["label_field"] == "state"
+    assert by_vector.hparams["label_field"] == "state"
     by_raster.setup("fit")
     by_vector.setup("fit")
     assert by_vector.train_set is not None and by_raster.train_set is not None
@@ -44,3 +44,20 @@ def test_change_pairs_from_polygons_with_a_label_field(shared_data, tmp_path):
     assert any((m == 1).any() for m in masks) and any((m == 0).any() for m in masks)
     sample = by_vector.train_set[0]
     assert sample["image1"].shape == sample["image2"].shape == (10, 32, 32)
+
+
+def test_arguments_are_kept_once_in_hparams(shared_data):
+    date = str(
+        shared_data / "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
+    )
+    data = ChangePairDataModule(
+        date1=date, date2=date, labels="mask.tif", label_field="state", chip_size=32, block_size=64
+    )
+    assert not hasattr(data, "cfg")  # no second copy of the arguments next to hparams
+    parent = set(inspect.signature(LabeledChipDataModule).parameters)
+    assert parent | {"date1", "date2"} <= set(data.hparams)
+    assert (data.hparams["date1"], data.hparams["date2"]) == (date, date)
+    assert data._scene_images() == [date]
+    described = data.describe()
+    assert described["label_field"] == "state" and described["chip_size"] == 32
+    assert {k for k in described if k not in data.hparams} == {"train_chips", "val_chips"}
