@@ -67,7 +67,7 @@ def emit(fraction: float | None, message: str, *, eta_s: float | None = None, **
     sys.stderr.flush()
 
 
-class JsonTqdm(tqdm.std.tqdm):  # type: ignore[misc]  # tqdm is untyped
+class JsonTqdm(tqdm.std.tqdm):  # type: ignore[type-arg]  # generic only in its stubs
     """A tqdm bar that prints JSON progress lines instead of drawing (at most one per 0.5 s)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -147,7 +147,7 @@ def run_progress_callback(name: str = "fit", *, every_s: float = 10.0) -> Any:
     as_json = json_mode()
     interval = 0.5 if as_json else every_s
 
-    class RunProgress(Callback):  # type: ignore[misc]  # Lightning is untyped here
+    class RunProgress(Callback):
         """Progress over all steps of the run (``Trainer.estimated_stepping_batches``)."""
 
         def __init__(self) -> None:

@@ -47,8 +47,8 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from dinogeo.data.footprint import valid_decimated as _valid_decimated
 from dinogeo.data.geozarr import FORMAT_VERSION, GeoInfo, create_raster_group
-from dinogeo.data.index import valid_decimated as _valid_decimated
 from dinogeo.errors import DinogeoError, NoValidDataError, OutputExistsError, RasterReadError
 
 if TYPE_CHECKING:
@@ -439,7 +439,7 @@ def _finish(store: Path, rasters: Sequence[_Raster]) -> None:
             raise RasterReadError(f"{store}/{r.group}: chunks are missing; rerun to resume")
         if not g.attrs.get("_dinogeo_done"):
             g.attrs["_dinogeo_done"] = True
-    meta = dict(root.attrs["dinogeo"])  # type: ignore[arg-type]
+    meta = dict(root.attrs["dinogeo"])
     meta["complete"] = True
     root.attrs["dinogeo"] = meta
 

@@ -70,7 +70,7 @@ class _ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
         self._rank = rank
         self._world_size = world_size
 
-    @property  # type: ignore[override]
+    @property
     def rank(self) -> int:
         """This process's rank (explicit, else from torch.distributed, else 0)."""
         return _dist_info(self._rank, self._world_size)[0]
@@ -79,7 +79,7 @@ class _ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
     def rank(self, value: int) -> None:
         self._rank = value
 
-    @property  # type: ignore[override]
+    @property
     def num_replicas(self) -> int:
         """The world size (explicit, else from torch.distributed, else 1)."""
         return _dist_info(self._rank, self._world_size)[1]
@@ -101,7 +101,7 @@ class _ShardedSampler(DistributedSampler):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return math.ceil(self._global_length() / self.num_replicas)
 
-    def __iter__(self) -> Iterator[ChipQuery]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[ChipQuery]:
         rank, world = _dist_info(self._rank, self._world_size)
         queries = self._global()
         per_rank = math.ceil(len(queries) / world)

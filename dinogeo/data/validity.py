@@ -246,4 +246,4 @@ class ValidityIndex:
         valid = sat[r1i, c1i] - sat[r0i, c1i] - sat[r1i, c0i] + sat[r0i, c0i]
         cells = (r1i - r0i) * (c1i - c0i)
         inside = ((r1 - r0) * (c1 - c0)) / max((q.height * sy) * (q.width * sx), 1e-12)
-        return float(valid / cells) * min(inside, 1.0)
+        return float(valid / cells) * float(min(inside, 1.0))

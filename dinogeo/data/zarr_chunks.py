@@ -33,7 +33,7 @@ class ArrayReader:
         root: the array's folder when chunk files are decoded directly, else None (zarr slicing).
     """
 
-    def __init__(self, arr: zarr.Array) -> None:
+    def __init__(self, arr: zarr.Array[Any]) -> None:
         self.arr = arr
         self.shape = tuple(int(s) for s in arr.shape)
         self.chunks = tuple(int(c) for c in arr.chunks)

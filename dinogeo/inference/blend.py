@@ -82,7 +82,7 @@ def blend_weights(
     Returns:
         A read-only float32 ``(size, size)`` array (cached).
     """
-    return _weights_cached(size, overlap, margin, tuple(edges))  # type: ignore[arg-type]
+    return _weights_cached(size, overlap, margin, tuple(edges))
 
 
 class BandAccumulator:

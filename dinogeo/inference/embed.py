@@ -78,7 +78,9 @@ def fit_pca(samples: np.ndarray, n: int = 3) -> tuple[np.ndarray, np.ndarray, np
     return mean, comps, limits
 
 
-def _zarr_create(path: Path, info: GeoInfo, chunk_rows: int, meta: dict[str, Any]) -> zarr.Array:
+def _zarr_create(
+    path: Path, info: GeoInfo, chunk_rows: int, meta: dict[str, Any]
+) -> zarr.Array[Any]:
     root = zarr.open_group(str(path), mode="w")
     root.attrs.update({"dinogeo": encode_geoinfo(info), "dinogeo_embedding": meta})
     data = root.create_array(
@@ -263,7 +265,7 @@ def embed_raster(
             w.write(strip, data, {})
     else:
         info = GeoInfo(
-            crs_wkt=source.crs.to_wkt(), transform=tuple(transform)[:6], width=cols, height=rows,  # type: ignore[arg-type]
+            crs_wkt=source.crs.to_wkt(), transform=tuple(transform)[:6], width=cols, height=rows,
             count=dim, dtype="float32", band_names=tuple(names), nodata=float("nan"),
             mask="nodata", source=str(paths[0]),
         )  # fmt: skip

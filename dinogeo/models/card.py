@@ -226,7 +226,8 @@ class WeightCard:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the card as a JSON-compatible dict."""
-        return json.loads(self.to_json())
+        data: dict[str, Any] = json.loads(self.to_json())
+        return data
 
     def to_json(self) -> str:
         """Return the card as JSON (sorted keys)."""

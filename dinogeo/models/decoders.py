@@ -124,7 +124,7 @@ class LinearDecoder(nn.Module):
             size: output (H, W); default ``(h * patch_size, w * patch_size)``.
         """
         (feat,) = _check_features(features, 1, self.embed_dim, "LinearDecoder")
-        out = self.classifier(self.dropout(self.norm(feat)))
+        out: Tensor = self.classifier(self.dropout(self.norm(feat)))
         target = _output_size(feat, self.patch_size, size)
         if tuple(out.shape[-2:]) != target:
             out = F.interpolate(out, size=target, mode="bilinear", align_corners=False)
@@ -140,7 +140,7 @@ class _ResidualConvUnit(nn.Module):
         self.bn2: nn.Module = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(self.conv1(F.relu(x)))
+        out: Tensor = self.bn1(self.conv1(F.relu(x)))
         out = self.bn2(self.conv2(F.relu(out)))
         return x + out
 
@@ -159,7 +159,8 @@ class _FusionBlock(nn.Module):
             x = x + self.skip_unit(skip)
         x = self.unit(x)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return self.out_conv(x)
+        out: Tensor = self.out_conv(x)
+        return out
 
 
 class DPTDecoder(nn.Module):
@@ -254,4 +255,5 @@ class DPTDecoder(nn.Module):
         path = self.fusion[0](path, maps[0], (2 * h0, 2 * w0))
         out = self.head(path)
         out = F.interpolate(out, size=target, mode="bilinear", align_corners=False)
-        return self.head_out(out)
+        result: Tensor = self.head_out(out)
+        return result

@@ -133,7 +133,8 @@ class _PixelBranch(nn.Module):
         )
 
     def forward(self, decoded: Tensor, image: Tensor) -> Tensor:
-        return self.fuse(torch.cat([decoded, self.stem(image)], dim=1))
+        fused: Tensor = self.fuse(torch.cat([decoded, self.stem(image)], dim=1))
+        return fused
 
 
 class DenseModel(nn.Module):
@@ -231,7 +232,7 @@ class DenseModel(nn.Module):
 
         ``pixels``: the input of the per-pixel linear term (default ``image``).
         """
-        out = self.decoder(feats, size)
+        out: Tensor = self.decoder(feats, size)
         if self.skip is not None:
             out = self.skip(out, image)
         if self.pixel_linear is not None:

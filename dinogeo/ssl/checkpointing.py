@@ -121,7 +121,7 @@ class ResumableSampler(DistributedSampler):  # type: ignore[type-arg]
         """Skip the first ``n_samples`` items the next time ``epoch`` is iterated."""
         self._skip_epoch, self._skip = int(epoch), int(n_samples)
 
-    def __iter__(self) -> Iterator[tuple[int, int, Any]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int, Any]]:
         epoch = self.epoch
         start = self._skip if self._skip_epoch == epoch else 0
         self._skip_epoch, self._skip = -1, 0

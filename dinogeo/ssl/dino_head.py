@@ -86,4 +86,5 @@ class DINOHead(nn.Module):
             x = F.normalize(x, dim=-1, p=2, eps=eps)
             if no_last_layer:
                 return x
-        return self.last_layer(x)
+        logits: Tensor = self.last_layer(x)
+        return logits

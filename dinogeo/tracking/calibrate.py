@@ -60,7 +60,8 @@ def false_alarm_rates(
     q = sum(
         comb(window, j) * p**j * (1 - p) ** (window - j) for j in range(max(need, 0), window + 1)
     )
-    return 1.0 - (1.0 - p * q) ** max(monitored_obs, 1.0)
+    share: np.ndarray = 1.0 - (1.0 - p * q) ** max(monitored_obs, 1.0)
+    return share
 
 
 def threshold_from_history(rates: np.ndarray, false_alarm_rate: float) -> float:

@@ -186,4 +186,5 @@ def score_alerts(
 
 def as_date(day: np.datetime64) -> dt.date:
     """``datetime64`` to ``datetime.date``."""
-    return day.astype("datetime64[D]").astype(dt.date)
+    date: dt.date = day.astype("datetime64[D]").astype(dt.date)
+    return date

@@ -58,7 +58,8 @@ def _smooth(x: np.ndarray, size: int, *, db: bool) -> np.ndarray:
     den = uniform_filter(valid.astype(np.float32), size=axes, mode="nearest")
     out = num / np.maximum(den, _EPS)
     out[~valid] = np.nan  # an invalid observation stays invalid (clouds are not filled in)
-    return (np.float32(10) * np.log10(np.maximum(out, _EPS))) if db else out
+    result: np.ndarray = np.float32(10) * np.log10(np.maximum(out, _EPS)) if db else out
+    return result
 
 
 def is_radar(sensor: Sensor) -> bool:
@@ -188,4 +189,5 @@ class ChangeStatistic:
             s = -np.sum(z, axis=1) / np.sqrt(np.float32(k))
         else:
             s = np.sqrt(np.mean(z**2, axis=1))
-        return s.astype(np.float32)
+        result: np.ndarray = s.astype(np.float32)
+        return result
