@@ -37,6 +37,12 @@ class ChangePairDataModule(LabeledChipDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(image=date1, labels=labels, task=task, **kwargs)
+        first, second = _as_list(date1), _as_list(date2)
+        if len(first) != len(second) or not first:
+            raise ConfigError(
+                f"{CONFIG_PREFIX}date1 and {CONFIG_PREFIX}date2 must list the same number of "
+                f"images ({len(first)} vs {len(second)})"
+            )
         if self.task_card.kind != "change":
             raise ConfigError(
                 f"ChangePairDataModule needs a change task card, got {self.task_card.name!r} "
@@ -51,12 +57,7 @@ class ChangePairDataModule(LabeledChipDataModule):
         self, images: list[str], card: WeightCard
     ) -> list[ImageReader | tuple[ImageReader, ImageReader]]:
         """Date pairs: date 2 aligned to date 1's grid."""
-        second = _as_list(self.hparams["date2"])
-        if len(images) != len(second) or not images:
-            raise ConfigError(
-                f"{CONFIG_PREFIX}date1 and {CONFIG_PREFIX}date2 must list the same number of "
-                f"images ({len(images)} vs {len(second)})"
-            )
+        second = _as_list(self.hparams["date2"])  # as many as date 1 (checked in __init__)
         pairs: list[ImageReader | tuple[ImageReader, ImageReader]] = []
         for a, b in zip(images, second, strict=True):
             first = self._reader(a, card)

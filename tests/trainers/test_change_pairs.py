@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+import pytest
 from jsonargparse import ArgumentParser
 
+from dinogeo.errors import ConfigError
 from dinogeo.trainers import ChangePairDataModule, LabeledChipDataModule
 from tests.data.labels import data as label_data
 
@@ -61,3 +63,5 @@ def test_arguments_are_kept_once_in_hparams(shared_data):
     described = data.describe()
     assert described["label_field"] == "state" and described["chip_size"] == 32
     assert {k for k in described if k not in data.hparams} == {"train_chips", "val_chips"}
+    with pytest.raises(ConfigError, match="date1 and .*date2 must list the same number"):
+        ChangePairDataModule(date1=[date, date], date2=[date], labels="mask.tif")
