@@ -488,14 +488,14 @@ class LabeledChipDataModule(LightningDataModule):
             num_workers=self.hparams["num_workers"],
         )
 
-    def select_dataloader(self) -> DataLoader[dict[str, Tensor]] | None:
+    def select_dataloader(self) -> DataLoader[LabeledSample] | None:
         """The selection chips (training blocks held out by ``select_fraction``), or None."""
         if self.select_set is None:
             return None
         return DataLoader(
             self.select_set,
-            batch_size=self.cfg["batch_size"],
-            num_workers=self.cfg["num_workers"],
+            batch_size=self.hparams["batch_size"],
+            num_workers=self.hparams["num_workers"],
         )
 
 

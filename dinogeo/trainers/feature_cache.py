@@ -298,7 +298,7 @@ class CachedFeatureDataModule(LightningDataModule):
         assert self.val_pool is not None, "call setup() first"
         return DataLoader(self.val_pool, batch_size=self.batch_size)
 
-    def select_dataloader(self) -> DataLoader[dict[str, Any]] | None:
+    def select_dataloader(self) -> DataLoader[LabeledSample] | None:
         """The selection samples (the wrapped module's ``select_set``) in order, or None."""
         if self.select_pool is None:
             return None

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
+from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError
 from dinogeo.models.task_card import TaskCard
 from dinogeo.trainers.metrics import TaskMetrics
@@ -28,7 +29,7 @@ __all__ = ["SELECTION_METRICS", "BestOnSelection", "selection_score"]
 SELECTION_METRICS = {"segmentation": "miou", "change": "change_f1", "regression": "r2"}
 
 
-def selection_score(task: Any, loader: DataLoader, metric: str) -> float:
+def selection_score(task: Any, loader: DataLoader[LabeledSample], metric: str) -> float:
     """The task's ``metric`` on every batch of ``loader``, computed in eval mode.
 
     Args:
@@ -89,7 +90,7 @@ class BestOnSelection(Callback):
         self.best_step = 0
         self.best_score = -math.inf
         self._best: dict[str, torch.Tensor] | None = None
-        self._loader: DataLoader | None = None
+        self._loader: DataLoader[LabeledSample] | None = None
 
     def _metric(self, task: LightningModule) -> str:
         if self.metric is not None:

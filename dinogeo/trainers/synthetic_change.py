@@ -362,7 +362,7 @@ class SyntheticChangeDataModule(LightningDataModule):
             num_workers=self.hparams["num_workers"],
         )
 
-    def select_dataloader(self) -> DataLoader[dict[str, Tensor]] | None:
+    def select_dataloader(self) -> DataLoader[LabeledSample] | None:
         """Fixed selection pairs from the held-out training blocks (``select_fraction``)."""
         if self.select_set is None:
             return None
