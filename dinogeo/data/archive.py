@@ -46,6 +46,7 @@ from dinogeo.data.index import index_footprints, iter_raster_paths, load_index
 from dinogeo.data.naming import guess_sensor, parse_datetime
 from dinogeo.data.readers import RasterSource, is_zarr_path, open_source
 from dinogeo.data.sensors import Sensor, load_sensor, shipped_sensors
+from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint
 from dinogeo.errors import (
     BandMismatchError,
@@ -90,7 +91,7 @@ class Archive:
 
     sensor: Sensor
     sensor_origin: str
-    sources: list[Any] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     footprints: list[Footprint | None] = field(default_factory=list)
     datetimes: list[datetime | None] = field(default_factory=list)

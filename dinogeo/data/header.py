@@ -103,7 +103,10 @@ _LAYOUTS: dict[tuple[Any, ...], tuple[Sensor | None, Sensor, tuple[int, ...]]] =
 
 
 def resolve_bands(
-    header: RasterHeader, path: Path, sensor: Any, bands: Sequence[str] | None
+    header: RasterHeader,
+    path: Path,
+    sensor: str | Path | Sensor | None,
+    bands: Sequence[str] | None,
 ) -> tuple[Sensor, list[int]]:
     """:func:`~dinogeo.data.sensors.match_file_bands` for a header (with data bands of one dtype).
 

@@ -57,6 +57,7 @@ from dinogeo.data.footprint import to_4326 as _to_4326
 from dinogeo.data.footprint import valid_decimated
 from dinogeo.data.header import read_header, row_is_current
 from dinogeo.data.naming import guess_sensor, parse_datetime
+from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint
 from dinogeo.errors import RasterReadError
@@ -432,7 +433,7 @@ def load_index(path: str | Path) -> gpd.GeoDataFrame:
 
 def open_index_sources(
     index: gpd.GeoDataFrame | str | Path,
-    sensor: Any = None,
+    sensor: str | Path | Sensor | None = None,
     bands: Sequence[str] | None = None,
     *,
     check_files: bool = True,
@@ -454,7 +455,7 @@ def open_index_sources(
         RasterReadError: an indexed file vanished, or a changed one is no longer readable.
     """
     from dinogeo.data.readers import RasterSource, open_source
-    from dinogeo.data.sensors import Sensor, load_sensor
+    from dinogeo.data.sensors import load_sensor
 
     frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)
     specs: dict[str, Any] = {}  # each sensor is loaded once, not once per row

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -80,7 +79,7 @@ def open_archive(
     paths: Iterable[str | Path],
     sensor: str | Path | Sensor | None = None,
     bands: Sequence[str] | None = None,
-) -> list[Any]:
+) -> list[Source]:
     """Open files, folders (searched recursively for rasters) and zarr stores as sources.
 
     Args:

@@ -33,6 +33,7 @@ from dinogeo.data.chip_grid import AUTO, chip_grids, describe_grids, parse_chip_
 from dinogeo.data.dataset import ChipDataset
 from dinogeo.data.samplers import RandomChipSampler
 from dinogeo.data.sensors import Sensor
+from dinogeo.data.source import Source
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
@@ -282,7 +283,7 @@ class SSLDataModule(pl.LightningDataModule):
         return list(self.sensor.band_names)
 
     # ------------------------------------------------------------------ sources
-    def open_sources(self) -> list[Any]:
+    def open_sources(self) -> list[Source]:
         """The archive's usable rasters, opened lazily (scanned once per process)."""
         return self.archive.sources
 
