@@ -42,7 +42,8 @@ from dinogeo import __version__
 if TYPE_CHECKING:
     from dinogeo.data.sensors import Sensor
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
-from dinogeo.models.backbone import Backbone, create_backbone, empty_backbone
+from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.materialise import assign_weights, meta_backbone
 from dinogeo.models.official import load_official_dinov3, safe_torch_load
 
 __all__ = [
@@ -301,12 +302,12 @@ def create_backbone_from_card(card: WeightCard, *, initialise: bool = True) -> B
 
     Args:
         card: the weight card.
-        initialise: randomly initialise the weights; False leaves them empty for loading
-            (see :func:`dinogeo.models.backbone.empty_backbone`).
+        initialise: randomly initialise the weights; False builds it on the ``meta`` device,
+            to be filled by :func:`~dinogeo.models.materialise.assign_weights`.
     """
     kwargs = dict(card.backbone_kwargs)
     kwargs.pop("in_chans", None)
-    build = create_backbone if initialise else empty_backbone
+    build = create_backbone if initialise else meta_backbone
     backbone = build(card.arch, card.in_chans, **kwargs)
     if backbone.embed_dim != card.embed_dim or backbone.patch_size != card.patch_size:
         raise CheckpointError(
@@ -476,16 +477,10 @@ def load_backbone(path: str | Path, *, prefix: str | None = None) -> tuple[Backb
     state = {k[len(chosen) :]: v for k, v in weights.items() if k.startswith(chosen)}
     backbone = create_backbone_from_card(card, initialise=False)
     try:
-        result = backbone.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
+        assign_weights(backbone, state, source=str(path))
+    except CheckpointError as exc:
         raise CheckpointError(
             f"{path} does not match its weight card ({card.arch}, {card.in_chans} bands): "
-            f"{str(exc).splitlines()[-1].strip()}"
+            f"{exc}; the file is damaged or the card was written for another model"
         ) from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{path} does not match its weight card ({card.arch}, {card.in_chans} bands): "
-            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}; "
-            "the file is damaged or the card was written for another model"
-        )
     return backbone.eval(), card

@@ -20,6 +20,7 @@ from __future__ import annotations
 import pathlib
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,28 @@ from timm.models.eva import checkpoint_filter_fn
 from torch import Tensor
 
 from dinogeo.errors import CheckpointError
-from dinogeo.models.backbone import Backbone, empty_backbone
-from dinogeo.models.bands import RGB_BANDS, BandSpec, expand_bands
+from dinogeo.models.backbone import Backbone
+from dinogeo.models.bands import RGB_BANDS, BandSpec, adapt_patch_embed_weight
+from dinogeo.models.materialise import assign_weights, meta_backbone
 from dinogeo.models.registry import ARCHS
 
-__all__ = ["load_official_dinov3", "official_state_dict", "safe_torch_load"]
+__all__ = [
+    "load_official_dinov3",
+    "official_backbone_state",
+    "official_state_dict",
+    "safe_torch_load",
+]
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
-def safe_torch_load(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with errors as :class:`CheckpointError`.
+def safe_torch_load(path: Path, *, mmap: bool = True) -> Any:
+    """``torch.load(path, weights_only=True, mmap=True)`` on CPU, errors as :class:`CheckpointError`.
 
     Paths (common in saved hyper-parameters) are allowed; nothing that can execute code is.
+    With ``mmap`` (the default) tensors are memory-mapped from the file: only what is used is
+    read, and a tensor that becomes a weight (:func:`~dinogeo.models.materialise.assign_weights`)
+    costs no copy. Files in the legacy (pre-1.6, non-zip) format are read whole.
 
     Raises:
         CheckpointError: if the file is unreadable or holds disallowed Python objects.
@@ -49,6 +59,8 @@ def safe_torch_load(path: Path) -> Any:
     allowed: list[Any] = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]
     try:
         with torch.serialization.safe_globals(allowed):
+            if mmap and zipfile.is_zipfile(path):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
@@ -136,6 +148,43 @@ def load_official_dinov3(
         CheckpointError: if the file is missing, unreadable, not in Meta's layout, or does not
             match ``arch`` (the message suggests the right one).
     """
+    in_chans = len(band_names) if band_names is not None else None
+    state, file_chans = official_backbone_state(path, arch, band_names=band_names, aliases=aliases)
+    backbone = meta_backbone(arch, in_chans or file_chans, **backbone_kwargs)
+    if any(k.startswith("local_cls_norm.") for k in state):
+        backbone.add_local_cls_norm()
+    assign_weights(backbone, state, source=str(path))
+    return backbone.eval()
+
+
+def official_backbone_state(
+    path: str | Path,
+    arch: str,
+    *,
+    band_names: Sequence[BandSpec] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Tensor], int]:
+    """The state dict of a :class:`Backbone` from an official checkpoint, memory-mapped.
+
+    The file is read with ``torch.load(mmap=True)`` and converted key by key (timm's
+    ``checkpoint_filter_fn``, Meta's mask token and ``local_cls_norm`` kept): the large tensors
+    stay views of the mapped file, so :func:`~dinogeo.models.materialise.assign_weights` makes
+    them a backbone's weights without a copy. Values are those :func:`load_official_dinov3`
+    loads (float32; the patch embedding expanded to ``band_names``).
+
+    Args:
+        path: the ``.pth`` file (flat backbone state dict or ``{"teacher": ...}``).
+        arch: the matching registered architecture.
+        band_names: optional target bands (see :func:`load_official_dinov3`).
+        aliases: extra name -> colour role mappings for the expansion.
+
+    Returns:
+        ``(state, in_chans)``: keys ``vit.*``, ``mask_token`` and ``local_cls_norm.*`` (when the
+        file has one), and the file's number of input channels.
+
+    Raises:
+        CheckpointError: as :func:`load_official_dinov3`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"official checkpoint {path} does not exist: check the path")
@@ -164,41 +213,35 @@ def load_official_dinov3(
             "use the '_plus' model for SwiGLU checkpoints (S+, H+) and the plain one otherwise"
         )
     in_chans = int(state["patch_embed.proj.weight"].shape[1])
-    backbone = empty_backbone(arch, in_chans, **backbone_kwargs)
-
+    template = meta_backbone(arch, in_chans)  # shapes only, for timm's conversion
+    converted = checkpoint_filter_fn(dict(state), template.vit)
+    out: dict[str, Tensor] = {f"vit.{k}": v for k, v in converted.items()}
     mask_token = state.get("mask_token")
-    local_norm = {
-        k[len("local_cls_norm.") :]: v for k, v in state.items() if k.startswith("local_cls_norm.")
-    }
-    if local_norm:
-        backbone.add_local_cls_norm()
-    converted = checkpoint_filter_fn(dict(state), backbone.vit)
-    try:
-        result = backbone.vit.load_state_dict(converted, strict=False)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path} does not fit {arch!r}: {str(exc).splitlines()[-1].strip()}"
-        ) from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{path} does not load cleanly into {arch!r}: missing {result.missing_keys[:6]}, "
-            f"unexpected {result.unexpected_keys[:6]}; check that the file is a DINOv3 "
-            "backbone of this size"
-        )
-    with torch.no_grad():
-        if mask_token is not None:
-            backbone.mask_token.copy_(mask_token.reshape(1, -1).to(backbone.mask_token.dtype))
-        else:  # not in every export: start from zeros like a fresh model
-            backbone.mask_token.zero_()
-    if local_norm and backbone.local_cls_norm is not None:
-        try:
-            backbone.local_cls_norm.load_state_dict(local_norm, strict=True)
-        except RuntimeError as exc:
+    width = int(spec["embed_dim"])
+    if mask_token is not None:
+        if mask_token.numel() != width:
             raise CheckpointError(
-                f"{path}: its 'local_cls_norm' does not fit {arch!r}: "
-                f"{str(exc).splitlines()[-1].strip()}"
-            ) from exc
+                f"{path}: its mask token has {mask_token.numel()} values, {arch!r} needs {width}"
+            )
+        out["mask_token"] = mask_token.reshape(1, width)
+    else:  # not in every export: start from zeros like a fresh model
+        out["mask_token"] = torch.zeros(1, width)
+    for key, value in state.items():
+        if key.startswith("local_cls_norm."):
+            out[key] = value
+    expected = set(template.vit.state_dict())
+    missing = sorted(expected - {k[len("vit.") :] for k in out if k.startswith("vit.")})
+    unexpected = sorted(k for k in out if k.startswith("vit.") and k[len("vit.") :] not in expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not load cleanly into {arch!r}: missing {missing[:6]}, unexpected "
+            f"{unexpected[:6]}; check that the file is a DINOv3 backbone of this size"
+        )
+    out = {k: v if v.dtype == torch.float32 else v.float() for k, v in out.items()}
     if band_names is not None:
         source = RGB_BANDS if in_chans == 3 else tuple(f"band{i + 1}" for i in range(in_chans))
-        backbone = expand_bands(backbone, band_names, source_bands=source, aliases=aliases)
-    return backbone.eval()
+        with torch.no_grad():
+            out["vit.patch_embed.proj.weight"] = adapt_patch_embed_weight(
+                out["vit.patch_embed.proj.weight"], source, band_names, aliases=aliases
+            )
+    return out, in_chans

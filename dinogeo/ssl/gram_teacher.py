@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from dinogeo.errors import CheckpointError
 from dinogeo.models.backbone import Backbone
+from dinogeo.models.init_weights import backbone_file_state
+from dinogeo.models.materialise import shared_copy
 from dinogeo.ssl.ema import ema_update
 from dinogeo.ssl.gram_loss import resize_token_grid
 
@@ -48,31 +50,7 @@ def load_backbone_weights(
     if not src.is_file():
         raise CheckpointError(f"{src}: Gram teacher checkpoint not found; fix gram.ckpt")
     arch = str(getattr(target, "arch", ""))
-    if src.suffix == ".safetensors":
-        from dinogeo.models.card import load_backbone
-
-        backbone, _ = load_backbone(src)
-        state = backbone.state_dict()
-    elif src.suffix == ".ckpt":
-        blob = torch.load(src, map_location="cpu", weights_only=True)
-        prefix = "teacher.backbone."
-        state = {
-            k[len(prefix) :]: v
-            for k, v in blob.get("state_dict", {}).items()
-            if k.startswith(prefix)
-        }
-        if not state:
-            raise CheckpointError(
-                f"{src}: no 'teacher.backbone.*' weights in this Lightning checkpoint; use a "
-                "checkpoint written by dinogeo pretrain"
-            )
-    else:
-        from dinogeo.models import load_official_dinov3
-
-        official = load_official_dinov3(
-            src, arch, band_names=list(band_names) if band_names else None
-        )
-        state = official.state_dict()
+    state = backbone_file_state(src, arch, band_names=band_names)
     add_norm = getattr(target, "add_local_cls_norm", None)
     if callable(add_norm) and any(k.startswith("local_cls_norm.") for k in state):
         add_norm()  # the 7B / SAT ViT-L norm of local crops' cls tokens: kept for training
@@ -94,6 +72,10 @@ class GramTeacher(nn.Module):
             EMA teacher is copied in; ``-1`` never copies from the EMA teacher.
         update_frequency: steps between refreshes after the first copy.
         max_updates: maximum number of copies from the EMA teacher.
+        share: start as a :func:`~dinogeo.models.materialise.shared_copy` of ``template`` (same
+            storage, no copy: the Gram teacher starts from the initial weights) instead of a
+            deep copy; the owner must :func:`~dinogeo.models.materialise.unshare` it before
+            either changes.
     """
 
     initialised: Tensor
@@ -105,9 +87,11 @@ class GramTeacher(nn.Module):
         first_update: int = -1,
         update_frequency: int = 10_000,
         max_updates: int = 3,
+        *,
+        share: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone: Backbone = copy.deepcopy(template)
+        self.backbone: Backbone = shared_copy(template) if share else copy.deepcopy(template)
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.first_update = first_update
@@ -132,11 +116,18 @@ class GramTeacher(nn.Module):
         """Hard-copy ``source``'s weights (the EMA teacher backbone or the initial weights).
 
         Parameters are copied tensor by tensor (``ema_update`` with momentum 0), which also
-        works on FSDP shards, where both copies have the same local layout.
+        works on FSDP shards, where both copies have the same local layout. Tensors that already
+        share the source's storage (a :func:`~dinogeo.models.materialise.shared_copy`) are
+        left as they are.
         """
-        ema_update(list(self.backbone.parameters()), list(source.parameters()), 0.0)
+        pairs = [
+            (mine, theirs)
+            for mine, theirs in zip(self.backbone.parameters(), source.parameters(), strict=True)
+            if mine.data_ptr() != theirs.data_ptr()
+        ]
+        ema_update([m for m, _ in pairs], [t for _, t in pairs], 0.0)
         for mine, theirs in zip(self.backbone.buffers(), source.buffers()):
-            if mine.shape == theirs.shape:
+            if mine.shape == theirs.shape and mine.data_ptr() != theirs.data_ptr():
                 mine.copy_(theirs)
         self.initialised.fill_(True)
 

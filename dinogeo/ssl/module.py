@@ -12,7 +12,6 @@ exactly. bf16 autocast is used on CUDA devices that support it, fp32 elsewhere.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +22,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dinogeo.errors import ConfigError
+from dinogeo.errors import CheckpointError, ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.card import WeightCard
+from dinogeo.models.init_weights import backbone_file_state
+from dinogeo.models.materialise import assign_weights, meta_backbone, shared_copy, unshare
 from dinogeo.ssl.checkpointing import sample_seed
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import ema_update
-from dinogeo.ssl.gram_teacher import GramTeacher, load_backbone_weights
+from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
 from dinogeo.ssl.koleo_loss import koleo_group_ranks
 from dinogeo.ssl.module_export import TEACHER_PREFIX, export_teacher_backbone, training_config
@@ -149,24 +150,20 @@ class SSLTask(pl.LightningModule):
         self.seed = seed
         self.export_path = export_path
 
-        backbone = create_backbone(
+        if self.init_cfg.official_checkpoint and self.init_cfg.backbone:
+            raise ConfigError(
+                "init.official_checkpoint and init.backbone are both set: choose one start point"
+            )
+        backbone = _initial_backbone(
             arch,
             in_chans,
+            self.init_cfg,
+            self.band_names,
             img_size=img_size,
             drop_path_rate=drop_path_rate,
             rope_rescale_coords=rope_rescale_coords,
             **dict(backbone_kwargs or {}),
         )
-        if self.init_cfg.official_checkpoint and self.init_cfg.backbone:
-            raise ConfigError(
-                "init.official_checkpoint and init.backbone are both set: choose one start point"
-            )
-        if self.init_cfg.official_checkpoint:
-            load_backbone_weights(
-                self.init_cfg.official_checkpoint, backbone, band_names=self.band_names
-            )
-        elif self.init_cfg.backbone:
-            load_backbone_weights(self.init_cfg.backbone, backbone)
         dim = backbone.embed_dim
         self.student = nn.ModuleDict(
             {
@@ -175,9 +172,12 @@ class SSLTask(pl.LightningModule):
                 "ibot_head": _make_head(dim, self.ibot_head_cfg),
             }
         )
-        self.teacher = copy.deepcopy(self.student)
+        # the teachers start equal to the student: they share its storage (no host copy) until
+        # they diverge (see _unshare); moving to an accelerator or wrapping with FSDP splits them
+        self.teacher = shared_copy(self.student)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        self._shared = True
         self.gram_teacher: GramTeacher | None = None
         if self.gram_cfg.enabled:
             self.gram_teacher = GramTeacher(
@@ -185,11 +185,12 @@ class SSLTask(pl.LightningModule):
                 first_update=self.gram_cfg.first_update,
                 update_frequency=self.gram_cfg.update_frequency,
                 max_updates=self.gram_cfg.max_updates,
+                share=not self.gram_cfg.ckpt,
             )
             if self.gram_cfg.ckpt:
                 self.gram_teacher.load_file(self.gram_cfg.ckpt, band_names=self.band_names)
             elif self.gram_cfg.from_initial:
-                self.gram_teacher.copy_from(backbone)
+                self.gram_teacher.copy_from(backbone)  # shared: marks it initialised, no copy
         self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
         self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
         self._schedules: dict[str, Schedule] = {}
@@ -216,6 +217,32 @@ class SSLTask(pl.LightningModule):
         if self.gram_teacher is not None:
             self.gram_teacher.eval()
         return self
+
+    def _unshare(self) -> None:
+        """Give the EMA and Gram teachers their own storage before anything changes.
+
+        They are built sharing the student's tensors (no host copy at construction). Moving the
+        module to an accelerator or wrapping it with FSDP already separates them (nothing is
+        copied here then); on the CPU this copies them once, before the first step, the first
+        checkpoint load or the first Gram refresh.
+        """
+        if not self._shared:
+            return
+        self._shared = False
+        copied = unshare(self.teacher, self.student)
+        if self.gram_teacher is not None:
+            copied += unshare(self.gram_teacher, self.student, self.teacher)
+        if copied:
+            log.info("teachers given their own copy of the weights (%.1f MB)", copied / 2**20)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, once the teachers have their own storage."""
+        self._unshare()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def on_fit_start(self) -> None:
+        """Separate the teachers' weights from the student's (see :meth:`_unshare`)."""
+        self._unshare()
 
     def forward(self, x: Tensor) -> Tensor:
         """Teacher cls features of a normalised batch ``(B, C, H, W)``."""
@@ -327,6 +354,7 @@ class SSLTask(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """Reset cached schedules; take the Gram teacher from the EMA teacher if still unset."""
+        self._unshare()
         self._schedules = {}
         stage = self.optim_cfg.stage_start_step
         if stage and self.global_step != stage:
@@ -357,6 +385,7 @@ class SSLTask(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Compute and log the DINOv3 losses of one multi-crop batch."""
+        self._unshare()
         step = self.global_step
         temp = self._schedule("teacher_temp", step)
         gram_weight = self._schedule("gram_weight", step) if self.gram_cfg.enabled else 0.0
@@ -410,6 +439,7 @@ class SSLTask(pl.LightningModule):
         Done here rather than in ``on_train_batch_end`` so that checkpoints written by callbacks
         at the end of a batch already contain the updated teacher (exact resume).
         """
+        self._unshare()
         step = self.global_step  # index of the step being taken
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         teacher, student = self._param_pairs()
@@ -488,6 +518,36 @@ class SSLTask(pl.LightningModule):
             log.warning("no datamodule sensor: the teacher backbone was not exported to %s", path)
             return None
         return export_teacher_backbone(state, self.hparams, card, path)
+
+
+def _initial_backbone(
+    arch: str,
+    in_chans: int,
+    init: InitConfig,
+    band_names: list[str] | None,
+    **kwargs: Any,
+) -> Backbone:
+    """The student backbone: random, or built on the meta device and given a file's weights.
+
+    From a file, no random initialisation runs and the (memory-mapped) tensors become the weights
+    without a copy (:func:`~dinogeo.models.materialise.assign_weights`).
+    """
+    path = init.official_checkpoint or init.backbone
+    if not path:
+        return create_backbone(arch, in_chans, **kwargs)
+    bands = band_names if init.official_checkpoint else None
+    state = backbone_file_state(path, arch, band_names=bands)
+    backbone = meta_backbone(arch, in_chans, **kwargs)
+    if any(k.startswith("local_cls_norm.") for k in state):
+        backbone.add_local_cls_norm()  # the 7B / SAT ViT-L norm of local crops' cls tokens
+    try:
+        assign_weights(backbone, state, source=str(path))
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err} (the {arch!r} backbone with {in_chans} bands; the run's model.arch and "
+            "data.bands must match the checkpoint)"
+        ) from err
+    return backbone
 
 
 def _make_head(dim: int, cfg: DINOHeadConfig) -> DINOHead:
