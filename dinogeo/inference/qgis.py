@@ -42,6 +42,7 @@ __all__ = [
     "merge_output_stats",
     "merge_stats",
     "point_qml",
+    "pseudocolor_qml",
     "raster_qml",
     "strip_stats",
     "vector_qml",
@@ -221,42 +222,61 @@ def raster_qml(spec: OutputSpec, stats: dict[str, Any]) -> str:
             )
     else:
         lo, hi = _ramp_range(spec, stats)
-        rr = ET.SubElement(
-            pipe,
-            "rasterrenderer",
-            type="singlebandpseudocolor",
-            band="1",
-            opacity="1",
-            alphaBand="-1",
-            classificationMin=repr(lo),
-            classificationMax=repr(hi),
-        )
-        ET.SubElement(rr, "rasterTransparency")
-        mmo = ET.SubElement(rr, "minMaxOrigin")
-        for tag, text in (("limits", "None"), ("extent", "WholeRaster")):
-            ET.SubElement(mmo, tag).text = text
-        shader = ET.SubElement(ET.SubElement(rr, "rastershader"), "colorrampshader")
-        shader.attrib.update(
-            colorRampType="INTERPOLATED",
-            classificationMode="1",
-            clip="0",
-            minimumValue=repr(lo),
-            maximumValue=repr(hi),
-            labelPrecision="1",
-        )
         units = f" {task.units}" if task.units else ""
         scale, offset = spec.scales[0], spec.offsets[0]
+        items = []
         for i, color in enumerate(_RAMP):
             v = lo + (hi - lo) * i / (len(_RAMP) - 1)
-            physical = v * scale + offset
-            ET.SubElement(
-                shader,
-                "item",
-                value=repr(v),
-                color=color,
-                alpha="255",
-                label=f"{physical:.1f}{units}",
-            )
+            items.append((repr(v), color, f"{v * scale + offset:.1f}{units}"))
+        return pseudocolor_qml(items, repr(lo), repr(hi))
+    _pipe_tail(pipe)
+    ET.SubElement(root, "blendMode").text = "0"
+    return _xml(root)
+
+
+def pseudocolor_qml(
+    items: list[tuple[str, str, str]],
+    minimum: str,
+    maximum: str,
+    *,
+    discrete: bool = False,
+    transparent: str | None = None,
+) -> str:
+    """Return a QGIS single-band pseudocolour raster style (``.qml`` XML text).
+
+    Args:
+        items: ``(value, colour, label)`` of each colour-ramp entry, values as written in the XML.
+        minimum: lowest value of the ramp (kept: QGIS does not restretch to the data).
+        maximum: highest value of the ramp.
+        discrete: one colour per interval up to each value (a legend of periods) instead of an
+            interpolated ramp.
+        transparent: a pixel value drawn fully transparent (e.g. 0 = no alert).
+    """
+    root = ET.Element("qgis", version=QGIS_VERSION, styleCategories="AllStyleCategories")
+    pipe = ET.SubElement(root, "pipe")
+    renderer = {"type": "singlebandpseudocolor", "band": "1", "opacity": "1", "alphaBand": "-1"}
+    rr = ET.SubElement(pipe, "rasterrenderer", renderer)
+    rr.attrib.update(classificationMin=minimum, classificationMax=maximum)
+    transparency = ET.SubElement(rr, "rasterTransparency")
+    if transparent is not None:
+        pixels = ET.SubElement(transparency, "singleValuePixelList")
+        ET.SubElement(
+            pixels, "pixelListEntry", min=transparent, max=transparent, percentTransparent="100"
+        )
+    mmo = ET.SubElement(rr, "minMaxOrigin")
+    for tag, text in (("limits", "None"), ("extent", "WholeRaster")):
+        ET.SubElement(mmo, tag).text = text
+    shader = ET.SubElement(ET.SubElement(rr, "rastershader"), "colorrampshader")
+    shader.attrib.update(
+        colorRampType="DISCRETE" if discrete else "INTERPOLATED",
+        classificationMode="2" if discrete else "1",
+        clip="0",
+        minimumValue=minimum,
+        maximumValue=maximum,
+        labelPrecision="1",
+    )
+    for value, color, label in items:
+        ET.SubElement(shader, "item", value=value, color=color, alpha="255", label=label)
     _pipe_tail(pipe)
     ET.SubElement(root, "blendMode").text = "0"
     return _xml(root)

@@ -18,7 +18,6 @@ import datetime
 import json
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 import numpy as np
 import rasterio
@@ -29,6 +28,7 @@ from scipy import ndimage
 from dinogeo.inference.encode import OutputSpec
 from dinogeo.inference.qgis import (
     equal_area_crs,
+    pseudocolor_qml,
     raster_qml,
     vector_qml,
     vector_sld,
@@ -184,40 +184,15 @@ def _day_after(yyyymmdd: int) -> int:
 
 def date_ramp_qml(first: int, last: int) -> str:
     """QGIS style for ``loss_date.tif``: a discrete colour ramp of dates (0 transparent)."""
-    root = ET.Element("qgis", version="3.34.0", styleCategories="AllStyleCategories")
-    pipe = ET.SubElement(root, "pipe")
-    rr = ET.SubElement(
-        pipe,
-        "rasterrenderer",
-        type="singlebandpseudocolor",
-        band="1",
-        opacity="1",
-        alphaBand="-1",
-        classificationMin=str(first),
-        classificationMax=str(last),
-    )
-    tr = ET.SubElement(ET.SubElement(rr, "rasterTransparency"), "singleValuePixelList")
-    ET.SubElement(tr, "pixelListEntry", min="0", max="0", percentTransparent="100")
-    shader = ET.SubElement(ET.SubElement(rr, "rastershader"), "colorrampshader")
-    shader.attrib.update(colorRampType="DISCRETE", classificationMode="2", clip="0")
     y0, y1 = first // 10000, last // 10000
     edges = [y * 10000 + md for y in range(y0, y1 + 1) for md in (630, 1231)]
-    edges = [e for e in edges if e >= first] or [last]
-    if edges[-1] < last:
-        edges.append(last)
+    edges = [e for e in edges if first <= e < last] + [last]  # the last class ends on the last date
+    items = []
     for i, e in enumerate(edges):
         color = _DATE_COLORS[int(round(i * (len(_DATE_COLORS) - 1) / max(len(edges) - 1, 1)))]
         lo = _iso(_day_after(edges[i - 1])) if i else _iso(first)
-        ET.SubElement(
-            shader, "item", value=str(e), color=color, alpha="255", label=f"{lo} .. {_iso(e)}"
-        )
-    ET.SubElement(root, "blendMode").text = "0"
-    ET.indent(root)
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        + ET.tostring(root, encoding="unicode")
-        + "\n"
-    )
+        items.append((str(e), color, f"{lo} .. {_iso(e)}"))
+    return pseudocolor_qml(items, str(first), str(last), discrete=True, transparent="0")
 
 
 def write_styles(out: Path, loss: np.ndarray, magnitude: np.ndarray) -> list[Path]:

@@ -64,6 +64,11 @@ def test_predict_from_qgis_loads_styled_into_the_project(qgis, nc_bundle, shared
     assert ran["progress"] and max(ran["progress"]) == pytest.approx(100.0)
     assert any(t.startswith("predict ") and "tile" in t for t in ran["texts"]), ran["texts"]
     assert str(polygons) in ran["layers_to_load"]
+    # loaded into the project as the dialog loads them, with their default styles
+    loaded = ran["loaded"]
+    assert loaded[str(output)]["renderer"] == "paletted"
+    assert loaded[str(output)]["classes"] == NC_CLASSES
+    assert loaded[str(polygons)]["renderer"] == "categorizedSymbol"
     # what a QGIS user sees: a paletted raster with the class names, categorised polygons
     seen = qgis.python("layers", str(output), str(polygons))
     assert seen["raster_valid"] and seen["raster_renderer"] == "paletted"

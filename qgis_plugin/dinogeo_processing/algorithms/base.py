@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
@@ -106,12 +107,50 @@ class DinogeoAlgorithm(QgsProcessingAlgorithm):
         """Run ``dinogeo ARGS`` with progress and cancel wired to ``feedback``."""
         return run_dinogeo(args, feedback)
 
-    def load_on_completion(self, context, path, name, output):
-        """Load ``path`` into the project when the algorithm ends (GUI and modeler)."""
+    def load_on_completion(self, context, path, name, output, follows=None):
+        """Load ``path`` into the project, with its default style, when the algorithm ends.
+
+        ``follows``: the path of the layer destination this file belongs to (the predicted
+        raster for its polygons); ``path`` is then loaded only when that destination is, so that
+        unticking *Open output file* or *Load layers on completion* (batch mode) loads neither.
+        """
         if context.project() is None:
             return
+        if follows is not None and not context.willLoadLayerOnCompletion(follows):
+            return
         details = QgsProcessingContext.LayerDetails(name, context.project(), output)
+        details.setPostProcessor(DefaultStyle.create())
         context.addLayerToLoadOnCompletion(path, details)
+
+    def style_on_completion(self, context, path):
+        """Give the layer destination ``path`` its default style when QGIS loads it."""
+        if context.willLoadLayerOnCompletion(path):
+            details = context.layerToLoadOnCompletionDetails(path)
+            details.setPostProcessor(DefaultStyle.create())
+
+
+class DefaultStyle(QgsProcessingLayerPostProcessorInterface):
+    """Applies a result layer's default style (``.qml`` beside it, GeoPackage ``layer_styles``).
+
+    Processing loads result layers without their default style, so without this the class
+    polygons open with a single symbol and the class raster without its class names.
+    """
+
+    #: QGIS calls a post-processor after ``processAlgorithm`` returns: keep each one referenced
+    _alive = []
+
+    @classmethod
+    def create(cls):
+        """A new post-processor, kept alive for QGIS."""
+        instance = cls()
+        cls._alive.append(instance)
+        return instance
+
+    def postProcessLayer(self, layer, context, feedback):
+        message, ok = layer.loadDefaultStyle()
+        if not ok:
+            feedback.pushInfo(f"{layer.name()}: no default style ({message})")
+        layer.triggerRepaint()
 
 
 def layer_file(layer):

@@ -55,9 +55,10 @@ class EmbedAlgorithm(DinogeoAlgorithm):
         args += ["--overlap", self.parameterAsInt(parameters, "OVERLAP", context)]
         args += ["--device", self.device(parameters, context)]
         self.run_command(args, feedback)
+        self.style_on_completion(context, output)
         pca = os.path.splitext(output)[0] + "_pca.tif"
         results = {"OUTPUT": output, "OUTPUT_PCA": pca if os.path.exists(pca) else None}
         if results["OUTPUT_PCA"]:
             name = os.path.splitext(os.path.basename(output))[0] + " PCA"
-            self.load_on_completion(context, pca, name, "OUTPUT_PCA")
+            self.load_on_completion(context, pca, name, "OUTPUT_PCA", follows=output)
         return results

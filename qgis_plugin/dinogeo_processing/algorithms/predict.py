@@ -54,10 +54,11 @@ class PredictAlgorithm(DinogeoAlgorithm):
         if not vectorize:
             args += ["--vectorize", "false"]
         self.run_command(args, feedback)
+        self.style_on_completion(context, output)
         results = {"OUTPUT": output, "OUTPUT_POLYGONS": None}
         polygons = os.path.splitext(output)[0] + ".gpkg"
         if vectorize and os.path.exists(polygons):
             results["OUTPUT_POLYGONS"] = polygons
             name = os.path.splitext(os.path.basename(output))[0] + " polygons"
-            self.load_on_completion(context, polygons, name, "OUTPUT_POLYGONS")
+            self.load_on_completion(context, polygons, name, "OUTPUT_POLYGONS", follows=output)
         return results
