@@ -11,7 +11,6 @@ features on real Sentinel-2 imagery.
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ from dinogeo.models.official import load_official_dinov3, official_state_dict
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig, InitConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
 BANDS = ["B04", "B03", "B02", "B08", "B11", "B12"]
 HEAD = DINOHeadConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16)
@@ -38,20 +36,11 @@ ARCH = "vit_small_patch16_dinov3_qkvb"
 KWARGS = {"img_size": 224, "drop_path_rate": 0.0, "rope_rescale_coords": 2.0}
 
 
-def _fixtures():
-    spec = importlib.util.spec_from_file_location(
-        "ckpt_data", ROOT / "tests" / "data" / "checkpoints" / "data.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def meta_pth(tmp_path_factory):
+def meta_pth(tmp_path_factory, ckpt_data):
     """A ViT-S/16 checkpoint in Meta's layout with the SAT ViT-L ``local_cls_norm``."""
     path = tmp_path_factory.mktemp("ckpt") / "dinov3_vits16_meta_layout.pth"
-    _fixtures().write_meta_checkpoint(path, ARCH, local_cls_norm=True, seed=3)
+    ckpt_data.write_meta_checkpoint(path, ARCH, local_cls_norm=True, seed=3)
     return path
 
 

@@ -3,7 +3,6 @@ norm is loaded into student and teacher and used on the student's local crops in
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -19,18 +18,9 @@ BANDS = ["B02", "B03", "B04", "B08"]
 HEAD = DINOHeadConfig(out_dim=32, hidden_dim=32, bottleneck_dim=16)
 
 
-def _fixtures():
-    spec = importlib.util.spec_from_file_location(
-        "ckpt_data", ROOT / "tests" / "data" / "checkpoints" / "data.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_local_cls_norm_kept_and_used_for_local_crops(shared_data, tmp_path):
+def test_local_cls_norm_kept_and_used_for_local_crops(shared_data, tmp_path, ckpt_data):
     path = tmp_path / "sat_like.pth"
-    state = _fixtures().write_meta_checkpoint(path, local_cls_norm=True, seed=3)
+    state = ckpt_data.write_meta_checkpoint(path, local_cls_norm=True, seed=3)
     task = SSLTask(
         arch="vit_test_patch16_dinov3",
         in_chans=4,
