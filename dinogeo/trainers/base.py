@@ -31,6 +31,7 @@ from dinogeo.models.heads import DenseModel, HeadConfig, build_model
 from dinogeo.models.registry import list_archs
 from dinogeo.models.task_card import TaskCard, load_task_card
 from dinogeo.trainers.metrics import TaskMetrics
+from dinogeo.trainers.selection import BestOnSelection
 
 __all__ = ["DenseTask", "resolve_backbone"]
 
@@ -297,6 +298,9 @@ class DenseTask(LightningModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is not None and hasattr(datamodule, "describe"):
                 config["data"] = datamodule.describe()
+            for callback in self.trainer.callbacks:  # type: ignore[attr-defined]
+                if isinstance(callback, BestOnSelection):
+                    config["selection"] = callback.summary()
         return config
 
     def to_bundle(self) -> ModelBundle:

@@ -68,6 +68,8 @@ class BestOnSelection(Callback):
     :class:`~dinogeo.trainers.feature_cache.CachedFeatureDataModule` with ``select_fraction`` >
     0).
 
+    Only the trainable weights (and buffers) are copied: a frozen backbone does not change.
+
     Args:
         every: optimiser steps between two scorings (the last step is always scored).
         metric: the metric to maximise; None: ``SELECTION_METRICS`` of the task's kind
@@ -103,20 +105,30 @@ class BestOnSelection(Callback):
         if self.history and self.history[-1][0] == step:
             return
         assert self._loader is not None
-        score = selection_score(task, self._loader, self._metric(task))
+        self.metric = self._metric(task)
+        score = selection_score(task, self._loader, self.metric)
         self.history.append((step, score))
         if score > self.best_score:
             self.best_score, self.best_step = score, step
+            frozen = {name for name, p in task.named_parameters() if not p.requires_grad}
             self._best = {
-                k: v.detach().clone()
-                for k, v in task.state_dict().items()
-                if not k.startswith("model.backbone.")
+                k: v.detach().clone() for k, v in task.state_dict().items() if k not in frozen
             }
         if self.report is not None:
             self.report(
                 f"  step {step}: selection {self._metric(task)} {score:.4f} "
                 f"(best {self.best_score:.4f} at step {self.best_step})"
             )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready record of the selection (stored in the model bundle's training config)."""
+        return {
+            "every": self.every,
+            "metric": self.metric,
+            "best_step": self.best_step,
+            "best_score": self.best_score,
+            "history": [[step, score] for step, score in self.history],
+        }
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Score the initial weights."""

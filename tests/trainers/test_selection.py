@@ -8,12 +8,15 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
+from dinogeo.cli.main import main
 from dinogeo.errors import ConfigError
+from dinogeo.models.bundle import load_bundle
 from dinogeo.trainers.datamodule import LabeledChipDataModule, hold_out_blocks
 from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
 from dinogeo.trainers.land_cover import LandCoverTask
 from dinogeo.trainers.selection import BestOnSelection, selection_score
 from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
+from tests.trainers.conftest import TINY, localise
 
 ABER = "sentinel2-landcover-aberystwyth-rsgislib"
 S2 = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
@@ -187,3 +190,18 @@ def test_best_on_selection_without_a_selection_set_says_how_to_get_one(shared_da
         _trainer(2, BestOnSelection(every=1)).fit(task, data)
     with pytest.raises(ConfigError, match="every"):
         BestOnSelection(every=0)
+
+
+def test_dinogeo_fit_selects_with_a_callback_and_records_it_in_the_bundle(shared_data, tmp_path):
+    config = localise("land_cover_aberystwyth", shared_data, tmp_path)
+    select = tmp_path / "select.yaml"
+    select.write_text(
+        "trainer:\n  callbacks:\n    - class_path: dinogeo.trainers.BestOnSelection\n"
+        "      init_args: {every: 1}\ndata:\n  init_args: {select_fraction: 0.2}\n"
+    )
+    bundle = tmp_path / "aber.safetensors"
+    args = ["fit", "--config", str(config), "--config", str(select), *TINY]
+    assert main([*args, "--bundle_path", str(bundle)]) == 0
+    record = load_bundle(bundle).training_config["selection"]
+    assert [step for step, _ in record["history"]] == [0, 1, 2]
+    assert record["metric"] == "miou" and record["best_step"] in (0, 1, 2)
