@@ -41,6 +41,13 @@ def test_rufiji_folder_infers_the_sensor_and_skips_the_class_maps(shared_data):
     days = sorted(d.date() for d in archive.datetimes if d is not None)
     assert len(set(days)) == 21 and days[0] == date(2016, 3, 12) and days[-1] == date(2020, 1, 1)
     assert archive.dates_summary() == "21 dates 2016-03-12 ... 2020-01-01 over 1 place"
+    # per-date masks: with 64-px chips needing half their pixels valid, the 95 % clouded date goes
+    chips = scan_archive([shared_data / RUFIJI], chip_size=64, min_valid=0.5)
+    assert len(chips.sources) == 20
+    assert reasons(chips)["SEN2_20160829_T37MEM_20m_10band.tif"] == (
+        "too little valid data: no 64-px chip reaches the valid fraction 0.5 (best 0.17; 169x140 "
+        "px, clouds/nodata masked)"
+    )
     report = archive.report("run/skipped_files.csv")
     assert report.splitlines()[0].startswith("archive: 21 of 23 files used, sensor sentinel2_sr")
     assert "base_1997_class_img_sub.tif and 1 more: fits no shipped sensor" in report

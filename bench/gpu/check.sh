@@ -25,7 +25,8 @@ python3 bench/pretrain_step.py --device cuda --crops spec --batch 64 --steps 10 
     2>&1 | tee "$OUT/step_bench.txt"
 echo "=== 2. tiny default config on the GPU"
 $DG pretrain --config configs/ssl/default.yaml --trainer.accelerator gpu \
-    --data.sources "[$S2_4]" --trainer.enable_progress_bar false > "$OUT/tiny.log" 2>&1
+    --data.sources "[$S2_4]" --data.sensor sentinel2_l1c --trainer.enable_progress_bar false \
+    > "$OUT/tiny.log" 2>&1
 echo "rc $?"
 echo "=== 3. ViT-S/16 stage 1 under FSDP"
 s=$(date +%s.%N)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -41,13 +42,14 @@ from typing import Any
 
 from rasterio.errors import RasterioError
 
+from dinogeo.data.chips import ChipQuery
 from dinogeo.data.header import RasterHeader, open_dataset, read_header
 from dinogeo.data.index import index_footprints, iter_raster_paths, load_index
 from dinogeo.data.naming import guess_sensor, parse_datetime
 from dinogeo.data.readers import RasterSource, is_zarr_path, open_source
 from dinogeo.data.sensors import Sensor, load_sensor, shipped_sensors
 from dinogeo.data.source import Source
-from dinogeo.data.validity import Footprint
+from dinogeo.data.validity import Footprint, ValidityIndex
 from dinogeo.errors import (
     BandMismatchError,
     NoValidDataError,
@@ -57,7 +59,14 @@ from dinogeo.errors import (
     spell_option,
 )
 
-__all__ = ["AUTO", "Archive", "Skipped", "scan_archive", "sensor_candidates"]
+__all__ = [
+    "AUTO",
+    "Archive",
+    "Skipped",
+    "best_chip_fraction",
+    "scan_archive",
+    "sensor_candidates",
+]
 
 #: the ``sensor`` value that asks for inference
 AUTO = "auto"
@@ -175,7 +184,7 @@ class _Member:
 
 
 def _read_member(path: Path) -> _Member:
-    member = _Member(str(path))
+    member = _Member(os.path.normpath(path))
     try:
         if is_zarr_path(path):
             member.source = open_source(path)
@@ -328,7 +337,8 @@ def scan_archive(
     scale: float | None = None,
     offset: float | None = None,
     strict: bool = False,
-    min_pixels: int = 1,
+    chip_size: int | None = None,
+    min_valid: float = 0.5,
 ) -> Archive:
     """Sort an archive's files into the run's sources and the skipped files.
 
@@ -344,7 +354,11 @@ def scan_archive(
         scale: override the sensor's DN scale.
         offset: override the sensor's offset.
         strict: raise instead of skipping any file.
-        min_pixels: files with fewer pixels are skipped (they cannot hold a valid chip).
+        chip_size: with ``min_valid``: files where no ``chip_size`` chip reaches ``min_valid``
+            valid pixels (a cloudy date, a sliver, a small file) are skipped. The estimate uses
+            the coarse valid mask the chip sampler uses: the index footprint, or a 64-px
+            decimated read of files that mark nodata (files without a mask cost nothing).
+        min_valid: the valid fraction a chip needs.
 
     Returns:
         The :class:`Archive`.
@@ -403,7 +417,7 @@ def scan_archive(
             if recorded and recorded != base.name:
                 reason = f"other sensor: {recorded} in the index, the run's is {base.name}"
         if reason is None:
-            reason = _open(m, archive, base, bands, min_pixels, by_path)
+            reason = _open(m, archive, base, bands, (chip_size, min_valid), by_path)
         if reason is not None:
             archive.skipped.append(Skipped(m.path, reason))
     archive.skipped += index_skipped
@@ -427,7 +441,7 @@ def _open(
     archive: Archive,
     base: Sensor,
     bands: Sequence[str] | None,
-    min_pixels: int,
+    chip: tuple[int | None, float],
     footprints: dict[str, Footprint | None],
 ) -> str | None:
     """Open a member as a source of the run (appended to ``archive``), or say why not."""
@@ -450,13 +464,40 @@ def _open(
             source = RasterSource(m.path, base, bands, header=m.header)
     except (BandMismatchError, SensorError, RasterReadError) as err:
         return f"bands do not fit: {_strip(err, m.path)}"
-    if int(source.width) * int(source.height) < min_pixels:
-        return f"too small: {source.width}x{source.height} px cannot hold a valid chip"
+    footprint = footprints.get(m.path)
+    size, min_valid = chip
+    if size is not None:
+        best = best_chip_fraction(source, size, footprint)
+        if best < min_valid:
+            return (
+                f"too little valid data: no {size}-px chip reaches the valid fraction {min_valid:g} "
+                f"(best {best:.2f}; {source.width}x{source.height} px, clouds/nodata masked)"
+            )
     archive.sources.append(source)
     archive.paths.append(m.path)
-    archive.footprints.append(footprints.get(m.path))
+    archive.footprints.append(footprint)
     archive.datetimes.append(m.when)
     return None
+
+
+def best_chip_fraction(source: Any, size: int, footprint: Footprint | None = None) -> float:
+    """The highest estimated valid fraction of a ``size`` chip in ``source`` (coarse mask).
+
+    Chips are tried every quarter chip (and at the far edges) on the coarse valid mask of
+    :class:`~dinogeo.data.validity.ValidityIndex`, the estimate the chip sampler draws with.
+    """
+    validity = ValidityIndex([source], 64, [footprint] if footprint is not None else None)
+    h, w = validity.shapes[0]
+    step = max(1, size // 4)
+
+    def offsets(n: int) -> list[int]:
+        return sorted({*range(0, max(n - size, 0) + 1, step), max(n - size, 0)})
+
+    return max(
+        validity.chip_fraction(ChipQuery(0, r, c, size, size))
+        for r in offsets(h)
+        for c in offsets(w)
+    )
 
 
 def _finish(skipped: list[Skipped], used: int, strict: bool, base: Sensor | None) -> None:

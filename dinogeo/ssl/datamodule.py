@@ -261,7 +261,8 @@ class SSLDataModule(pl.LightningDataModule):
             self._archive = scan_archive(
                 self.sources_arg,
                 self.index_arg,
-                min_pixels=max(1, math.ceil(min_valid * self.chip_size**2)),
+                chip_size=self.chip_size,
+                min_valid=min_valid,
                 **self._scan_args,
             )
         return self._archive
