@@ -132,6 +132,21 @@ def test_band_errors_speak_the_interface_and_list_every_band_of_the_file(shared_
         scan_archive(rufiji, bands=["B02", "B13"])
 
 
+def test_every_source_gives_the_run_the_same_bands(shared_data):
+    """A named sensor without bands: files holding a subset of its bands say which to train on."""
+    virginia = [shared_data / VIRGINIA]
+    with option_style("cli", "data."), pytest.raises(NoValidDataError) as err:
+        scan_archive(virginia, sensor="sentinel2_l1c")
+    assert (
+        "S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif: bands do not fit: the file has 4 of the "
+        "run's 13 bands (B02 B03 B04 B08); train on those with --data.bands '[B02, B03, B04, B08]'"
+    ) in str(err.value)
+    archive = scan_archive(virginia, sensor="sentinel2_l1c", bands=["B02", "B03", "B04", "B08"])
+    assert len(archive.sources) == 2 and not archive.skipped
+    assert {tuple(s.sensor.band_names) for s in archive.sources} == {("B02", "B03", "B04", "B08")}
+    assert archive.dates_summary() == "1 date 2016-01-12 over 2 places"
+
+
 def test_nothing_usable_stops_with_the_reasons(mixed):
     folder, _ = mixed
     with pytest.raises(NoValidDataError, match=r"no file of the 4 fits a shipped sensor"):
@@ -161,7 +176,10 @@ def test_index_rows_are_filtered_by_their_recorded_sensor(mixed, tmp_path):
     assert sorted(Path(p).name for p in rgb.paths) == ["1091-322_05_img.tif", "swiss_worldfile.png"]
     assert reasons(rgb)["SEN2_20160312_T37MEM_20m_10band.tif"].startswith("dtype uint16")
     s2 = scan_archive(index=path, sensor="sentinel2_sr_x1000")
-    assert len(s2.sources) == 6  # named: the L1C scene's B02-B08 are read as x1000 too
+    assert len(s2.sources) == 5
+    assert reasons(s2)["S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"].startswith(
+        "bands do not fit: the file has 4 of the run's 10 bands (B02 B03 B04 B08)"
+    )
     assert reasons(s2)["swiss_worldfile.png"] == (
         "other sensor: rgb_uint8 in the index, the run's is sentinel2_sr_x1000"
     )

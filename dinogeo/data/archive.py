@@ -115,7 +115,7 @@ class Archive:
         places = {_place(s) for _, s in dated}
         span = f"{days[0]} ... {days[-1]}" if len(days) > 1 else f"{days[0]}"
         where = f"{len(places)} place" + ("s" if len(places) != 1 else "")
-        return f"{len(days)} dates {span} over {where}"
+        return f"{len(days)} date{'s' if len(days) != 1 else ''} {span} over {where}"
 
     def report(self, csv_path: str | Path | None = None) -> str:
         """A short report: the sensor, the files used, their dates, the skipped files and why."""
@@ -318,7 +318,8 @@ def _skip_reason(member: _Member, sensor: str, inferred: bool) -> str | None:
     if sensor in member.candidates:
         return (
             f"ambiguous sensor: fits {', '.join(member.candidates)} (same bands, other scaling); "
-            f"name it with {spell_option('sensor', sensor)} to read it as {sensor}"
+            f"train it in a run that names its sensor, e.g. "
+            f"{spell_option('sensor', member.candidates[0])}"
         )
     other = ", ".join(member.candidates)
     return (
@@ -464,6 +465,13 @@ def _open(
             source = RasterSource(m.path, base, bands, header=m.header)
     except (BandMismatchError, SensorError, RasterReadError) as err:
         return f"bands do not fit: {_strip(err, m.path)}"
+    wanted = list(base.select(list(bands)).band_names if bands else base.band_names)
+    if list(source.sensor.band_names) != wanted:
+        have = list(source.sensor.band_names)
+        return (
+            f"bands do not fit: the file has {len(have)} of the run's {len(wanted)} bands "
+            f"({' '.join(have)}); train on those with {spell_option('bands', have)}"
+        )
     footprint = footprints.get(m.path)
     size, min_valid = chip
     if size is not None:

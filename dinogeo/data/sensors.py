@@ -29,6 +29,7 @@ __all__ = [
     "list_sensors",
     "load_sensor",
     "band_count_mismatch",
+    "example_band_names",
     "match_file_bands",
     "save_sensor",
     "shipped_sensors",
@@ -449,6 +450,12 @@ def _file_layout(
     raise BandMismatchError(f"{path}: {band_count_mismatch(spec, n_file, 'file', str(dtype))}")
 
 
+def example_band_names(spec: Sensor, count: int) -> list[str]:
+    """``count`` band names for an example: the sensor's first names, then ``band_k``."""
+    names = list(spec.band_names[:count])
+    return names + [f"band_{k}" for k in range(len(names) + 1, count + 1)]
+
+
 def band_count_mismatch(spec: Sensor, n_file: int, what: str = "file", dtype: str = "") -> str:
     """Why a raster with ``n_file`` bands does not fit ``spec``, and the fixes.
 
@@ -457,9 +464,7 @@ def band_count_mismatch(spec: Sensor, n_file: int, what: str = "file", dtype: st
     ``band_k``); shipped sensors of exactly that band count (and ``dtype``, when given) are
     offered as ``sensor`` choices.
     """
-    names = list(spec.band_names[:n_file]) + [
-        f"band_{k}" for k in range(len(spec.bands) + 1, n_file + 1)
-    ]
+    names = example_band_names(spec, n_file)
     fits = [
         n
         for n, s in shipped_sensors().items()

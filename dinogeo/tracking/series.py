@@ -32,8 +32,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from dinogeo.data.naming import parse_datetime
-from dinogeo.data.sensors import Sensor, load_sensor
-from dinogeo.errors import DinogeoError, NoValidDataError, RasterReadError
+from dinogeo.data.sensors import Sensor, example_band_names, load_sensor
+from dinogeo.errors import DinogeoError, NoValidDataError, RasterReadError, spell_option
 
 __all__ = ["DateLayer", "SeriesError", "TimeSeries", "open_series"]
 
@@ -269,8 +269,9 @@ def _resolve_sensor(sensor: str | Path | Sensor | None, ds: Any, path: Path) -> 
     if "VV" in descs and "VH" in descs:
         return load_sensor("sentinel1_grd_db100" if ds.dtypes[0] == "int16" else "sentinel1_grd_db")
     raise SeriesError(
-        f"{path}: cannot tell the sensor of this series; pass sensor= (--sensor), e.g. "
-        "sentinel1_grd_db, sentinel2_sr_x1000 or a sensor YAML (see `dinogeo sensors`)"
+        f"{path}: cannot tell the sensor of this series; pass "
+        f"{spell_option('sensor', 'sentinel2_sr_x1000')}, or sentinel1_grd_db or a sensor YAML "
+        "(see `dinogeo sensors`)"
     )
 
 
@@ -278,7 +279,8 @@ def _band_numbers(sensor: Sensor, count: int, path: Path) -> tuple[int, ...]:
     if count != len(sensor.bands):
         raise SeriesError(
             f"{path}: {count} bands but the series reads {len(sensor.bands)} ({sensor.band_names}); "
-            "pass bands= naming the file's bands in order, or the sensor of this file"
+            f"name the file's {count} bands in order, e.g. "
+            f"{spell_option('bands', example_band_names(sensor, count))}, or pass the sensor of this file"
         )
     return tuple(range(1, count + 1))
 
