@@ -131,7 +131,7 @@ def time_one_step(dm: SSLDataModule) -> float:
     """Seconds per training step (forward + backward of the full loss) on this machine."""
     task = make_task(100)
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
     times = []
     for _ in range(3):

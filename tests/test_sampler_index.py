@@ -176,7 +176,7 @@ def test_datamodule_index_uses_footprints(shared_data, tmp_path, count_opens):
     loader = dm.train_dataloader()
     assert count_opens == []  # sources from the index rows, masks from the footprints
     assert loader.sampler.base.validity.n_from_footprints == len(files)
-    batch = next(iter(loader))
+    batch = dm.on_after_batch_transfer(next(iter(loader)), 0)
     assert batch["global_crops"].shape == (8, 10, 32, 32)
 
 

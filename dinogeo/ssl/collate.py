@@ -10,7 +10,7 @@ from torch import Tensor
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.masking import make_ibot_masks
 
-__all__ = ["collate_multicrop"]
+__all__ = ["collate_multicrop", "mask_fields"]
 
 
 def _stack_crop_major(samples: list[dict[str, list[Tensor]]], key: str) -> Tensor:
@@ -21,6 +21,25 @@ def _stack_crop_major(samples: list[dict[str, list[Tensor]]], key: str) -> Tenso
         )
     count = n_crops.pop()
     return torch.stack([s[key][i] for i in range(count) for s in samples])
+
+
+def mask_fields(masks: Tensor) -> dict[str, Any]:
+    """The iBOT fields of a batch from its masks ``(2B, N)`` (on any device).
+
+    Returns:
+        ``masks``, ``mask_indices`` (flat indices into ``(2B * N)``), ``masks_weight`` (``1/M_i``
+        of each masked token's image), ``n_masked_patches`` (int) and ``n_masked_images`` (2B).
+    """
+    per_image = masks.sum(dim=-1, keepdim=True).clamp(min=1).to(torch.float32)
+    masks_weight = (1.0 / per_image).expand_as(masks)[masks]
+    mask_indices = masks.flatten().nonzero().flatten()
+    return {
+        "masks": masks,
+        "mask_indices": mask_indices,
+        "masks_weight": masks_weight,
+        "n_masked_patches": int(mask_indices.numel()),
+        "n_masked_images": int(masks.shape[0]),
+    }
 
 
 def collate_multicrop(
@@ -70,17 +89,10 @@ def collate_multicrop(
     masks = make_ibot_masks(
         global_crops.shape[0], grid, mask_ratio, mask_probability, generator=generator
     )
-    per_image = masks.sum(dim=-1, keepdim=True).clamp(min=1).to(torch.float32)
-    masks_weight = (1.0 / per_image).expand_as(masks)[masks]
-    mask_indices = masks.flatten().nonzero().flatten()
     batch: dict[str, Any] = {
         "global_crops": global_crops,
         "local_crops": local_crops,
-        "masks": masks,
-        "mask_indices": mask_indices,
-        "masks_weight": masks_weight,
-        "n_masked_patches": int(mask_indices.numel()),
-        "n_masked_images": int(global_crops.shape[0]),
+        **mask_fields(masks),
     }
     if "gram" in samples[0]:
         batch["gram_crops"] = _stack_crop_major(samples, "gram")

@@ -5,7 +5,11 @@ sorted by :func:`dinogeo.data.archive.scan_archive` into the files of the run's 
 inferred with ``sensor="auto"``) and the skipped ones, reported in the log and in
 ``skipped_files.csv`` beside the run. A
 distributed-aware random chip sampler cuts chips (at least as large as the Gram crop's region
-needs), the dataset workers apply :class:`~dinogeo.ssl.augment.MultiCropAugmentation`, and
+needs). With ``augment_on="device"`` (the default) the workers only read raw chips and
+:class:`~dinogeo.ssl.device_augment.DeviceMultiCrop` normalises, augments and masks the whole
+batch on the training device in :meth:`SSLDataModule.on_after_batch_transfer`; with
+``augment_on="workers"`` the dataset workers apply
+:class:`~dinogeo.ssl.augment.MultiCropAugmentation` to each chip and
 :func:`~dinogeo.ssl.collate.collate_multicrop` stacks crops and draws the iBOT masks.
 
 Every random draw is a function of ``(seed, epoch, position)`` (see
@@ -39,6 +43,7 @@ from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
 from dinogeo.ssl.collate import collate_multicrop
 from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
+from dinogeo.ssl.device_augment import DeviceMultiCrop, collate_raw, is_raw_batch, sensor_affine
 from dinogeo.ssl.probe_set import load_probe_set
 
 __all__ = ["SKIPPED_CSV", "SSLDataModule"]
@@ -74,12 +79,16 @@ class _MultiCropDataset(Dataset[dict[str, Any]]):
         self.batch_size = batch_size
         self.phases = dict(phases or {})
 
+    def entry(self, epoch: int, position: int) -> int:
+        """The crop-mix entry (index into ``augments``) of the batch holding ``position``."""
+        if self.mix is None:
+            return 0
+        batch = (position - self.phases.get(epoch, 0)) // self.batch_size
+        return self.mix.choose(self.seed, epoch, batch)
+
     def augmentation(self, epoch: int, position: int) -> MultiCropAugmentation:
         """The augmentation (crop sizes) of the batch holding ``position`` of ``epoch``."""
-        if self.mix is None:
-            return self.augments[0]
-        batch = (position - self.phases.get(epoch, 0)) // self.batch_size
-        return self.augments[self.mix.choose(self.seed, epoch, batch)]
+        return self.augments[self.entry(epoch, position)]
 
     def __getitem__(self, key: tuple[int, int, Any]) -> dict[str, Any]:
         epoch, position, query = key
@@ -91,6 +100,26 @@ class _MultiCropDataset(Dataset[dict[str, Any]]):
         crops: dict[str, Any] = dict(augment(sample["image"].float(), generator=generator))
         crops["_seed"] = seed
         return crops
+
+
+class _RawChipDataset(_MultiCropDataset):
+    """Read a raw chip only (no normalisation, no augmentation): for ``augment_on="device"``.
+
+    The chip and the crop-mix entry are drawn exactly as in :class:`_MultiCropDataset`.
+    """
+
+    def __getitem__(self, key: tuple[int, int, Any]) -> dict[str, Any]:
+        epoch, position, query = key
+        seed = sample_seed(self.seed, epoch, position)
+        with SeededRNG(seed):
+            q, raw, valid = self.chips.read_raw_chip(query)
+        return {
+            "raw": raw,
+            "valid": valid,
+            "affine": sensor_affine(self.chips.sources[q.source].sensor),
+            "crop": self.entry(epoch, position),
+            "_seed": seed,
+        }
 
 
 def _collate(
@@ -145,6 +174,12 @@ class SSLDataModule(pl.LightningDataModule):
         probe_image: optional labelled raster for the kNN probe (same sensor and bands).
         probe_labels: its class raster (same grid; 0 = nodata).
         probe_chip_size: probe chip side in pixels.
+        augment_on: where the multi-crop augmentation runs. ``"device"`` (default): the
+            workers only read raw chips, the batch goes through pinned memory and the crops,
+            D4, jitter, blur, solarisation and iBOT masks are computed batched on the training
+            device (GPU, or CPU on CPU runs) in :meth:`on_after_batch_transfer`.
+            ``"workers"``: every chip is augmented in the DataLoader workers, one sample at a
+            time (the CPU-bound path; same parameters and distributions).
         crop_mix: several crop resolutions, one per batch (DINOv3's
             ``global_local_crop_pairs_ratios``): a list of
             ``{global_size, local_size, gram_size, weight}`` (:class:`CropMixEntry`). Each batch
@@ -185,6 +220,7 @@ class SSLDataModule(pl.LightningDataModule):
         probe_labels: str | None = None,
         probe_chip_size: int = 32,
         crop_mix: list[CropMixEntry] | None = None,
+        augment_on: str = "device",
     ) -> None:
         super().__init__()
         # plain dicts in the hyperparameters: checkpoints stay loadable with weights_only=True
@@ -242,6 +278,18 @@ class SSLDataModule(pl.LightningDataModule):
             )
             for g, loc, gram in sizes
         ]
+        if augment_on not in ("device", "workers"):
+            raise ConfigError(
+                f"data.augment_on={augment_on!r} must be 'device' (batched on the training "
+                "device) or 'workers' (per sample in the DataLoader workers)"
+            )
+        self.augment_on = augment_on
+        self.device_augment = DeviceMultiCrop(
+            self.augments,
+            patch_size,
+            (float(mask_ratio[0]), float(mask_ratio[1])),
+            mask_probability,
+        )
         self.collate = partial(
             _collate,
             patch_size=patch_size,
@@ -334,19 +382,27 @@ class SSLDataModule(pl.LightningDataModule):
             phases[self._resume[0]] = self._resume[1] % self.batch_size
             self._resume = None
         self._sampler = sampler
-        dataset = _MultiCropDataset(
-            chips, self.augments, self.seed, self.crop_mix, self.batch_size, phases
-        )
+        on_device = self.augment_on == "device"
+        kind = _RawChipDataset if on_device else _MultiCropDataset
+        dataset = kind(chips, self.augments, self.seed, self.crop_mix, self.batch_size, phases)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=self.collate,
+            collate_fn=collate_raw if on_device else self.collate,
             drop_last=True,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment_on="device"``: normalise, augment and mask the raw batch on its device.
+
+        Batches that are already augmented (``augment_on="workers"``) pass through unchanged, so
+        code that iterates :meth:`train_dataloader` itself can call this on every batch.
+        """
+        return self.device_augment(batch) if is_raw_batch(batch) else batch
 
     # ------------------------------------------------------------------ resume state
     def state_dict(self) -> dict[str, Any]:

@@ -103,11 +103,16 @@ def test_bad_mixes_raise_config_errors(shared_data):
 
 
 # ---------------------------------------------------------------------------- the loader
+def _batches(dm):
+    """The epoch's training batches, augmented (on this CPU with the default augment_on)."""
+    return [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
+
+
 def test_every_batch_has_one_size_drawn_by_seed_epoch_batch(shared_data):
     dm = _dm(shared_data)
     assert dm.hparams["crop_mix"] == [dict(e) for e in MIX]  # plain dicts in checkpoints
     mix = CropMix(MIX, patch_size=16)
-    batches = list(dm.train_dataloader())
+    batches = _batches(dm)
     assert len(batches) == 8
     sizes = [_sizes(b) for b in batches]
     expected = [_triples(MIX)[mix.choose(0, 0, k)] for k in range(8)]
@@ -118,8 +123,8 @@ def test_every_batch_has_one_size_drawn_by_seed_epoch_batch(shared_data):
 
 
 def test_same_batches_with_workers_and_after_resume(shared_data):
-    reference = list(_dm(shared_data).train_dataloader())
-    workers = list(_dm(shared_data, workers=2).train_dataloader())
+    reference = _batches(_dm(shared_data))
+    workers = _batches(_dm(shared_data, workers=2))
     assert len(workers) == len(reference)
     for a, b in zip(reference, workers):
         assert _sizes(a) == _sizes(b)
@@ -129,7 +134,7 @@ def test_same_batches_with_workers_and_after_resume(shared_data):
     # resume after 3 batches of epoch 0 (what SSLDataModule.state_dict saves)
     resumed = _dm(shared_data)
     resumed.load_state_dict({"epoch": 0, "samples": 3 * 4})
-    tail = list(resumed.train_dataloader())
+    tail = _batches(resumed)
     assert [_sizes(b) for b in tail] == [_sizes(b) for b in reference[3:]]
     for a, b in zip(reference[3:], tail):
         assert torch.equal(a["global_crops"], b["global_crops"])
@@ -137,7 +142,7 @@ def test_same_batches_with_workers_and_after_resume(shared_data):
     changed = _dm(shared_data, batch_size=3)
     changed.load_state_dict({"epoch": 0, "samples": 4})
     mix = CropMix(MIX, patch_size=16)
-    got = [_sizes(b) for b in changed.train_dataloader()]
+    got = [_sizes(b) for b in _batches(changed)]
     # positions 4, 5, 6 form the first batch: index (4 - 4 % 3) // 3 = 1, then 2, 3, ...
     assert len(got) == 9  # (32 - 4) // 3
     assert got == [_triples(MIX)[mix.choose(0, 0, k)] for k in range(1, 1 + len(got))]
@@ -158,7 +163,7 @@ def test_without_a_mix_nothing_changes(shared_data):
     )
     one = _dm(shared_data, mix=[MIX[0] | {"weight": 1.0}], samples=8, chip_size=48)
     plain.setup("fit")
-    for a, b in zip(plain.train_dataloader(), one.train_dataloader()):
+    for a, b in zip(_batches(plain), _batches(one)):
         for key in ("global_crops", "local_crops", "gram_crops", "masks"):
             assert torch.equal(a[key], b[key]), key
 

@@ -45,7 +45,7 @@ def real_batch(shared: Path, patch: int = 16, batch_size: int = 4) -> dict:
         local_size=16, n_local=2, chip_size=64, patch_size=patch, seed=0,
     )  # fmt: skip
     dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
+    return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 
 
 def task(teacher: Path, students: list[StudentConfig], **kwargs) -> DistillTask:

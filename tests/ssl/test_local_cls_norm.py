@@ -48,7 +48,7 @@ def test_local_cls_norm_kept_and_used_for_local_crops(shared_data, tmp_path, ckp
         chip_size=48,
     )
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     task.train()
     out = ssl_losses(
         task.student,

@@ -71,7 +71,7 @@ def _real_batch(shared, n_images=4, seed=0):
         seed=seed,
     )
     dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
+    return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 
 
 def _split(batch, rank, world):

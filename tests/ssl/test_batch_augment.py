@@ -1,0 +1,208 @@
+"""Maths of the batched augmentation: each operation against the per-sample implementation."""
+
+import math
+
+import pytest
+import torch
+
+from dinogeo.errors import ConfigError
+from dinogeo.ssl import batch_augment as ba
+from dinogeo.ssl.augment import (
+    MultiCropAugmentation,
+    _d4,
+    _gaussian_blur,
+    _resample,
+    random_resized_crop_box,
+)
+from dinogeo.ssl.batch_masking import make_ibot_masks_batched
+from dinogeo.ssl.masking import make_ibot_masks
+
+NO_DISTORTION = dict(
+    jitter_p=0.0,
+    grayscale_p=0.0,
+    blur_p_global1=0.0,
+    blur_p_global2=0.0,
+    blur_p_local=0.0,
+    solarize_p=0.0,
+)
+
+
+@pytest.mark.parametrize("method", ["gather", "each"])
+def test_resample_boxes_equals_interpolate_and_d4(method):
+    """Every box size (up- and down-sampling), output size and D4 element, both kernels."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(5, 3, 50, 41, generator=gen)
+    boxes, elements, sources, sizes = [], [], [], []
+    for _ in range(60):
+        h = int(torch.randint(1, 51, (), generator=gen))
+        w = int(torch.randint(1, 42, (), generator=gen))
+        top = int(torch.randint(0, 50 - h + 1, (), generator=gen))
+        left = int(torch.randint(0, 41 - w + 1, (), generator=gen))
+        boxes.append((top, left, h, w))
+        elements.append(int(torch.randint(0, 8, (), generator=gen)))
+        sources.append(int(torch.randint(0, 5, (), generator=gen)))
+        sizes.append(int(torch.randint(1, 90, (), generator=gen)))
+    for size in sorted(set(sizes))[:12]:
+        pick = [i for i, s in enumerate(sizes) if s == size] or [0]
+        got = ba.resample_boxes(
+            images,
+            torch.tensor([boxes[i] for i in pick]),
+            size,
+            torch.tensor([elements[i] for i in pick]),
+            torch.tensor([sources[i] for i in pick]),
+            method=method,
+        )
+        for row, i in enumerate(pick):
+            ref = _d4(_resample(images[sources[i]], boxes[i], size), elements[i])
+            torch.testing.assert_close(got[row], ref, atol=2e-5, rtol=1e-5)
+
+
+def test_resample_rejects_unknown_method():
+    with pytest.raises(ConfigError, match="gather or each"):
+        ba.resample_boxes(torch.zeros(1, 1, 4, 4), torch.tensor([[0, 0, 4, 4]]), 4, method="x")
+
+
+def test_d4_parts_match_rot90_and_flip():
+    x = torch.arange(36.0).view(1, 6, 6)
+    for e in range(8):
+        t, fr, fc = (bool(p) for p in ba.d4_parts(torch.tensor([e])))
+        y = x.flip(-1) if fc else x
+        y = y.flip(-2) if fr else y
+        y = y.transpose(-1, -2) if t else y
+        assert torch.equal(y, _d4(x, e)), e
+
+
+def test_random_boxes_distribution_matches_per_sample():
+    """Area fraction, aspect ratio and position of 4000 boxes: same distribution."""
+    gen = torch.Generator().manual_seed(1)
+    height, width = 96, 80
+    for scale in [(0.32, 1.0), (0.05, 0.32)]:
+        ref = torch.tensor(
+            [random_resized_crop_box(height, width, scale, generator=gen) for _ in range(4000)],
+            dtype=torch.float64,
+        )
+        got = ba.random_boxes(4000, height, width, scale, (3 / 4, 4 / 3), gen).double()
+        assert ((got[:, 0] + got[:, 2]) <= height).all() and (
+            (got[:, 1] + got[:, 3]) <= width
+        ).all()
+        assert (got >= 0).all()
+        for stats in (
+            lambda b: b[:, 2] * b[:, 3] / (height * width),  # area fraction
+            lambda b: torch.log(b[:, 3] / b[:, 2]),  # aspect
+            lambda b: (b[:, 0] + b[:, 2] / 2) / height,  # centre row
+        ):
+            r, g = stats(ref), stats(got)
+            for q in (0.1, 0.5, 0.9):
+                assert abs(torch.quantile(r, q) - torch.quantile(g, q)) < 0.03, (scale, q)
+            assert abs(r.mean() - g.mean()) < 0.02
+
+
+def test_random_boxes_fallback_is_central():
+    """No try fits (a very thin image with the default ratios): the largest central box."""
+    gen = torch.Generator().manual_seed(0)
+    got = ba.random_boxes(5, 4, 200, (0.9, 1.0), (3 / 4, 4 / 3), gen)
+    ref = random_resized_crop_box(4, 200, (0.9, 1.0), generator=gen)
+    assert got.tolist() == [list(ref)] * 5
+
+
+def test_blur_equals_per_crop_gaussian():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 3, 20, 17, generator=gen)
+    sigma = torch.rand(6, generator=gen) * 1.9 + 0.1
+    got = ba._blur(x, sigma, 9)
+    for i in range(6):
+        ref = _gaussian_blur(x[i], 9, float(sigma[i]))
+        torch.testing.assert_close(got[i], ref, atol=1e-5, rtol=1e-5)
+    tiny = torch.randn(2, 3, 4, 4, generator=gen)  # smaller than the radius: replicate padding
+    torch.testing.assert_close(
+        ba._blur(tiny, torch.tensor([1.0, 1.0]), 9)[0], _gaussian_blur(tiny[0], 9, 1.0)
+    )
+
+
+def _orientation(crop):
+    """D4 element seen on a crop of the ramp image ``100 * row + col`` (bands identical)."""
+    band = crop[0]
+    dy = float(band[-1, :].mean() - band[0, :].mean())
+    dx = float(band[:, -1].mean() - band[:, 0].mean())
+    return (dy > 0, dx > 0, abs(dy) > abs(dx))
+
+
+@pytest.mark.parametrize("flips", [True, False])
+def test_d4_frequencies_match(flips):
+    """Uniform over the 8 orientations with flips (each about 1/8), identity without."""
+    height = width = 48
+    rows = torch.arange(height, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, dtype=torch.float32)[None, :]
+    ramp = (100 * rows + cols).expand(2, height, width)
+    aug = MultiCropAugmentation(16, 8, 2, flips=flips, **NO_DISTORTION)
+    gen = torch.Generator().manual_seed(3)
+    n = 400
+    ref = []
+    for _ in range(n // 4):
+        out = aug(ramp, gen)
+        ref += [_orientation(c) for c in out["local"] + out["global"]]
+    got = ba.BatchedMultiCrop(aug)(ramp.expand(n // 4, -1, -1, -1).contiguous(), gen)
+    batched = [_orientation(c) for c in [*got["local"], *got["global"]]]
+    for seen in (ref, batched):
+        kinds = {k: seen.count(k) / len(seen) for k in set(seen)}
+        if flips:
+            assert len(kinds) == 8 and all(0.08 < f < 0.17 for f in kinds.values()), kinds
+        else:
+            assert kinds == {(True, True, True): 1.0}
+
+
+def test_batched_masks_counts_and_blocks_match():
+    gen = torch.Generator().manual_seed(4)
+    ref = torch.cat(
+        [make_ibot_masks(64, (14, 14), (0.1, 0.5), 0.5, generator=gen) for _ in range(6)]
+    )
+    got = torch.cat([make_ibot_masks_batched(64, (14, 14), (0.1, 0.5), 0.5, gen) for _ in range(6)])
+    assert sorted(ref.sum(1).tolist()) == sorted(got.sum(1).tolist())
+
+    def adjacency(m):
+        m = m.view(-1, 14, 14).float()
+        return float((m[:, :, 1:] * m[:, :, :-1]).sum() / m[:, :, :-1].sum())
+
+    # block masks: about 80 % of masked patches have a masked right neighbour (random: ~30 %)
+    assert abs(adjacency(ref) - adjacency(got)) < 0.04
+    assert adjacency(got) > 0.7
+    # masked crops are spread over the batch (shuffled), not the first half
+    first_half = got.view(6, 64, -1)[:, :32].any(-1).float().mean()
+    assert 0.3 < float(first_half) < 0.7
+    assert make_ibot_masks_batched(8, (4, 4), (0.1, 0.5), 0.0, gen).sum() == 0
+
+
+def test_batched_multicrop_validates_input():
+    with pytest.raises(ConfigError, match="float"):
+        ba.BatchedMultiCrop(MultiCropAugmentation(16, 8, 1))(
+            torch.zeros(1, 2, 20, 20, dtype=torch.int16), torch.Generator()
+        )
+    aug = MultiCropAugmentation(16, 8, 1, solarize_p=1.0, solarize_threshold=[0.0, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="solarize_threshold"):
+        ba.BatchedMultiCrop(aug)(torch.zeros(2, 2, 20, 20), torch.Generator())
+
+
+def test_output_shapes_crop_major_and_deterministic():
+    aug = MultiCropAugmentation(16, 8, 3, gram_size=32)
+    x = torch.randn(5, 4, 40, 40)
+    a = ba.BatchedMultiCrop(aug)(x, torch.Generator().manual_seed(0))
+    b = ba.BatchedMultiCrop(aug)(x, torch.Generator().manual_seed(0))
+    assert tuple(a["global"].shape) == (10, 4, 16, 16)
+    assert tuple(a["local"].shape) == (15, 4, 8, 8)
+    assert tuple(a["gram"].shape) == (10, 4, 32, 32)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    none = ba.BatchedMultiCrop(MultiCropAugmentation(16, 8, 0))(x, torch.Generator())
+    assert tuple(none["local"].shape) == (0, 4, 0, 0)
+    assert math.isfinite(float(a["global"].sum()))
+
+
+def test_chunks_keep_crop_major_order():
+    """On CPU a big batch is augmented a few images at a time; the output stays crop-major."""
+    b, chip = 7, 400
+    images = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 4, chip, chip)
+    aug = MultiCropAugmentation(16, 8, 3, gram_size=32, **NO_DISTORTION)
+    assert ba._chunk(images.device, 4 * (chip * chip + 2 * 16 * 16 + 32 * 32), 1 << 21) < b
+    out = ba.BatchedMultiCrop(aug)(images.contiguous(), torch.Generator().manual_seed(0))
+    for key, n_crops in (("global", 2), ("local", 3), ("gram", 2)):
+        means = out[key].mean(dim=(1, 2, 3)).view(n_crops, b)
+        torch.testing.assert_close(means, torch.arange(b, dtype=torch.float32).expand(n_crops, b))
