@@ -130,7 +130,7 @@ def test_datamodule_defaults_to_auto_and_says_so(shared_data, caplog):
     tiled = [q for _, _, q in loader.sampler if q.source == 0]
     assert tiled and all(q.row // 512 == (q.row + 63) // 512 for q in tiled)
     assert all(q.col // 512 == (q.col + 63) // 512 for q in tiled)
-    batch = next(iter(loader))
+    batch = dm.on_after_batch_transfer(next(iter(loader)), 0)
     assert batch["global_crops"].shape == (8, 3, 32, 32)
 
 
