@@ -19,6 +19,7 @@ from dinogeo.data.ingest import ingest
 from dinogeo.data.readers import RasterSource, open_source
 from dinogeo.data.samplers import GridChipSampler
 from dinogeo.data.sensors import Sensor
+from dinogeo.data.source import Grid
 from dinogeo.data.zarr_source import ZarrSource
 
 RASTER = "landsat7-rgb-bahamas-rasterio/RGB.byte.tif"  # nodata collar: valid fraction < 1
@@ -118,3 +119,17 @@ def test_an_incomplete_object_is_not_a_source(both):
             self.nodata, self.res, self.count = raster.nodata, raster.res, raster.count
 
     assert not isinstance(NoReads(), Source)
+
+
+def test_grid_and_crs_like(both, shared_data):
+    raster, zarr = both
+    assert isinstance(raster, Grid) and isinstance(zarr, Grid)
+    path = shared_data / RASTER
+    by_int = open_source(path, target_crs=32617)  # an EPSG code
+    by_str = open_source(path, target_crs="EPSG:32617")
+    assert by_int.crs == by_str.crs == CRS.from_epsg(32617) != raster.crs
+    assert (by_int.width, by_int.height, by_int.transform) == (
+        by_str.width, by_str.height, by_str.transform,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="target_crs"):
+        open_source(path, target_crs="EPSG:not-a-code")

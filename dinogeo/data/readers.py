@@ -45,7 +45,7 @@ from dinogeo.data.header import (
     row_value,
 )
 from dinogeo.data.sensors import Sensor
-from dinogeo.data.source import Source
+from dinogeo.data.source import CRSLike, Source
 from dinogeo.errors import RasterReadError
 
 __all__ = ["RasterSource", "close_handles", "is_zarr_path", "open_source", "zero_invalid"]
@@ -67,7 +67,7 @@ def open_source(
     sensor: str | Path | Sensor | None = None,
     bands: Sequence[str] | None = None,
     *,
-    target_crs: Any = None,
+    target_crs: CRSLike | None = None,
     target_res: float | tuple[float, float] | None = None,
 ) -> Source:
     """Open a raster file or zarr store as a lazy, windowed source.
@@ -180,7 +180,7 @@ class RasterSource:
         sensor: str | Path | Sensor | None = None,
         bands: Sequence[str] | None = None,
         *,
-        target_crs: Any = None,
+        target_crs: CRSLike | None = None,
         target_res: float | tuple[float, float] | None = None,
         resampling: str = "bilinear",
         header: RasterHeader | None = None,
@@ -215,7 +215,7 @@ class RasterSource:
         sensor: str | Path | Sensor | None = None,
         bands: Sequence[str] | None = None,
         *,
-        target_crs: Any = None,
+        target_crs: CRSLike | None = None,
         target_res: float | tuple[float, float] | None = None,
         resampling: str = "bilinear",
         check_file: bool = True,
@@ -284,7 +284,11 @@ class RasterSource:
             )
 
     def _setup_grid(
-        self, h: RasterHeader, target_crs: Any, target_res: Any, resampling: str
+        self,
+        h: RasterHeader,
+        target_crs: CRSLike | None,
+        target_res: float | tuple[float, float] | None,
+        resampling: str,
     ) -> None:
         dst_crs = self._file_crs if target_crs is None else _parse_crs(target_crs, self.path)
         res = None
@@ -489,8 +493,8 @@ def zero_invalid(image: np.ndarray, valid: np.ndarray, raw_dtype: np.dtype) -> N
         image *= valid.astype(np.float32)
 
 
-def _parse_crs(value: Any, path: Path) -> CRS:
+def _parse_crs(value: CRSLike, path: Path) -> CRS:
     try:
         return value if isinstance(value, CRS) else CRS.from_user_input(value)
-    except CRSError as err:
+    except (CRSError, ValueError) as err:  # "EPSG:abc" fails int() inside rasterio
         raise ValueError(f"{path}: target_crs {value!r} is not a valid CRS ({err})") from err

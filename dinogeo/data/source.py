@@ -4,14 +4,15 @@
 (GeoTIFF/COG, JPEG2000, VRT, world-file images) and :class:`~dinogeo.data.zarr_source.ZarrSource`
 (a group of a zarr store); :func:`~dinogeo.data.readers.open_source` returns one. Code that reads
 imagery takes a ``Source`` (or a sequence of them), never a concrete class, so a new storage
-format only has to provide these members. The protocol is ``runtime_checkable``:
+format only has to provide these members. :class:`Grid` is the part of it that grid comparisons
+and warps need; :data:`CRSLike` is what a ``target_crs`` argument accepts. The protocol is ``runtime_checkable``:
 ``isinstance(x, Source)`` checks that every member is present (not their types).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from affine import Affine
@@ -21,11 +22,32 @@ from rasterio.windows import Window
 
 from dinogeo.data.sensors import Sensor
 
-__all__ = ["Source"]
+__all__ = ["CRSLike", "Grid", "Source"]
+
+#: what a ``target_crs`` argument takes: a CRS, an EPSG code, or anything
+#: ``rasterio.crs.CRS.from_user_input`` reads ("EPSG:32632", WKT, PROJ string, a PROJ JSON dict)
+type CRSLike = CRS | int | str | dict[str, Any]
 
 
 @runtime_checkable
-class Source(Protocol):
+class Grid(Protocol):
+    """A raster grid: what comparing or aligning two images needs (sources and card images).
+
+    Attributes:
+        crs: the grid's CRS.
+        transform: affine transform (pixel -> CRS coordinates).
+        width: width in pixels.
+        height: height in pixels.
+    """
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+
+@runtime_checkable
+class Source(Grid, Protocol):
     """A raster read by pixel windows on one grid, with its bands described by a sensor spec.
 
     Attributes:

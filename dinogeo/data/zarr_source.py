@@ -39,6 +39,7 @@ from rasterio.windows import Window
 
 from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo, decode_geoinfo
 from dinogeo.data.sensors import Band, Sensor, band_count_mismatch, generic_sensor, load_sensor
+from dinogeo.data.source import CRSLike
 from dinogeo.data.zarr_chunks import ArrayReader
 from dinogeo.errors import BandMismatchError, ConfigError, RasterReadError, SensorError
 
@@ -447,8 +448,8 @@ def open_zarr_source(
     sensor: Sensor | str | Path | None = None,
     bands: Sequence[str] | None = None,
     *,
-    target_crs: Any = None,
-    target_res: Any = None,
+    target_crs: CRSLike | None = None,
+    target_res: float | tuple[float, float] | None = None,
 ) -> ZarrSource:
     """Open one raster of a zarr store.
 
@@ -478,7 +479,9 @@ def open_zarr_source(
     return src
 
 
-def _check_native(src: ZarrSource, target_crs: Any, target_res: Any) -> None:
+def _check_native(
+    src: ZarrSource, target_crs: CRSLike | None, target_res: float | tuple[float, float] | None
+) -> None:
     same_crs = target_crs is None or CRS.from_user_input(target_crs) == src.crs
     res = (abs(src.transform.a), abs(src.transform.e))
     want = None if target_res is None else np.broadcast_to(np.asarray(target_res, float), (2,))

@@ -34,7 +34,7 @@ from rasterio.windows import Window
 
 from dinogeo.data.readers import RasterSource, open_source
 from dinogeo.data.sensors import Sensor, load_sensor, match_file_bands
-from dinogeo.data.source import Source
+from dinogeo.data.source import Grid, Source
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from dinogeo.models.card import WeightCard, check_bands
 
@@ -219,11 +219,11 @@ class CardImage:
         """Return the valid-pixel mask (h, w) of a window."""
         return self.read(window)[1]
 
-    def same_grid(self, other: Any) -> bool:
+    def same_grid(self, other: Grid) -> bool:
         """Return whether this image shares ``other``'s grid (CRS, transform and size).
 
         Args:
-            other: anything with ``crs``, ``transform``, ``width`` and ``height``.
+            other: any :class:`~dinogeo.data.source.Grid` (a source, another image).
         """
         return (
             self.crs == other.crs
@@ -234,7 +234,7 @@ class CardImage:
             )
         )
 
-    def aligned_to(self, other: Any) -> CardImage:
+    def aligned_to(self, other: Grid) -> CardImage:
         """Return this image read exactly on ``other``'s grid (itself when the grids match).
 
         Pixels are resampled bilinearly through a GDAL WarpedVRT onto ``other``'s CRS,
@@ -255,7 +255,7 @@ class CardImage:
         if not isinstance(self.source, RasterSource):
             raise RasterReadError(
                 f"{self.path}: a zarr raster is read on the grid it was ingested on and cannot "
-                f"be resampled onto the grid of {other.path}; give both dates on the same grid "
+                f"be resampled onto the grid of {getattr(other, 'path', 'the target')}; give both dates on the same grid "
                 "(ingest them onto one grid) or pass the raster file instead"
             )
         aligned = copy.copy(self)
@@ -283,7 +283,7 @@ def _open(
 class _Warp:
     """Reads of an image's card bands on a target grid through a WarpedVRT (one per process)."""
 
-    def __init__(self, image: CardImage, target: Any) -> None:
+    def __init__(self, image: CardImage, target: Grid) -> None:
         self.path = image.path
         self.target = str(getattr(target, "path", "the first date"))
         self.crs, self.transform = target.crs, target.transform

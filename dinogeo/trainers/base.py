@@ -33,7 +33,11 @@ from dinogeo.models.task_card import TaskCard, load_task_card
 from dinogeo.trainers.metrics import TaskMetrics
 from dinogeo.trainers.selection import BestOnSelection
 
-__all__ = ["DenseTask", "resolve_backbone"]
+__all__ = ["CachedFeatures", "DenseTask", "resolve_backbone"]
+
+#: backbone features a batch may carry (the feature cache): one list of maps per image, or one
+#: per date for change pairs
+type CachedFeatures = list[Tensor] | tuple[list[Tensor], list[Tensor]]
 
 
 def resolve_backbone(
@@ -208,7 +212,7 @@ class DenseTask(LightningModule):
                 out.bias.zero_()
 
     # ------------------------------------------------------------------ steps
-    def forward(self, *images: Tensor, features: Any = None) -> Tensor:
+    def forward(self, *images: Tensor, features: CachedFeatures | None = None) -> Tensor:
         """Raw model output (logits, or heights in metres).
 
         ``features``: the frozen backbone's features of the images when a batch carries them
@@ -221,7 +225,7 @@ class DenseTask(LightningModule):
         """The model inputs of a batch."""
         return (batch["image"],)
 
-    def cached_features(self, batch: LabeledSample) -> Any:
+    def cached_features(self, batch: LabeledSample) -> CachedFeatures | None:
         """Precomputed backbone features carried by a batch (``features``), or None.
 
         A batch from :class:`~dinogeo.trainers.feature_cache.CachedFeatureDataModule` carries

@@ -12,7 +12,7 @@ from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.heads import change_pixels
-from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.base import CachedFeatures, DenseTask
 from dinogeo.trainers.baselines import fit_softmax_regression
 
 __all__ = ["ChangeTask"]
@@ -106,7 +106,7 @@ class ChangeTask(DenseTask):
         )
         self.start_pixel_linear(fitted)
 
-    def cached_features(self, batch: LabeledSample) -> Any:
+    def cached_features(self, batch: LabeledSample) -> CachedFeatures | None:
         """Precomputed backbone features of both dates (``features1``, ``features2``), or None."""
         if "features1" not in batch:
             return None
