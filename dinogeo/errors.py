@@ -7,7 +7,7 @@ problem and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -70,11 +70,15 @@ class SkippedFilesError(DinogeoError, ValueError):
 
 # ----------------------------------------------------------------------------- option wording
 #: how the caller sets options: ("cli" or "python", the option prefix such as "data.")
-_STYLE: ContextVar[tuple[str, str]] = ContextVar("dinogeo_option_style", default=("python", ""))
+_STYLE: ContextVar[tuple[str, str, frozenset[str]]] = ContextVar(
+    "dinogeo_option_style", default=("python", "", frozenset())
+)
 
 
 @contextmanager
-def option_style(mode: str | None = None, prefix: str | None = None) -> Iterator[None]:
+def option_style(
+    mode: str | None = None, prefix: str | None = None, words: Iterable[str] | None = None
+) -> Iterator[None]:
     """Word the fixes in error messages for the interface in use, inside the ``with`` block.
 
     ``dinogeo`` (the command) sets ``mode="cli"``; a LightningCLI command adds the prefix of its
@@ -83,11 +87,19 @@ def option_style(mode: str | None = None, prefix: str | None = None) -> Iterator
     Args:
         mode: ``"cli"`` or ``"python"``; None keeps the current one.
         prefix: the options' namespace (``"data."``); None keeps the current one.
+        words: list options the command line takes as separate words (``--data.bands B02 B03``);
+            others are spelled as one YAML list (``'[B02, B03]'``). None keeps the current ones.
     """
-    old_mode, old_prefix = _STYLE.get()
+    old_mode, old_prefix, old_words = _STYLE.get()
     if mode is not None and mode not in ("cli", "python"):
         raise ValueError(f"option_style mode must be 'cli' or 'python', got {mode!r}")
-    token = _STYLE.set((mode or old_mode, old_prefix if prefix is None else prefix))
+    token = _STYLE.set(
+        (
+            mode or old_mode,
+            old_prefix if prefix is None else prefix,
+            old_words if words is None else frozenset(words),
+        )
+    )
     try:
         yield
     finally:
@@ -105,11 +117,14 @@ def _cli_value(value: Any) -> str:
 def spell_option(name: str, value: Any) -> str:
     """How to set option ``name`` to ``value`` in the interface in use (see :func:`option_style`).
 
-    ``spell_option("bands", ["B02", "B03"])`` reads ``--data.bands '[B02, B03]'`` under
-    ``dinogeo pretrain`` and ``bands=['B02', 'B03']`` from Python.
+    ``spell_option("bands", ["B02", "B03"])`` reads ``--data.bands B02 B03`` under
+    ``dinogeo pretrain``, ``--bands '[B02, B03]'`` under other commands and
+    ``bands=['B02', 'B03']`` from Python.
     """
-    mode, prefix = _STYLE.get()
+    mode, prefix, words = _STYLE.get()
     if mode == "cli":
+        if name in words and isinstance(value, list | tuple) and value:
+            return f"--{prefix}{name} " + " ".join(str(v) for v in value)
         return f"--{prefix}{name} {_cli_value(value)}"
     shown = list(value) if isinstance(value, tuple) else value
     return f"{prefix}{name}={shown!r}"

@@ -19,6 +19,7 @@ exported backbone's path is printed with its weight card summary.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,8 +43,10 @@ __all__ = [
     "SIGTERM_STATUS",
     "STAGES",
     "PretrainCLI",
+    "WORD_LISTS",
     "export_summary",
     "fill_output_locations",
+    "join_list_words",
     "pretrain",
     "stage_of",
 ]
@@ -157,9 +160,9 @@ def pretrain(config: Mapping[str, Any] | Sequence[str], *, prog: str = "dinogeo 
         0 when training finished, :data:`SIGTERM_STATUS` when a SIGTERM stopped it (a
         checkpoint was saved).
     """
-    args: Any = dict(config) if isinstance(config, Mapping) else list(config)
+    args: Any = dict(config) if isinstance(config, Mapping) else join_list_words(list(config))
     # fixes in error messages: `--data.bands ...` for argument lists, `data.bands=...` for dicts
-    with option_style("cli" if isinstance(args, list) else None, "data."):
+    with option_style("cli" if isinstance(args, list) else None, "data.", WORD_LISTS):
         cli = build_cli(
             PretrainCLI,
             args,
@@ -182,6 +185,38 @@ def pretrain(config: Mapping[str, Any] | Sequence[str], *, prog: str = "dinogeo 
     if cli.trainer.is_global_zero:
         print(export_summary(cli.model), file=sys.stderr)
     return 0
+
+
+#: list options of the data that the command line also takes as separate words
+WORD_LISTS = ("bands", "sources")
+
+
+def join_list_words(argv: list[str]) -> list[str]:
+    """``--data.bands B02 B03 B04`` -> ``--data.bands ["B02", "B03", "B04"]`` (and ``sources``).
+
+    jsonargparse takes a list option as one YAML list; this also accepts the words that follow
+    the option up to the next ``-``-prefixed argument. One YAML list (``'[B02, B03]'``), ``null``
+    and the ``--data.bands=...`` form are left as they are.
+    """
+    out: list[str] = []
+    i = 0
+    flags = {f"--data.{name}" for name in WORD_LISTS}
+    while i < len(argv):
+        arg = argv[i]
+        out.append(arg)
+        i += 1
+        if arg not in flags:
+            continue
+        j = i
+        while j < len(argv) and not argv[j].startswith("-"):
+            j += 1
+        words = argv[i:j]
+        if len(words) == 1 and (words[0].lstrip().startswith("[") or words[0] == "null"):
+            continue  # one YAML list or null: jsonargparse's own form
+        if words:
+            out.append(json.dumps(words))
+            i = j
+    return out
 
 
 def export_summary(model: Any) -> str:

@@ -15,7 +15,7 @@ from dinogeo.data.dataset import ChipDataset
 from dinogeo.errors import SensorError
 from dinogeo.models import load_backbone
 from dinogeo.ssl.datamodule import SSLDataModule
-from dinogeo.ssl.pretrain import pretrain
+from dinogeo.ssl.pretrain import join_list_words, pretrain
 from tests.data.archive.mixed import RUFIJI, make_mixed_archive
 
 DEFAULT = Path(__file__).resolve().parents[2] / "configs" / "ssl" / "default.yaml"
@@ -135,3 +135,27 @@ def test_errors_speak_the_interface_in_use(shared_data, tmp_path, capfd):
     config["trainer"]["default_root_dir"] = root
     with pytest.raises(SensorError, match=r"choose one with data.sensor='sentinel2_l1c'"):
         pretrain(config)
+
+
+def test_band_errors_on_the_command_line_name_every_band_of_the_file(shared_data, tmp_path, capfd):
+    """`--data.bands B02 B03 ...` is taken as words, and the fix is spelled the same way."""
+    args = ["pretrain", "--config", str(DEFAULT), "--trainer.default_root_dir", str(tmp_path)]
+    args += ["--data.sources", str(shared_data / RUFIJI), "--data.sensor", "sentinel2_l1c"]
+    assert main([*args, "--data.bands", "B02", "B03", "B04", "B08"]) == 1
+    err = capfd.readouterr().err
+    assert "no usable file among the 23 of the archive for sensor sentinel2_l1c" in err
+    assert (
+        "name the file's 10 bands in order with --data.bands B01 B02 B03 B04 B05 B06 B07 B08 B8A "
+        "B09; or a sensor of 10 bands: --data.sensor sentinel2_sr_x1000"
+    ) in err
+
+
+def test_list_options_take_words():
+    assert join_list_words(["--data.bands", "B02", "B03", "--data.sources", "a b.tif"]) == [
+        "--data.bands",
+        '["B02", "B03"]',
+        "--data.sources",
+        '["a b.tif"]',
+    ]
+    kept = ["--data.bands", "[B02, B03]", "--data.sources", "null", "--data.bands=[B02]"]
+    assert join_list_words(kept) == kept
