@@ -159,3 +159,34 @@ def test_list_options_take_words():
     ]
     kept = ["--data.bands", "[B02, B03]", "--data.sources", "null", "--data.bands=[B02]"]
     assert join_list_words(kept) == kept
+
+
+def test_output_locations_follow_the_root_unless_given():
+    from jsonargparse import Namespace
+
+    from dinogeo.ssl.pretrain import fill_output_locations
+
+    checkpoint = "lightning.pytorch.callbacks.ModelCheckpoint"
+    config = Namespace(
+        trainer=Namespace(
+            default_root_dir="/runs/x",
+            logger=None,
+            callbacks=[
+                Namespace(class_path=checkpoint, init_args=Namespace(dirpath=None)),
+                Namespace(class_path=checkpoint, init_args=Namespace(dirpath="/keep/ckpt")),
+            ],
+        ),
+        model=Namespace(export_path=None),
+    )
+    fill_output_locations(config)
+    assert [lg.init_args.save_dir for lg in config.trainer.logger] == ["/runs/x", "/runs/x"]
+    assert [lg.init_args.name for lg in config.trainer.logger] == ["csv", "tensorboard"]
+    dirs = [cb.init_args.dirpath for cb in config.trainer.callbacks]
+    assert dirs == ["/runs/x/checkpoints", "/keep/ckpt"]
+    assert config.model.export_path == "/runs/x/backbone.safetensors"
+    given = Namespace(
+        trainer=Namespace(default_root_dir="/runs/y", logger=False, callbacks=None),
+        model=Namespace(export_path="/keep/b.safetensors"),
+    )
+    fill_output_locations(given)
+    assert given.trainer.logger is False and given.model.export_path == "/keep/b.safetensors"
