@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
+from dinogeo.ssl.batch_types import MaskFields, MultiCropBatch
 from dinogeo.ssl.masking import make_ibot_masks
 
-__all__ = ["collate_multicrop", "mask_fields"]
+__all__ = ["collate_multicrop", "mask_fields", "multicrop_batch"]
 
 
 def _stack_crop_major(samples: list[dict[str, list[Tensor]]], key: str) -> Tensor:
@@ -23,7 +22,7 @@ def _stack_crop_major(samples: list[dict[str, list[Tensor]]], key: str) -> Tenso
     return torch.stack([s[key][i] for i in range(count) for s in samples])
 
 
-def mask_fields(masks: Tensor) -> dict[str, Any]:
+def mask_fields(masks: Tensor) -> MaskFields:
     """The iBOT fields of a batch from its masks ``(2B, N)`` (on any device).
 
     Returns:
@@ -42,13 +41,32 @@ def mask_fields(masks: Tensor) -> dict[str, Any]:
     }
 
 
+def multicrop_batch(
+    global_crops: Tensor, local_crops: Tensor, masks: Tensor, gram_crops: Tensor | None = None
+) -> MultiCropBatch:
+    """A multi-crop batch from its crops and its global crops' iBOT masks (see :func:`mask_fields`)."""
+    fields = mask_fields(masks)
+    batch: MultiCropBatch = {
+        "global_crops": global_crops,
+        "local_crops": local_crops,
+        "masks": fields["masks"],
+        "mask_indices": fields["mask_indices"],
+        "masks_weight": fields["masks_weight"],
+        "n_masked_patches": fields["n_masked_patches"],
+        "n_masked_images": fields["n_masked_images"],
+    }
+    if gram_crops is not None:
+        batch["gram_crops"] = gram_crops
+    return batch
+
+
 def collate_multicrop(
     samples: list[dict[str, list[Tensor]]],
     patch_size: int,
     mask_ratio: tuple[float, float] = (0.1, 0.5),
     mask_probability: float = 0.5,
     generator: torch.Generator | None = None,
-) -> dict[str, Any]:
+) -> MultiCropBatch:
     """Stack the crops of :class:`~dinogeo.ssl.augment.MultiCropAugmentation` outputs.
 
     Crops are ordered crop-major (all images' crop 0, then all images' crop 1, ...), so
@@ -89,11 +107,5 @@ def collate_multicrop(
     masks = make_ibot_masks(
         global_crops.shape[0], grid, mask_ratio, mask_probability, generator=generator
     )
-    batch: dict[str, Any] = {
-        "global_crops": global_crops,
-        "local_crops": local_crops,
-        **mask_fields(masks),
-    }
-    if "gram" in samples[0]:
-        batch["gram_crops"] = _stack_crop_major(samples, "gram")
-    return batch
+    gram = _stack_crop_major(samples, "gram") if "gram" in samples[0] else None
+    return multicrop_batch(global_crops, local_crops, masks, gram)

@@ -40,6 +40,7 @@ from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import Source
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.augment import MultiCropAugmentation
+from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
 from dinogeo.ssl.collate import collate_multicrop
 from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
@@ -127,7 +128,7 @@ def _collate(
     patch_size: int,
     mask_ratio: tuple[float, float],
     mask_probability: float,
-) -> dict[str, Any]:
+) -> MultiCropBatch:
     seed = sample_seed(*(int(s.pop("_seed")) for s in samples))
     generator = torch.Generator().manual_seed(seed)
     return collate_multicrop(samples, patch_size, mask_ratio, mask_probability, generator)

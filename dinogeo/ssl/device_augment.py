@@ -27,8 +27,9 @@ from dinogeo.errors import ConfigError
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.batch_augment import BatchedMultiCrop
 from dinogeo.ssl.batch_masking import make_ibot_masks_batched
+from dinogeo.ssl.batch_types import MultiCropBatch, RawBatch
 from dinogeo.ssl.checkpointing import sample_seed
-from dinogeo.ssl.collate import mask_fields
+from dinogeo.ssl.collate import multicrop_batch
 
 __all__ = ["DeviceMultiCrop", "collate_raw", "is_raw_batch", "sensor_affine"]
 
@@ -50,7 +51,7 @@ def is_raw_batch(batch: Any) -> bool:
     return isinstance(batch, dict) and "raw" in batch
 
 
-def collate_raw(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_raw(samples: list[dict[str, Any]]) -> RawBatch:
     """Stack raw chips for the device-side pipeline.
 
     Args:
@@ -83,7 +84,7 @@ def collate_raw(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def normalize_raw(batch: dict[str, Any]) -> Tensor:
+def normalize_raw(batch: RawBatch) -> Tensor:
     """Normalised float32 chips ``(B, C, h, w)`` of a raw batch, invalid pixels set to 0."""
     raw: Tensor = batch["raw"]
     if batch.get("raw_uint16"):
@@ -116,7 +117,7 @@ class DeviceMultiCrop:
         self.mask_ratio = mask_ratio
         self.mask_probability = mask_probability
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, batch: RawBatch) -> MultiCropBatch:
         """Normalise, augment and mask a raw batch on the device its tensors are on.
 
         Returns:
@@ -138,11 +139,4 @@ class DeviceMultiCrop:
         masks = make_ibot_masks_batched(
             global_crops.shape[0], grid, self.mask_ratio, self.mask_probability, gen
         )
-        out: dict[str, Any] = {
-            "global_crops": global_crops,
-            "local_crops": crops["local"],
-            **mask_fields(masks),
-        }
-        if "gram" in crops:
-            out["gram_crops"] = crops["gram"]
-        return out
+        return multicrop_batch(global_crops, crops["local"], masks, crops.get("gram"))

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from dinogeo.errors import BandMismatchError, ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.checkpointing import sample_seed
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.dino_loss import DINOLoss
@@ -457,7 +458,7 @@ class DistillTask(pl.LightningModule):
         torch.manual_seed(sample_seed(self.seed, step, self.global_rank))
         self._apply_optim_values(step)
 
-    def _teacher_grid_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _teacher_grid_batch(self, batch: MultiCropBatch) -> MultiCropBatch:
         """The batch with its iBOT masks redrawn on the teacher's grid (head warm-up only)."""
         patch = cast(Backbone, self.teacher["backbone"]).patch_size
         if patch == self.student_patch:
@@ -477,7 +478,7 @@ class DistillTask(pl.LightningModule):
             "masks_weight": (1.0 / per_image).expand_as(masks)[masks],
         }
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: MultiCropBatch, batch_idx: int) -> Tensor:
         """Teacher-head warm-up steps first (if needed), then the students' distillation losses."""
         step = self.global_step
         temp = self._schedule("teacher_temp", step)

@@ -26,6 +26,7 @@ from dinogeo.errors import CheckpointError, ConfigError
 from dinogeo.models.backbone import Backbone
 from dinogeo.models.card import WeightCard, load_backbone
 from dinogeo.models.official import safe_torch_load
+from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.gram_loss import resize_token_grid
 from dinogeo.ssl.sinkhorn import sinkhorn_knopp
@@ -207,7 +208,7 @@ def _to_subgroup(x: Tensor, sub: Subgroups) -> Tensor:
 def teacher_targets(
     backbone: Backbone,
     heads: nn.ModuleDict,
-    batch: dict[str, Any],
+    batch: MultiCropBatch,
     *,
     student_patch: int,
     teacher_temp: float,

@@ -27,6 +27,7 @@ from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.card import WeightCard
 from dinogeo.models.init_weights import backbone_file_state
 from dinogeo.models.materialise import assign_weights, meta_backbone, shared_copy, unshare
+from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.checkpointing import sample_seed
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.dino_loss import DINOLoss
@@ -383,7 +384,7 @@ class SSLTask(pl.LightningModule):
         torch.manual_seed(sample_seed(self.seed, step, self.global_rank))
         self._apply_optim_values(step)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: MultiCropBatch, batch_idx: int) -> Tensor:
         """Compute and log the DINOv3 losses of one multi-crop batch."""
         self._unshare()
         step = self.global_step

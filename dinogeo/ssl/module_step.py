@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinogeo.models.backbone import Backbone
+from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.gram_loss import gram_loss
 from dinogeo.ssl.gram_teacher import GramTeacher
@@ -57,7 +58,7 @@ def _koleo(features: Tensor, n_global: int, cfg: LossConfig) -> Tensor:
 def ssl_losses(
     student: nn.ModuleDict,
     teacher: nn.ModuleDict,
-    batch: dict[str, Any],
+    batch: MultiCropBatch,
     *,
     dino_loss: DINOLoss,
     ibot_loss: iBOTPatchLoss,
