@@ -281,7 +281,7 @@ class BatchedMultiCrop:
         return torch.randint(0, 8, (n,), generator=gen, device=gen.device)
 
     def _jitter(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        """Band jitter and grayscale, as ``MultiCropAugmentation._jitter`` on every crop.
+        """Band jitter and grayscale, as ``MultiCropAugmentation._jitter`` on every crop, in place.
 
         Offset ``o`` then contrast ``f`` about the band mean ``m`` is the per-band affine map
         ``f x + (1 - f) m + o``; crops without jitter get ``f = 1, o = 0, s = 1`` (exact identity).
@@ -295,15 +295,15 @@ class BatchedMultiCrop:
             sat = 1 + _uniform((n, 1, 1, 1), -a.saturation, a.saturation, gen).to(x.dtype)
             factor = torch.where(on, factor, 1)
             shift = torch.where(on, (1 - factor) * x.mean(dim=(-2, -1), keepdim=True) + offset, 0)
-            x = torch.addcmul(shift, x, factor)
+            x.mul_(factor).add_(shift)
             sat = torch.where(on, sat, 1)
-            x = torch.addcmul((1 - sat) * x.mean(dim=1, keepdim=True), x, sat)
+            gray = x.mean(dim=1, keepdim=True).mul_(1 - sat)
+            x.mul_(sat).add_(gray)
         if a.grayscale_p > 0:
             chosen = _bernoulli(n, a.grayscale_p, gen).nonzero().flatten()
             if chosen.numel():
-                x = x.index_copy(
-                    0, chosen, x[chosen].mean(dim=1, keepdim=True).expand(-1, c, -1, -1)
-                )
+                gray = x[chosen].mean(dim=1, keepdim=True).expand(-1, c, -1, -1)
+                x.index_copy_(0, chosen, gray)
         return x
 
     def _blur(self, x: Tensor, p: Tensor, gen: torch.Generator) -> Tensor:

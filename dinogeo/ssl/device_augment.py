@@ -90,9 +90,10 @@ def normalize_raw(batch: RawBatch) -> Tensor:
     if batch.get("raw_uint16"):
         raw = raw.to(torch.int32).bitwise_and_(0xFFFF)
     affine: Tensor = batch["affine"].to(raw.device, torch.float32)
-    image = raw.to(torch.float32) * affine[:, 0, :, None, None] + affine[:, 1, :, None, None]
+    image = raw.to(torch.float32, copy=True).mul_(affine[:, 0, :, None, None])
+    image.add_(affine[:, 1, :, None, None])
     valid: Tensor = batch["valid"]
-    return torch.where(valid[:, None], image, 0.0)
+    return image.masked_fill_(~valid[:, None], 0.0)
 
 
 class DeviceMultiCrop:
