@@ -475,6 +475,10 @@ def load_backbone(path: str | Path, *, prefix: str | None = None) -> tuple[Backb
             "(save_backbone) or a .pt/.ckpt checkpoint"
         )
     state = {k[len(chosen) :]: v for k, v in weights.items() if k.startswith(chosen)}
+    if path.suffix.lower() in _TORCH_SUFFIXES:
+        # read memory-mapped (the optimizer state is never read), but copied: training
+        # overwrites its .ckpt files in place, which would pull the pages from under a mapping
+        state = {k: v.clone() for k, v in state.items()}
     backbone = create_backbone_from_card(card, initialise=False)
     try:
         assign_weights(backbone, state, source=str(path))

@@ -4,8 +4,10 @@ Continued pretraining and the Gram teacher start from a file: an official DINOv3
 layout, converted and band-expanded by :func:`~dinogeo.models.official.official_backbone_state`),
 a dinogeo ``.safetensors`` backbone with its weight card, or a Lightning ``.ckpt`` of an SSL run
 (its EMA teacher backbone). :func:`backbone_file_state` returns the backbone state dict without
-building a randomly initialised model first; ``.pth`` and ``.ckpt`` tensors are memory-mapped, so
-:func:`~dinogeo.models.materialise.assign_weights` makes them the weights without a copy.
+building a randomly initialised model first. Official ``.pth`` tensors stay memory-mapped, so
+:func:`~dinogeo.models.materialise.assign_weights` makes them the weights without a copy; from a
+``.ckpt`` only the teacher backbone is read (through a mapping) and copied, since training
+overwrites its checkpoint files in place.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ def backbone_file_state(
     if src.suffix == ".ckpt":
         blob = safe_torch_load(src)
         weights = blob.get("state_dict", {}) if isinstance(blob, Mapping) else {}
+        # the teacher's tensors only are read from the mapped file (not the optimizer state),
+        # and copied: training overwrites .ckpt files in place, which a mapping would not survive
         state = {
-            k[len(TEACHER_BACKBONE) :]: v
+            k[len(TEACHER_BACKBONE) :]: v.clone()
             for k, v in weights.items()
             if k.startswith(TEACHER_BACKBONE)
         }

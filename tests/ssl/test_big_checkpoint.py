@@ -183,3 +183,23 @@ def test_start_from_a_dinogeo_backbone_file(tmp_path):
     for key, value in saved.state_dict().items():
         assert torch.equal(task.student_backbone.state_dict()[key], value), key
         assert torch.equal(task.teacher_backbone.state_dict()[key], value), key
+
+
+def test_a_ckpt_start_point_survives_its_file_being_rewritten(tmp_path):
+    """Training rewrites .ckpt files in place: a start point read from one must not stay mapped."""
+    source = create_backbone("vit_test_patch16_dinov3", 4, img_size=32)
+    ckpt = tmp_path / "last.ckpt"
+    state = {f"teacher.backbone.{k}": v.clone() for k, v in source.state_dict().items()}
+    torch.save({"state_dict": state, "optimizer_states": []}, ckpt)
+    task = SSLTask(
+        arch="vit_test_patch16_dinov3",
+        in_chans=4,
+        img_size=32,
+        dino_head=HEAD,
+        ibot_head=HEAD,
+        init=InitConfig(backbone=str(ckpt)),
+    )
+    with ckpt.open("wb") as handle:  # truncated in place, as a checkpoint save does
+        handle.write(b"")
+    for key, value in source.state_dict().items():  # a mapped page would raise SIGBUS here
+        assert torch.equal(task.student_backbone.state_dict()[key], value), key
