@@ -37,6 +37,7 @@ from probe import (
     BANDS,
     LABELS,
     checkerboard,
+    constant_optim,
     cpu_trainer,
     dense_features,
     linear_probe_miou,
@@ -56,7 +57,7 @@ from dinogeo.models.heads import build_model
 from dinogeo.models.task_card import load_task_card
 from dinogeo.ssl.distill_config import StudentConfig, TeacherConfig
 from dinogeo.ssl.distill_task import DistillTask
-from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig, OptimConfig
+from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig
 
 ARTIFACT = Path("/tmp/dinogeo-artifacts/probe_backbone.safetensors")
 STUDENT = {**BACKBONE, "embed_dim": 24, "num_heads": 1}  # same patch (2) and depth (4)
@@ -92,17 +93,7 @@ def distil(args: argparse.Namespace, sources: list[str]) -> tuple[DistillTask, i
             local_weight=0.5,
         ),
         # v2-style constant schedules: the run length is the time budget, not a step count
-        optim=OptimConfig(
-            lr=4e-3,
-            lr_schedule="constant",
-            warmup_steps=20,
-            weight_decay=0.04,
-            weight_decay_end=0.04,
-            momentum=0.98,
-            momentum_end=0.98,
-            layerwise_decay=0.99,
-            schedule_steps=100_000,
-        ),
+        optim=constant_optim(warmup_steps=20, schedule_steps=100_000, layerwise_decay=0.99),
         seed=0,
     )
     trainer = cpu_trainer(args.out, minutes=args.minutes, steps=None)

@@ -94,6 +94,22 @@ def make_datamodule(
 TEACHER_TEMP = (0.01, 0.02)
 
 
+def constant_optim(*, warmup_steps: int, schedule_steps: int, **extra: float) -> OptimConfig:
+    """The probe's (and distillation's) v2-style constant schedules: lr 4e-3 after a linear
+    warm-up, weight decay 0.04, EMA momentum 0.98 (the run length is a budget, not a schedule)."""
+    return OptimConfig(
+        lr=4e-3,
+        lr_schedule="constant",
+        warmup_steps=warmup_steps,
+        weight_decay=0.04,
+        weight_decay_end=0.04,
+        momentum=0.98,
+        momentum_end=0.98,
+        schedule_steps=schedule_steps,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def make_task(steps: int = 100_000, temp_warmup_steps: int = 100) -> SSLTask:
     """The small SSL task; ``temp_warmup_steps`` is the teacher-temperature warm-up."""
     head = DINOHeadConfig(out_dim=512, hidden_dim=256, bottleneck_dim=64)
@@ -111,17 +127,7 @@ def make_task(steps: int = 100_000, temp_warmup_steps: int = 100) -> SSLTask:
             teacher_temp=TEACHER_TEMP[1],
             teacher_temp_warmup_steps=temp_warmup_steps,
         ),
-        optim=OptimConfig(
-            lr=4e-3,
-            lr_schedule="constant",
-            warmup_steps=50,
-            weight_decay=0.04,
-            weight_decay_end=0.04,
-            momentum=0.98,
-            momentum_end=0.98,
-            freeze_last_layer_steps=10,
-            schedule_steps=steps,
-        ),
+        optim=constant_optim(warmup_steps=50, schedule_steps=steps, freeze_last_layer_steps=10),
         gram=GramConfig(enabled=False),
         seed=0,
     )

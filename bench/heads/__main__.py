@@ -21,7 +21,7 @@ from dinogeo._paths import shared_data_dir  # noqa: E402
 
 from . import aberystwyth, canopy, change, nc, rufiji  # noqa: E402
 from .common import PRETRAINED, RANDOM, Settings, random_twin  # noqa: E402
-from .table import markdown, verdicts, wide  # noqa: E402
+from .table import markdown, report  # noqa: E402
 
 TASKS = ("aber", "nc", "chm", "change", "rufiji")
 
@@ -118,11 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         f"features; {args.threads} thread(s); total {time.time() - start:.0f} s wall, "
         f"{time.process_time():.0f} s CPU\n"
     )
-    print(markdown(rows))
-    print()
-    print(wide(rows, PRETRAINED, RANDOM))
-    print()
-    print(verdicts(rows, PRETRAINED, RANDOM))
+    print(report(rows, PRETRAINED, RANDOM))
 
 
 if __name__ == "__main__":

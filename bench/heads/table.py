@@ -107,6 +107,13 @@ def verdicts(rows: list[dict], pretrained: str, random: str) -> str:
     return "\n".join(lines)
 
 
+def report(rows: list[dict], pretrained: str, random: str) -> str:
+    """The long table, the wide table and the verdicts, separated by blank lines."""
+    return "\n\n".join(
+        (markdown(rows), wide(rows, pretrained, random), verdicts(rows, pretrained, random))
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the table and verdicts of ``rows.json`` files from one or more runs (e.g. runs of
     task groups in parallel): ``python -m bench.heads.table A/rows.json B/rows.json``."""
@@ -120,11 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("rows", nargs="+", type=Path)
     args = p.parse_args(argv)
     rows = [r for path in args.rows for r in json.loads(path.read_text())]
-    print(markdown(rows))
-    print()
-    print(wide(rows, PRETRAINED, RANDOM))
-    print()
-    print(verdicts(rows, PRETRAINED, RANDOM))
+    print(report(rows, PRETRAINED, RANDOM))
 
 
 if __name__ == "__main__":
