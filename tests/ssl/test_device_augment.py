@@ -268,6 +268,7 @@ def test_pretrain_cli_runs_both_paths(shared_data, tmp_path, monkeypatch, augmen
     monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[2] / "configs" / "ssl" / "default.yaml"
     args = ["pretrain", "--config", str(config), "--data.sources", f"[{shared_data / S2_10M}]"]
+    args += ["--data.sensor", "sentinel2_l1c", "--data.bands", "[B02, B03, B04, B08]"]
     args += ["--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false"]
     args += [
         "--data.augment_on",
