@@ -131,7 +131,9 @@ def load_official_dinov3(
 
     Args:
         path: the ``.pth`` file (flat backbone state dict, or a ``{"teacher": ...}``
-            training checkpoint). Read with ``torch.load(weights_only=True)``.
+            training checkpoint). Read with ``torch.load(weights_only=True, mmap=True)``; the
+            backbone is built on the meta device and the mapped tensors become its weights
+            (:func:`official_backbone_state`): no random initialisation, no copy.
         arch: the matching registered architecture, e.g. ``"vit_large_patch16_dinov3_qkvb"``
             for ViT-L SAT-493M or ``"vit_small_patch16_dinov3_qkvb"`` for ViT-S web.
         band_names: optional target bands; the RGB patch embedding is then expanded with
