@@ -29,9 +29,9 @@ Usage: python bench/augment.py [--rounds 5] [--batch 32] [--threads 1]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -176,13 +176,14 @@ def pretrain_part(args: argparse.Namespace) -> None:
     device = args.pretrain_device
     rates = {}
     for kind in ("in-memory", "real"):
-        root = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_augment_{kind}"
+        root = Path(tempfile.mkdtemp(prefix=f"bench_augment_{kind}_"))
         cli = build_cli(
             PretrainCLI,
             _pretrain_args(args, root),
             model_class=SSLTask,
             datamodule_class=SSLDataModule,
             run=False,
+            save_config_kwargs={"overwrite": True},
         )
         dm: SSLDataModule = cli.datamodule
         timer = _timer_callback(device, warmup=min(5, args.pretrain_steps // 3))

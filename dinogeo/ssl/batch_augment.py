@@ -131,9 +131,9 @@ def _taps(start: Tensor, length: Tensor, out_size: int, flip: Tensor) -> tuple[T
 
 
 def _chunk(device: torch.device, per_item: int, budget: int = 1 << 18) -> int:
-    """Items per chunk: ``budget`` elements on CPU (cache-sized work), 1024x that elsewhere."""
+    """Items per chunk: ``budget`` elements on CPU (cache-sized work), 256x that elsewhere."""
     if device.type != "cpu":
-        budget <<= 10
+        budget <<= 8
     return max(1, budget // max(per_item, 1))
 
 
