@@ -2,6 +2,8 @@
 # GPU check of dinogeo pretraining, run from the repository root on a machine with one CUDA GPU:
 #   bash bench/gpu/check.sh [OUT_DIR]
 # 1. bench/pretrain_step.py on CUDA (bf16 autocast), ViT-S/16 at the recipe crops, batch 64
+# 1b. bench/augment.py: the batched multi-crop on the GPU; dinogeo pretrain (ViT-S/16) reading
+#    real chips vs in-memory data (throughput ratio, target >= 0.9)
 # 2. the tiny default config on the GPU (30 steps)
 # 3. ViT-S/16 stage 1 (configs/ssl/pretrain.yaml) under FSDP (configs/ssl/fsdp.yaml), 120 steps
 #    on the Aberystwyth Sentinel-2 scene, bf16, checkpoints every 60 steps
@@ -23,6 +25,8 @@ elapsed() { python3 -c "import time; print(round(time.time() - $1, 1))"; }
 echo "=== 1. step time, ViT-S/16 recipe crops"
 python3 bench/pretrain_step.py --device cuda --crops spec --batch 64 --steps 10 --only ViT-S/16 \
     2>&1 | tee "$OUT/step_bench.txt"
+echo "=== 1b. input pipeline: batched multi-crop on the GPU, dinogeo pretrain real vs in-memory data"
+python3 bench/augment.py --rounds 3 --workers 8 --pretrain-steps 40 2>&1 | tee "$OUT/augment.txt"
 echo "=== 2. tiny default config on the GPU"
 $DG pretrain --config configs/ssl/default.yaml --trainer.accelerator gpu \
     --data.sources "[$S2_4]" --data.sensor sentinel2_l1c --trainer.enable_progress_bar false \

@@ -16,15 +16,7 @@ from dinogeo.ssl.augment import (
 )
 from dinogeo.ssl.batch_masking import make_ibot_masks_batched
 from dinogeo.ssl.masking import make_ibot_masks
-
-NO_DISTORTION = dict(
-    jitter_p=0.0,
-    grayscale_p=0.0,
-    blur_p_global1=0.0,
-    blur_p_global2=0.0,
-    blur_p_local=0.0,
-    solarize_p=0.0,
-)
+from tests.ssl.test_ssl_augment import NO_DISTORTION
 
 
 @pytest.mark.parametrize("method", ["gather", "each"])
