@@ -19,8 +19,9 @@ What it does (all in one run, inputs in a temporary folder that is removed at th
    in a fresh subprocess. Printed: MB, ratio and MB difference against the 2048^2 run. Target:
    widest / 2048^2 <= 1.1.
 4. With ``--baseline REF``: the same children run the ``dinogeo`` package of git commit ``REF``
-   (extracted with ``git archive`` into the temporary folder), i.e. the full-width strip path, for
-   the figure before the change measured in the same run.
+   (extracted with ``git archive`` into the temporary folder; ``764a01c`` is the last commit with
+   the full-width strip path) on the 2048^2 and the 16,384-wide raster, for the figures before the
+   change measured in the same run.
 5. Throughput on the 2048^2 raster: ``predict_raster`` end to end versus the model alone on the
    same windows and batches pre-loaded in memory (the block path runs halo windows twice).
 """
@@ -66,7 +67,7 @@ def build_inputs(work: Path) -> dict[str, Path]:
     with rasterio.open(shared_data_dir() / SOURCE) as ds:
         img = ds.read()
         crs, t = ds.crs, ds.transform
-    img[:, (img == 0).all(axis=0)] = 1  # 0 in every band would read as nodata
+    img[img == 0] = 1  # 0 (nodata) in any band would make the pixel invalid
     out = {}
     for name, (height, width) in SIZES.items():
         path = work / f"korea_mirror_{name.replace('^', '')}.tif"
@@ -111,7 +112,13 @@ def run_child(bundle: Path, raster: Path, out: Path, pythonpath: Path) -> dict:
     env = os.environ | {"PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "2"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(bundle), str(raster),
            str(out)]  # fmt: skip
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if done.returncode:
+        return {
+            "error": (done.stderr.strip().splitlines() or ["exit status " + str(done.returncode)])[
+                -1
+            ]
+        }
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -178,19 +185,25 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", str(old)], input=tar, check=True)
             paths[f"strips ({args.baseline})"] = old
         for label, pypath in paths.items():
-            rss = {}
-            for name, raster in rasters.items():
+            rss: dict[str, float] = {}
+            names = list(rasters) if pypath == ROOT else ["2048^2", "16384x2048"]
+            for name in names:
+                raster = rasters[name]
                 info = run_child(bundle, raster, work / f"pred_{name.replace('^', '')}.tif", pypath)
+                if "error" in info:
+                    print(f"{label}: {name} failed: {info['error']}", flush=True)
+                    break
                 rss[name] = info["rss_mb"]
                 base = rss["2048^2"]
                 print(f"{label}: peak RSS {name:>10}: {info['rss_mb']:7.1f} MB  ratio "
                       f"{info['rss_mb'] / base:.3f}  {info['rss_mb'] - base:+7.1f} MB  "
                       f"({info['seconds']:.0f} s, {info['pixels']:,} px, "
                       f"{info['polygons']:,} polygons)", flush=True)  # fmt: skip
-            widest = max(SIZES, key=lambda k: SIZES[k][1] * 100000 + SIZES[k][0])
-            print(f"{label}: peak RSS ratio {widest} / 2048^2 = {rss[widest] / rss['2048^2']:.3f}; "
-                  f"8192^2 / 2048^2 = {rss['8192^2'] / rss['2048^2']:.3f} (target <= 1.1)",
-                  flush=True)  # fmt: skip
+            if len(rss) < 2:
+                continue
+            ratios = "; ".join(f"{k} / 2048^2 = {v / rss['2048^2']:.3f}" for k, v in rss.items()
+                               if k != "2048^2")  # fmt: skip
+            print(f"{label}: peak RSS ratios {ratios} (target <= 1.1)", flush=True)
         throughput(bundle, rasters["2048^2"], work)
     finally:
         if args.keep:

@@ -9,6 +9,7 @@ differs from the first is read on the first date's grid through a GDAL warped VR
 from __future__ import annotations
 
 import glob
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
+from scipy import ndimage
 
 from dinogeo.data.readers import is_zarr_path
 from dinogeo.data.sensors import Sensor, load_sensor
@@ -27,8 +29,10 @@ from dinogeo.models.card_imagery import CardImage, apply_card_stats
 __all__ = [
     "RASTER_SUFFIXES",
     "align_to",
+    "all_bands_valid",
     "card_sensor",
     "expand_inputs",
+    "fill_invalid",
     "open_for_card",
     "window_reader",
 ]
@@ -151,6 +155,54 @@ def align_to(ref: CardImage, src: CardImage) -> CardImage:
     return src.aligned_to(ref)
 
 
+def fill_invalid(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill the invalid pixels of a normalised window with their nearest valid pixel, in place.
+
+    Windows at the edge of the valid data (a scene's nodata collar, the raster border) would
+    otherwise give the model a block of constant fill next to real pixels: a ViT patch or a
+    convolution straddling the edge mixes both, and the valid pixels there get the prediction of
+    the fill (a band of one class along the edge). Copying the nearest valid pixel outward (edge
+    padding) keeps the input looking like imagery; invalid pixels still get no output.
+
+    Args:
+        image: ``(C, h, w)`` float32.
+        valid: ``(h, w)`` bool.
+
+    Returns:
+        ``image``, with every invalid pixel set to its nearest valid pixel (unchanged when the
+        window is entirely valid or entirely invalid).
+    """
+    if valid.all() or not valid.any():
+        return image
+    rows, cols = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    holes = ~valid
+    image[:, holes] = image[:, rows[holes], cols[holes]]
+    return image
+
+
+def all_bands_valid(raw: np.ndarray, valid: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Return the pixels valid in every band: ``valid`` without pixels where any band is nodata.
+
+    A file's nodata value is per band (GDAL), and a scene's bands can cover different footprints:
+    on the NC Landsat 7 scene, band 7 is 0 (nodata) along a 20-30 pixel strip inside the other
+    bands' edge. A pixel missing one of the model's bands cannot be predicted: the missing band
+    would enter the model as a spectral outlier (one class along the whole edge).
+
+    Args:
+        raw: ``(C, h, w)`` digital numbers in the model's band order.
+        valid: the reader's ``(h, w)`` mask.
+        nodata: the file's nodata value, or None.
+
+    Returns:
+        The ``(h, w)`` mask of pixels valid in every band.
+    """
+    if nodata is None:
+        return valid
+    if math.isnan(nodata):
+        return valid & ~np.isnan(raw).any(axis=0) if raw.dtype.kind == "f" else valid
+    return valid & (raw != raw.dtype.type(nodata)).all(axis=0)
+
+
 def window_reader(
     sources: Sequence[Any],
 ) -> Callable[[Window], tuple[tuple[np.ndarray, ...], np.ndarray]]:
@@ -163,8 +215,10 @@ def window_reader(
         sources: sources on the same grid.
 
     Returns:
-        ``read(window) -> (images, valid)`` with normalised float32 images (invalid pixels 0) and
-        the pixels valid in every date.
+        ``read(window) -> (images, valid)`` with normalised float32 images and
+        the pixels valid in every band of every date (:func:`all_bands_valid`). Invalid pixels
+        are filled with their nearest valid
+        pixel (:func:`fill_invalid`), 0 in a window without any valid pixel.
     """
 
     def read(window: Window) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
@@ -173,6 +227,7 @@ def window_reader(
         for src in sources:
             with _READ_LOCK:
                 raw, ok = src.read(window)
+            ok = all_bands_valid(raw, ok, getattr(src, "nodata", None))
             img = src.sensor.normalize(raw)
             valid = ok if valid is None else valid & ok
             images.append(img)
@@ -180,6 +235,7 @@ def window_reader(
             raise ValueError("window_reader needs at least one source")
         for img in images:
             img[:, ~valid] = 0.0
+            fill_invalid(img, valid)
         return tuple(images), valid
 
     return read

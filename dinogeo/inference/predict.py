@@ -298,6 +298,7 @@ def _run(
                         task,
                         out.with_suffix(".gpkg"),
                         overwrite=True,
+                        block=block,
                         min_mapping_unit=min_mapping_unit,
                     )
                 )

@@ -1,19 +1,25 @@
-"""Class rasters to a styled GeoPackage of polygons, streamed strip by strip.
+"""Class rasters to a styled GeoPackage of polygons, in 2-D blocks merged across block edges.
 
-The raster is read in strips of rows; each strip is polygonised with ``rasterio.features.shapes``
-(4-connected regions of one class). Regions cut by a strip boundary are dissolved with their
-continuation in the next strip, so every feature is one whole connected region of one class, and
-finished regions are written out as soon as they cannot grow any more: memory is bounded by the
-regions crossing the current strip boundary, not by the raster size. Each feature carries the class
-value, the class name and its area in hectares computed in a local Lambert azimuthal equal-area CRS.
-The layer's default QGIS style goes into the GeoPackage's ``layer_styles`` table.
+The raster is read in square blocks; each block is polygonised with ``rasterio.features.shapes``
+(4-connected regions of one class). Pieces that touch the frontier between the blocks done and the
+blocks to do are kept and dissolved with the pieces of the same class in the next blocks (a union
+split into its parts, so only pieces sharing an edge merge), and every region is written as soon as
+it cannot grow any more: each feature is one whole connected region of one class, the same
+polygons as a polygonisation of the whole raster at once. Memory is bounded by the block and by the
+regions crossing the frontier (one block row's lower edge). Each feature carries the class value,
+the class name and its area in hectares computed in a local Lambert azimuthal equal-area CRS. The
+layer's default QGIS style goes into the GeoPackage's ``layer_styles`` table.
 
 A minimum mapping unit (``min_mapping_unit`` pixels) merges every smaller region into its largest
 neighbour before polygonising (GDAL's sieve, 4-connected; regions touching only nodata stay). Each
-strip is sieved with a halo of ``min_mapping_unit`` rows above and below: a region smaller than
-that spans fewer rows, so it is seen whole, and a larger region cut by the halo still counts as
-large, so memory stays bounded by the strip. Only the polygons are sieved; the raster keeps the
-model's per-pixel classes.
+block is sieved in a window with a halo of ``min_mapping_unit + 1`` pixels: a region smaller than
+the unit spans fewer pixels than the halo, so it is seen whole, and a larger region cut by the
+window still counts as large. A small region that straddles a block edge is decided once, in the
+window of the block holding its bounding box's top-left pixel, and every block takes that decision
+for its pixels of the region: a region is never split between two neighbours. The neighbour it
+merges into is the largest as seen in that window (a neighbour cut by the window may look smaller
+than it is; a whole-raster sieve can then pick another neighbour). Only the polygons are sieved;
+the raster keeps the model's per-pixel classes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import shapely
 from affine import Affine
 from rasterio.features import shapes, sieve
 from rasterio.windows import Window
+from scipy import ndimage
 
 from dinogeo.errors import ConfigError
 from dinogeo.inference.qgis import (
@@ -42,7 +49,7 @@ from dinogeo.inference.qgis import (
 from dinogeo.inference.writer import check_output_path
 from dinogeo.models.task_card import TaskCard
 
-__all__ = ["MIN_MAPPING_UNIT", "check_min_mapping_unit", "vectorize_classes"]
+__all__ = ["BLOCK", "MIN_MAPPING_UNIT", "check_min_mapping_unit", "vectorize_classes"]
 
 
 def _parts(geom: shapely.Geometry) -> list[shapely.Geometry]:
@@ -65,44 +72,152 @@ def check_min_mapping_unit(pixels: int) -> None:
         )
 
 
-def _read_strip(
-    ds: rasterio.io.DatasetReader, r0: int, r1: int, nodata: float | None, min_pixels: int
-) -> np.ndarray:
-    """Rows ``r0:r1`` of band 1, sieved to ``min_pixels`` with a halo of as many rows."""
-    if min_pixels <= 1:
-        return np.asarray(ds.read(1, window=Window(0, r0, ds.width, r1 - r0)))
-    a0, a1 = max(0, r0 - min_pixels), min(ds.height, r1 + min_pixels)
-    data = ds.read(1, window=Window(0, a0, ds.width, a1 - a0))
-    mask = data != nodata if nodata is not None else None
-    out = sieve(data, min_pixels, mask=mask, connectivity=4)
-    return np.asarray(out[r0 - a0 : r1 - a0])
+#: default block side of the polygonisation, in pixels
+BLOCK = 2048
+
+
+def _small_clusters(
+    data: np.ndarray, valid: np.ndarray, min_pixels: int
+) -> tuple[np.ndarray, list]:
+    """Label the clusters of small regions of ``data`` (0 elsewhere).
+
+    A small region has fewer than ``min_pixels`` 4-connected pixels of one class; a cluster is a
+    4-connected set of pixels of small regions (a small region merging into a small neighbour is
+    decided together with it).
+
+    Returns:
+        The cluster label image and, per label ``k``, the ``(row, col)`` slices of its bounding
+        box (index ``k - 1``).
+    """
+    small_px = np.zeros(data.shape, bool)
+    for value in np.unique(data[valid]):
+        lab, n = ndimage.label((data == value) & valid)
+        if n:
+            small = np.bincount(lab.ravel(), minlength=n + 1) < min_pixels
+            small[0] = False
+            small_px |= small[lab]
+    labels, count = ndimage.label(small_px)
+    return labels, list(ndimage.find_objects(labels)) if count else []
+
+
+class _BlockSieve:
+    """Sieves a raster block by block so that every small region is decided in one window.
+
+    Blocks must come in row-major order. Each block is sieved in its window (the block plus a halo
+    of ``2 * min_pixels + 16``); the sieved window of the previous block and the lower halo of the
+    blocks of the previous block row are kept, so a block reads the decision of the block that owns
+    a cluster of small regions straddling its top or left edge (the block holding the cluster's
+    top-left corner). A cluster too large for the halo keeps each block's own decision.
+    """
+
+    def __init__(self, ds: rasterio.io.DatasetReader, nodata: float | None, min_pixels: int,
+                 block: int) -> None:  # fmt: skip
+        self.ds, self.nodata, self.min_pixels, self.block = ds, nodata, min_pixels, block
+        self.halo = 2 * min_pixels + 16
+        self.undecided = 0
+        self.left: tuple[int, int, np.ndarray] | None = None
+        self.above: dict[int, tuple[int, int, np.ndarray]] = {}
+        self.below: dict[int, tuple[int, int, np.ndarray]] = {}
+
+    def _owner_array(self, owner: tuple[int, int], here: int) -> tuple[int, int, np.ndarray] | None:
+        """The owner's kept sieved pixels ``(top, left, array)``; None if not kept."""
+        if owner[0] == here:
+            return self.left
+        return self.above.get(owner[1])
+
+    def __call__(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """The sieved block rows ``r0:r1``, columns ``c0:c1``."""
+        ds, h = self.ds, self.halo
+        if c0 == 0:
+            self.above, self.below, self.left = self.below, {}, None
+        a0, a1 = max(0, r0 - h), min(ds.height, r1 + h)
+        b0, b1 = max(0, c0 - h), min(ds.width, c1 + h)
+        data = ds.read(1, window=Window(b0, a0, b1 - b0, a1 - a0))
+        valid = data != self.nodata if self.nodata is not None else np.ones(data.shape, bool)
+        out = sieve(data, self.min_pixels, mask=valid, connectivity=4)
+        bi = r0 // self.block
+        labels, boxes = _small_clusters(data, valid, self.min_pixels)
+        for k, (rows, cols) in enumerate(boxes, start=1):
+            top, left = rows.start + a0, cols.start + b0
+            bottom, right = rows.stop + a0, cols.stop + b0
+            if not (bottom > r0 and top < r1 and right > c0 and left < c1):
+                continue  # not in this block
+            owner = (top // self.block, left // self.block)
+            if owner == (bi, c0 // self.block):
+                continue
+            kept = self._owner_array(owner, bi)
+            cut = (top == a0 and a0 > 0) or (left == b0 and b0 > 0)
+            cut = cut or (bottom == a1 and a1 < ds.height) or (right == b1 and b1 < ds.width)
+            if kept is None or cut:
+                self.undecided += 1
+                continue
+            k_top, k_left, arr = kept
+            if top < k_top or left < k_left or bottom > k_top + arr.shape[0]:
+                self.undecided += 1
+                continue
+            if right > k_left + arr.shape[1]:
+                self.undecided += 1
+                continue
+            rr, cc = np.nonzero(labels[rows, cols] == k)
+            rr, cc = rr + rows.start, cc + cols.start
+            out[rr, cc] = arr[rr + a0 - k_top, cc + b0 - k_left]
+        self.left = (a0, b0, out)
+        self.below[c0 // self.block] = (r1, b0, out[r1 - a0 :])
+        return np.asarray(out[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0])
 
 
 def _regions(
-    ds: rasterio.io.DatasetReader, nodata: float | None, strip_rows: int, min_pixels: int = 1
+    ds: rasterio.io.DatasetReader, nodata: float | None, block: int, min_pixels: int = 1
 ) -> Iterator[tuple[int, shapely.Geometry]]:
     """Yield ``(class value, polygon in pixel coordinates)`` for every whole connected region."""
+    sieved = _BlockSieve(ds, nodata, min_pixels, block) if min_pixels > 1 else None
     pending: dict[int, list[shapely.Geometry]] = {}
-    for r0 in range(0, ds.height, strip_rows):
-        r1 = min(ds.height, r0 + strip_rows)
-        data = _read_strip(ds, r0, r1, nodata, min_pixels)
-        mask = data != nodata if nodata is not None else None
-        new: dict[int, list[shapely.Geometry]] = {}
-        for geom, value in shapes(data, mask=mask, transform=Affine.translation(0, r0)):
-            new.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-        nxt: dict[int, list[shapely.Geometry]] = {}
-        for value in sorted(set(pending) | set(new)):
-            polys = new.get(value, [])
-            top = [p for p in polys if p.bounds[1] <= r0]
-            inner = [p for p in polys if p.bounds[1] > r0]
-            old = pending.get(value, [])
-            joined = _parts(shapely.union_all(old + top)) if old and top else old + top
-            for p in joined + inner:
-                if r1 < ds.height and p.bounds[3] >= r1:
-                    nxt.setdefault(value, []).append(p)
+    width, height = ds.width, ds.height
+    for r0 in range(0, height, block):
+        r1 = min(height, r0 + block)
+        for c0 in range(0, width, block):
+            c1 = min(width, c0 + block)
+            if sieved is not None:
+                data = sieved(r0, r1, c0, c1)
+            else:
+                data = np.asarray(ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0)))
+            mask = data != nodata if nodata is not None else None
+            new: dict[int, list[shapely.Geometry]] = {}
+            for geom, value in shapes(data, mask=mask, transform=Affine.translation(c0, r0)):
+                new.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+            # the frontier between the blocks done and the blocks to do, after this block
+            lines = [[(c1, r0), (c1, r1)]] if c1 < width else []
+            lines += [[(c1, r0), (width, r0)]] if c1 < width and r0 > 0 else []
+            lines += [[(0, r1), (c1, r1)]] if r1 < height else []
+            frontier = shapely.MultiLineString(lines)
+            edge = shapely.MultiLineString([[(c0, r0), (c1, r0)], [(c0, r0), (c0, r1)]])
+            nxt: dict[int, list[shapely.Geometry]] = {}
+            for value in sorted(set(pending) | set(new)):
+                polys = new.get(value, [])
+                hit = shapely.intersects(polys, edge) if polys else np.zeros(0, bool)
+                touching = [p for p, t in zip(polys, hit, strict=True) if t]
+                inner = [p for p, t in zip(polys, hit, strict=True) if not t]
+                old = pending.get(value, [])
+                if old and touching:
+                    near = shapely.intersects(old, edge)
+                    joined = _parts(
+                        shapely.union_all(
+                            [p for p, n in zip(old, near, strict=True) if n] + touching
+                        )
+                    )
+                    joined += [p for p, n in zip(old, near, strict=True) if not n]
                 else:
-                    yield value, p
-        pending = nxt
+                    joined = old + touching
+                cands = joined + inner
+                if not cands:
+                    continue
+                still = shapely.intersects(cands, frontier)
+                for p, s_ in zip(cands, still, strict=True):
+                    if s_:
+                        nxt.setdefault(value, []).append(p)
+                    else:
+                        yield value, p
+            pending = nxt
     for value, polys in pending.items():
         for p in polys:
             yield value, p
@@ -115,7 +230,7 @@ def vectorize_classes(
     *,
     layer: str | None = None,
     overwrite: bool = False,
-    strip_rows: int = 512,
+    block: int = BLOCK,
     chunk: int = 5000,
     min_mapping_unit: int = MIN_MAPPING_UNIT,
 ) -> Path:
@@ -127,7 +242,7 @@ def vectorize_classes(
         dst: output ``.gpkg`` (written to a temporary name, then renamed).
         layer: layer name (default: the raster's stem).
         overwrite: replace an existing ``dst``.
-        strip_rows: rows read at a time.
+        block: side of the square blocks read and polygonised at a time, in pixels.
         chunk: features written per batch.
         min_mapping_unit: smallest region in pixels; smaller ones are merged into their largest
             neighbour (1 keeps every region).
@@ -179,7 +294,7 @@ def vectorize_classes(
                 written += len(gdf) or 1
                 batch.clear()
 
-            for item in _regions(ds, ds.nodata, strip_rows, int(min_mapping_unit)):
+            for item in _regions(ds, ds.nodata, int(block), int(min_mapping_unit)):
                 batch.append(item)
                 if len(batch) >= chunk:
                     flush()

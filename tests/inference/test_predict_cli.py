@@ -16,6 +16,7 @@ from rasterio.warp import reproject
 
 from dinogeo.cli.main import main
 from dinogeo.data.readers import open_source
+from dinogeo.inference.inputs import all_bands_valid
 from dinogeo.models.task_card import TaskCard, load_task_card
 from tests.data.inference import data as fx
 
@@ -47,8 +48,10 @@ def predict(*args: object) -> int:
 
 
 def _valid_mask(path, sensor, bands):
+    """Pixels valid in every band (a pixel missing one band is not predicted)."""
     src = open_source(path, sensor, list(bands))
-    return src.read(rasterio.windows.Window(0, 0, src.width, src.height))[1], src
+    raw, valid = src.read(rasterio.windows.Window(0, 0, src.width, src.height))
+    return all_bands_valid(raw, valid, src.nodata), src
 
 
 CASES = {

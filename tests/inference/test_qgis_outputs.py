@@ -77,9 +77,9 @@ def fx_rgb(color: str) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("mmu", [1, 4, 9])
 def test_minimum_mapping_unit_equals_a_whole_raster_sieve(shared_data, tmp_path, mmu):
-    """Strip-wise sieving (strips of 64 rows) gives the polygons of a sieve of the whole raster."""
+    """Block-wise sieving (blocks of 64 px) gives the polygons of a sieve of the whole raster."""
     src = shared_data / NC / "strata_7class.tif"
-    gpkg = vectorize_classes(src, NC_TASK, tmp_path / "s.gpkg", strip_rows=64, min_mapping_unit=mmu)
+    gpkg = vectorize_classes(src, NC_TASK, tmp_path / "s.gpkg", block=64, min_mapping_unit=mmu)
     frame = pyogrio.read_dataframe(gpkg, layer="strata_7class")
     with rasterio.open(src) as ds:
         data, t = ds.read(1), ds.transform
@@ -91,7 +91,7 @@ def test_minimum_mapping_unit_equals_a_whole_raster_sieve(shared_data, tmp_path,
         dtype="uint8",
     )
     reference = sieve(data, mmu, mask=data != 0) if mmu > 1 else data
-    # the neighbour a region merges into is chosen from sizes seen in the strip's window: a few
+    # the neighbour a region merges into is chosen from sizes seen in the block's window: a few
     # pixels may go to another neighbour than in the whole-raster sieve
     assert (burnt != reference).sum() <= 0.0001 * data.size
     pixels = frame.geometry.area / abs(t.a * t.e)
