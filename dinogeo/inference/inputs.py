@@ -199,8 +199,10 @@ def all_bands_valid(raw: np.ndarray, valid: np.ndarray, nodata: float | None) ->
     if nodata is None:
         return valid
     if math.isnan(nodata):
-        return valid & ~np.isnan(raw).any(axis=0) if raw.dtype.kind == "f" else valid
-    return valid & (raw != raw.dtype.type(nodata)).all(axis=0)
+        missing = np.isnan(raw).any(axis=0) if raw.dtype.kind == "f" else np.zeros_like(valid)
+    else:
+        missing = (raw == raw.dtype.type(nodata)).any(axis=0)
+    return np.asarray(valid & ~missing)
 
 
 def window_reader(

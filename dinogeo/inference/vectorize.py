@@ -78,7 +78,7 @@ BLOCK = 2048
 
 def _small_clusters(
     data: np.ndarray, valid: np.ndarray, min_pixels: int
-) -> tuple[np.ndarray, list]:
+) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
     """Label the clusters of small regions of ``data`` (0 elsewhere).
 
     A small region has fewer than ``min_pixels`` 4-connected pixels of one class; a cluster is a

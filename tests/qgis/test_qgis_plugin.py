@@ -96,8 +96,10 @@ def test_model3_chains_predict_into_zonal_statistics(qgis, nc_bundle, shared_dat
     )
     zones = pyogrio.read_dataframe(out)
     assert len(zones) == 34
-    counted = zones[zones["lc_count"] > 0]  # two polygons cover no pixel centre of the scene
-    assert len(counted) >= 30
+    # two polygons cover no pixel centre of the scene, three lie where the scene's band 7 is
+    # missing (pixels missing a band are not predicted)
+    counted = zones[zones["lc_count"] > 0]
+    assert len(counted) >= 29
     assert set(counted["lc_majority"].astype(int)) <= set(range(1, 8))
 
 
