@@ -346,6 +346,8 @@ def test_distributed_configs_parse(shared_data, tmp_path, monkeypatch, name, str
             f"[{shared_data / S2_10M}]",
             "--data.sensor",
             "sentinel2_l1c",
+            "--data.bands",
+            "[B02, B03, B04, B08]",
         ],
     )
     assert isinstance(cli.trainer.strategy, strategy)
