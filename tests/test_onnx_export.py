@@ -13,7 +13,7 @@ from dinogeo.cli.main import main
 from dinogeo.errors import ConfigError
 from dinogeo.models.bundle import load_bundle
 from dinogeo.models.card_imagery import CardImage
-from dinogeo.models.onnx_export import OPSET, export_onnx, read_check_tile, run_onnx
+from dinogeo.models.onnx_export import IR_VERSION, OPSET, export_onnx, read_check_tile, run_onnx
 from tests.data.inference import data as fx
 from tests.trainers.conftest import TINY, localise
 
@@ -47,6 +47,8 @@ def test_export_matches_torch_on_a_real_tile_and_deepness_preprocessing(
     bundle = load_bundle(nc_bundle)
     model = onnx.load(str(out))
     assert model.opset_import[0].version == OPSET
+    # onnxruntime <= 1.17 (what Deepness installs) loads IR <= 9
+    assert model.ir_version == IR_VERSION <= 9
     graph_in = model.graph.input[0].type.tensor_type.shape.dim
     assert graph_in[0].dim_param and [d.dim_value for d in graph_in[1:]] == [6, TILE, TILE]
     meta = _meta(out)

@@ -41,10 +41,21 @@ from dinogeo import __version__
 from dinogeo.errors import ConfigError, OutputExistsError, SensorError
 from dinogeo.models.bundle import ModelBundle, load_bundle
 
-__all__ = ["OPSET", "OnnxExport", "deepness_metadata", "export_onnx", "read_check_tile", "run_onnx"]
+__all__ = [
+    "IR_VERSION",
+    "OPSET",
+    "OnnxExport",
+    "deepness_metadata",
+    "export_onnx",
+    "read_check_tile",
+    "run_onnx",
+]
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)
 OPSET = 18
+#: ONNX IR version written: that of opset 18 (ONNX 1.13). The exporter writes the newest (10),
+#: which the onnxruntime Deepness installs (<= 1.17) refuses ("max supported IR version: 9")
+IR_VERSION = 8
 #: largest accepted difference between onnxruntime and torch outputs
 TOLERANCE = 1e-4
 
@@ -299,6 +310,7 @@ def export_onnx(
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         model.doc_string = f"dinogeo {bundle.task.name} model ({bundle.card.arch})"
+        model.ir_version = IR_VERSION
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
         with torch.no_grad():

@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "THRESHOLDS",
     "CrossValidated",
+    "ExceedanceCounter",
     "false_alarm_rates",
     "threshold_from_history",
     "threshold_from_points",
@@ -51,17 +52,40 @@ def false_alarm_rates(
     Returns:
         (len(THRESHOLDS),) false-alarm share for every candidate threshold.
     """
-    from math import comb
+    counter = ExceedanceCounter()
+    counter.add(loo)
+    return counter.false_alarm_rates(monitored_obs, window=window, need=need)
 
-    s = loo[np.isfinite(loo)]
-    if s.size == 0:
-        return np.zeros(len(THRESHOLDS))
-    p = np.array([(s > t).mean() for t in THRESHOLDS])
-    q = sum(
-        comb(window, j) * p**j * (1 - p) ** (window - j) for j in range(max(need, 0), window + 1)
-    )
-    share: np.ndarray = 1.0 - (1.0 - p * q) ** max(monitored_obs, 1.0)
-    return share
+
+class ExceedanceCounter:
+    """Exceedance counts of leave-one-out history scores at every candidate threshold.
+
+    Tile by tile, :meth:`add` counts the finite scores above each of :data:`THRESHOLDS`, so the
+    history false-alarm rates of a whole scene need memory for one tile, not a sample of scores.
+    """
+
+    def __init__(self) -> None:
+        self.above = np.zeros(len(THRESHOLDS), np.int64)
+        self.total = 0
+
+    def add(self, loo: np.ndarray) -> None:
+        """Count the finite scores of ``loo`` (any shape) above each threshold."""
+        s = np.sort(loo[np.isfinite(loo)], axis=None)
+        self.above += s.size - np.searchsorted(s, THRESHOLDS, side="right")
+        self.total += int(s.size)
+
+    def false_alarm_rates(self, monitored_obs: float, *, window: int, need: int) -> np.ndarray:
+        """:func:`false_alarm_rates` of every score counted so far."""
+        from math import comb
+
+        if self.total == 0:
+            return np.zeros(len(THRESHOLDS))
+        p = self.above / self.total
+        q = sum(
+            comb(window, j) * p**j * (1 - p) ** (window - j)
+            for j in range(max(need, 0), window + 1)
+        )
+        return 1.0 - (1.0 - p * q) ** max(monitored_obs, 1.0)
 
 
 def threshold_from_history(rates: np.ndarray, false_alarm_rate: float) -> float:

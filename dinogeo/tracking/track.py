@@ -27,22 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from dinogeo.data.sensors import Sensor
 from dinogeo.errors import ConfigError, NoValidDataError, OutputExistsError
-from dinogeo.tracking import calibrate, outputs
-from dinogeo.tracking.baselines import MONITORS, baseline_indices, run_monitor
+from dinogeo.tracking import calibrate, outputs, tiles
+from dinogeo.tracking.accuracy import alert_dates, compare_methods
+from dinogeo.tracking.baselines import MONITORS
 from dinogeo.tracking.decision import HIGH, sequential_alerts
-from dinogeo.tracking.reference import ReferencePoints, load_reference, score_alerts
-from dinogeo.tracking.series import SeriesError, TimeSeries, open_series
-from dinogeo.tracking.statistic import ChangeStatistic, index_series
+from dinogeo.tracking.reference import load_reference, score_alerts
+from dinogeo.tracking.series import SeriesError, open_series
+from dinogeo.tracking.statistic import ChangeStatistic
 
 __all__ = ["TrackResult", "track_series"]
 
-#: scores of calibration tiles kept for the main pass (bounded)
-_CACHE_BYTES = 64 * 2**20
+#: calibration tiles (a spread sample of this many, plus those holding reference points)
+_SAMPLE_TILES = 16
+#: calibration tiles whose scores are kept on disk for the main pass
+CACHE_TILES = 64
 PRODUCTS = (
     "loss_date.tif",
     "confidence.tif",
@@ -100,75 +102,6 @@ def _day(value: str | dt.date | None, name: str) -> np.datetime64 | None:
         return np.datetime64(str(value)[:10], "D")
     except ValueError as err:
         raise ConfigError(f"{name}={value!r} is not a date; write YYYY-MM-DD") from err
-
-
-def _tiles(series: TimeSeries, tile: int) -> list[Window]:
-    return [
-        Window(c, r, min(tile, series.width - c), min(tile, series.height - r))
-        for r in range(0, series.height, tile)
-        for c in range(0, series.width, tile)
-    ]
-
-
-@dataclass
-class _Setup:
-    series: TimeSeries
-    hist: np.ndarray
-    mon: np.ndarray
-    doy: np.ndarray
-    index: str
-    smooth: int
-    stat: ChangeStatistic
-    window: int
-    need: int
-    mask: Path | None = None
-    mask_values: tuple[int, ...] = (1,)
-    features: Any = None  # a FeatureExtractor when a backbone is given
-
-    def region(self, win: Window) -> np.ndarray | None:
-        """Pixels of a tile inside the monitored region (None: everywhere)."""
-        if self.mask is None:
-            return None
-        import rasterio
-        from rasterio.vrt import WarpedVRT
-
-        s = self.series
-        with rasterio.open(self.mask) as ds:
-            same = (ds.crs, ds.transform, ds.width, ds.height) == (
-                s.crs,
-                s.transform,
-                s.width,
-                s.height,
-            )
-            if same:
-                values = ds.read(1, window=win)
-            else:
-                with WarpedVRT(
-                    ds, crs=s.crs, transform=s.transform, width=s.width, height=s.height
-                ) as v:
-                    values = v.read(1, window=win)
-        return np.isin(values, self.mask_values)
-
-
-def _tile_scores(s: _Setup, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scores (T, h, w), history LOO scores, monitored mask and raw values of a tile."""
-    halo = s.smooth // 2
-    big = Window(
-        win.col_off - halo, win.row_off - halo, win.width + 2 * halo, win.height + 2 * halo
-    )
-    x = s.series.read(big)
-    if s.features is not None:
-        idx = s.features(x)
-    else:
-        idx = index_series(x, s.series.sensor, s.index, s.smooth)
-    scores, loo, monitored = s.stat.scores(idx, s.hist, s.doy)
-    core = (slice(halo, halo + int(win.height)), slice(halo, halo + int(win.width)))
-    every = (slice(None), *core)
-    monitored = monitored[core]
-    region = s.region(win)
-    if region is not None:
-        monitored &= region
-    return scores[every], loo[every], monitored, x[(slice(None), slice(None), *core)]
 
 
 def _monitors(baselines: Sequence[str] | None) -> tuple[str, ...]:
@@ -289,72 +222,6 @@ def track_series(
         NoValidDataError: the series holds no valid observation.
         OutputExistsError: the output folder already holds products.
     """
-    from dinogeo.inference.writer import gdal_cache
-
-    with gdal_cache():  # GDAL's block cache would otherwise grow with the series' size
-        return _track(
-            inputs=inputs,
-            output=output,
-            monitor_start=monitor_start,
-            history_start=history_start,
-            monitor_end=monitor_end,
-            sensor=sensor,
-            bands=bands,
-            dates_csv=dates_csv,
-            reference=reference,
-            index=index,
-            smooth=smooth,
-            seasonal_order=seasonal_order,
-            min_history=min_history,
-            window=window,
-            need=need,
-            threshold=threshold,
-            false_alarm_rate=false_alarm_rate,
-            calibrate_on=calibrate_on,
-            folds=folds,
-            baselines=baselines,
-            mmu_ha=mmu_ha,
-            mask=mask,
-            mask_values=mask_values,
-            backbone=backbone,
-            tile=tile,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-        )
-
-
-def _track(
-    inputs: Any,
-    output: Any,
-    *,
-    monitor_start: Any,
-    history_start: Any,
-    monitor_end: Any,
-    sensor: Any,
-    bands: Any,
-    dates_csv: Any,
-    reference: Any,
-    index: Any,
-    smooth: Any,
-    seasonal_order: Any,
-    min_history: Any,
-    window: Any,
-    need: Any,
-    threshold: Any,
-    false_alarm_rate: Any,
-    calibrate_on: Any,
-    folds: Any,
-    baselines: Any,
-    mmu_ha: Any,
-    mask: Any,
-    mask_values: Any,
-    backbone: Any,
-    tile: Any,
-    resume: Any,
-    overwrite: Any,
-    progress: Any,
-) -> TrackResult:
     import time
 
     t0 = time.perf_counter()
@@ -384,7 +251,7 @@ def _track(
         raise ConfigError("calibrate_on='points' needs reference points (reference=, --reference)")
     partial = _prepare_output(out, overwrite, resume)
     doy = np.array([d.timetuple().tm_yday for d in series.dates], float)
-    setup = _Setup(
+    setup = tiles.TileScorer(
         series,
         hist,
         mon,
@@ -392,8 +259,6 @@ def _track(
         index,
         int(smooth),
         ChangeStatistic(seasonal_order, min_history),
-        window,
-        need,
         _mask_path(mask),
         tuple(int(v) for v in (mask_values or (1,))),
     )
@@ -401,263 +266,209 @@ def _track(
         from dinogeo.tracking.features import FeatureExtractor
 
         setup.features = FeatureExtractor(backbone, series.sensor)
-    tiles = _tiles(series, tile)
-    mon_idx = np.where(mon)[0]
+    from dinogeo.inference.writer import gdal_cache
 
-    # ---- calibration pass: tiles with reference points plus a spread sample
-    rng = np.random.default_rng(0)
-    sample_ids = set(
-        np.linspace(0, len(tiles) - 1, min(len(tiles), 16)).round().astype(int).tolist()
-    )
-    point_tile: dict[int, list[int]] = {}
-    if ref is not None:
-        for i, (r, c) in enumerate(zip(ref.rows, ref.cols)):
-            point_tile.setdefault(
-                (r // tile) * len(range(0, series.width, tile)) + c // tile, []
-            ).append(i)
-    cal_ids = sorted(sample_ids | set(point_tile))
-    loo_samples: list[np.ndarray] = []
-    mon_samples: list[np.ndarray] = []
-    pt_scores = np.full((len(mon_idx), len(ref) if ref is not None else 0), np.nan, np.float32)
-    pt_raw = np.full((len(d64), len(series.sensor.bands), pt_scores.shape[1]), np.nan, np.float32)
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    cached_bytes = 0
-    for k in tqdm(cal_ids, desc="track: calibrate", unit="tile", disable=not progress):
-        win = tiles[k]
-        scores, loo, monitored, raw = _tile_scores(setup, win)
-        if cached_bytes + scores.nbytes <= _CACHE_BYTES:  # reused by the main pass
-            cache[k] = (scores, monitored)
-            cached_bytes += scores.nbytes
-        flat = np.where(monitored.ravel())[0]
-        pick = rng.choice(flat, size=min(flat.size, 20000), replace=False) if flat.size else flat
-        loo_samples.append(loo.reshape(loo.shape[0], -1)[:, pick])
-        mon_samples.append(
-            np.isfinite(scores[mon_idx].reshape(len(mon_idx), -1)[:, pick]).sum(axis=0)
-        )
-        for i in point_tile.get(k, []):
-            r, c = ref.rows[i] - int(win.row_off), ref.cols[i] - int(win.col_off)  # type: ignore[union-attr]
-            pt_scores[:, i] = scores[mon_idx, r, c] if monitored[r, c] else np.nan
-            pt_raw[:, :, i] = raw[:, :, r, c]
-    if not any(s.size for s in loo_samples):
-        raise NoValidDataError(
-            f"{series.layers[0].path}: no pixel has {min_history} valid history observations in "
-            "the sampled tiles: the series is all nodata (or masked) over the history period"
-        )
-    loo_all = np.concatenate(loo_samples, axis=1)
-    m_obs = float(np.concatenate(mon_samples).mean())
-    rates = calibrate.false_alarm_rates(loo_all, m_obs, window=window, need=need)
-    thr_history = calibrate.threshold_from_history(rates, false_alarm_rate)
-    metrics: dict[str, Any] = {}
-    point_alerts = {
-        i: sequential_alerts(pt_scores, float(t), window=window, need=need)
-        for i, t in enumerate(calibrate.THRESHOLDS)
-    }
-    cv = None
-    if threshold is not None:
-        thr, source = float(threshold), "given"
-    elif ref is not None and calibrate_on in ("auto", "points"):
+    cache = tiles.ScoreCache(CACHE_TILES)
+    # GDAL's block cache would otherwise grow with the series' size
+    with gdal_cache(tiles.gdal_cache_bytes(series, tile, int(smooth))):
+        try:
+            wins = tiles.tile_windows(series, tile)
+            mon_idx = np.where(mon)[0]
 
-        def f1_of(i: int, idx: np.ndarray) -> float:
-            a = point_alerts[i]
-            return float(
-                score_alerts(ref, a.confidence == HIGH, _alert_dates(a, d64[mon_idx]), idx)["f1"]
+            # ---- calibration pass: tiles with reference points plus a spread sample; one tile in memory
+            sample_ids = set(
+                np.linspace(0, len(wins) - 1, min(len(wins), _SAMPLE_TILES))
+                .round()
+                .astype(int)
+                .tolist()
             )
+            point_tile: dict[int, list[int]] = {}
+            if ref is not None:
+                for i, (r, c) in enumerate(zip(ref.rows, ref.cols)):
+                    point_tile.setdefault(tiles.tile_index(series, tile, r, c), []).append(i)
+            cal_ids = sorted(sample_ids | set(point_tile))
+            exceed = calibrate.ExceedanceCounter()
+            mon_obs, mon_pixels = 0, 0
+            pt_scores = np.full(
+                (len(mon_idx), len(ref) if ref is not None else 0), np.nan, np.float32
+            )
+            pt_raw = np.full(
+                (len(d64), len(series.sensor.bands), pt_scores.shape[1]), np.nan, np.float32
+            )
+            for k in tqdm(cal_ids, desc="track: calibrate", unit="tile", disable=not progress):
+                win = wins[k]
+                scores, loo, monitored, raw = tiles.tile_scores(setup, win)
+                cache.put(k, scores, monitored)  # reused by the main pass
+                exceed.add(loo[:, monitored])
+                mon_obs += int(np.isfinite(scores[mon_idx][:, monitored]).sum())
+                mon_pixels += int(monitored.sum())
+                for i in point_tile.get(k, []):
+                    r, c = ref.rows[i] - int(win.row_off), ref.cols[i] - int(win.col_off)  # type: ignore[union-attr]
+                    pt_scores[:, i] = scores[mon_idx, r, c] if monitored[r, c] else np.nan
+                    pt_raw[:, :, i] = raw[:, :, r, c]
+                del scores, loo, monitored, raw
+            if exceed.total == 0:
+                raise NoValidDataError(
+                    f"{series.layers[0].path}: no pixel has {min_history} valid history observations in "
+                    "the sampled tiles: the series is all nodata (or masked) over the history period"
+                )
+            m_obs = mon_obs / max(mon_pixels, 1)
+            rates = exceed.false_alarm_rates(m_obs, window=window, need=need)
+            thr_history = calibrate.threshold_from_history(rates, false_alarm_rate)
+            metrics: dict[str, Any] = {}
+            point_alerts = {
+                i: sequential_alerts(pt_scores, float(t), window=window, need=need)
+                for i, t in enumerate(calibrate.THRESHOLDS)
+            }
+            cv = None
+            if threshold is not None:
+                thr, source = float(threshold), "given"
+            elif ref is not None and calibrate_on in ("auto", "points"):
 
-        cv = calibrate.threshold_from_points(ref.disturbed, f1_of, folds=folds)
-        thr, source = cv.threshold, "points"
-    else:
-        thr, source = thr_history, "history"
+                def f1_of(i: int, idx: np.ndarray) -> float:
+                    a = point_alerts[i]
+                    return float(
+                        score_alerts(ref, a.confidence == HIGH, alert_dates(a, d64[mon_idx]), idx)[
+                            "f1"
+                        ]
+                    )
 
-    # ---- main pass
-    partial.mkdir(parents=True, exist_ok=True)
-    params = {
-        "inputs": [str(layer.path) for layer in series.layers],
-        "dates": [str(d) for d in series.dates],
-        "monitor": [str(start), str(end)],
-        "history_start": str(h0),
-        "index": index,
-        "smooth": smooth,
-        "seasonal_order": seasonal_order,
-        "min_history": min_history,
-        "window": window,
-        "need": need,
-        "threshold": thr,
-        "tile": tile,
-        "mask": [str(mask), list(mask_values or (1,))],
-        "backbone": str(backbone),
-    }
-    key = _params_hash(params)
-    state = partial / "state.json"
-    if state.exists() and json.loads(state.read_text()).get("hash") != key:
-        for f in partial.glob("tile_*.npz"):
-            f.unlink()
-    state.write_text(json.dumps({"hash": key, "params": params}, indent=1))
-    H, W = series.height, series.width
-    loss = np.zeros((H, W), np.int32)
-    conf = np.full((H, W), outputs.NOT_MONITORED, np.uint8)
-    mag = np.full((H, W), np.nan, np.float32)
-    mon_days = d64[mon_idx]
-    yyyymmdd = np.array([int(str(d).replace("-", "")) for d in mon_days], np.int32)
-    for k, win in enumerate(tqdm(tiles, desc="track", unit="tile", disable=not progress)):
-        f = partial / f"tile_{k:06d}.npz"
-        if f.exists():
-            z = np.load(f)
-            tl, tc, tm = z["loss"], z["conf"], z["mag"]
-        else:
-            if k in cache:
-                scores, monitored = cache.pop(k)
+                cv = calibrate.threshold_from_points(ref.disturbed, f1_of, folds=folds)
+                thr, source = cv.threshold, "points"
             else:
-                scores, _, monitored, _ = _tile_scores(setup, win)
-            a = sequential_alerts(scores[mon_idx], thr, window=window, need=need)
-            tl = np.where(a.loss >= 0, yyyymmdd[np.maximum(a.loss, 0)], 0).astype(np.int32)
-            tc = np.where(monitored, a.confidence, outputs.NOT_MONITORED).astype(np.uint8)
-            tl[~monitored] = 0
-            tm = np.where(a.loss >= 0, a.magnitude, np.nan).astype(np.float32)
-            np.savez(f.with_suffix(".tmp.npz"), loss=tl, conf=tc, mag=tm)
-            f.with_suffix(".tmp.npz").rename(f)
-        rs = slice(int(win.row_off), int(win.row_off + win.height))
-        cs = slice(int(win.col_off), int(win.col_off + win.width))
-        loss[rs, cs], conf[rs, cs], mag[rs, cs] = tl, tc, tm
-    series.close()
+                thr, source = thr_history, "history"
 
-    # ---- products (written into the partial folder, then moved)
-    profile = {
-        "driver": "GTiff",
-        "crs": series.crs,
-        "transform": series.transform,
-        "width": W,
-        "height": H,
-    }
-    n_alerts = outputs.apply_mmu_and_polygons(
-        loss, conf, mag, series.crs, series.transform, partial / "alerts.gpkg", mmu_ha=mmu_ha
-    )
-    outputs.write_raster(
-        partial / "loss_date.tif", loss, dict(profile, nodata=0), "loss date YYYYMMDD (0 none)"
-    )
-    outputs.write_raster(
-        partial / "confidence.tif",
-        conf,
-        dict(profile, nodata=outputs.NOT_MONITORED),
-        "confidence 0 none 1 low 2 high",
-    )
-    outputs.write_raster(
-        partial / "magnitude.tif", mag, dict(profile, nodata=float("nan")), "alert magnitude (sd)"
-    )
-    files = [partial / p for p in PRODUCTS[:4]]
-    files += outputs.write_styles(partial, loss, mag)
-    area = outputs.pixel_area_ha(series.crs, series.transform, W, H)
-    outputs.loss_by_period(
-        loss, conf, area, partial / "loss_by_period.csv", partial / "loss_by_period.png"
-    )
-    files += [partial / "loss_by_period.csv", partial / "loss_by_period.png"]
-    if ref is not None:
-        metrics = _accuracy(
-            ref, pt_raw, setup, point_alerts, thr_history, cv, mon_idx, monitors, progress
-        )
-        metrics.update(
-            threshold=thr,
-            threshold_source=source,
-            threshold_history=thr_history,
-            history_false_alarm_rates=dict(
-                zip([float(t) for t in calibrate.THRESHOLDS], rates.tolist())
-            ),
-            monitor_start=str(start),
-            history=[str(d64[hist][0]), str(d64[hist][-1])],
-        )
-        if cv is not None:
-            metrics["calibration"] = calibrate.summary(cv)
-        files += outputs.write_metrics(partial, metrics)
-        files.append(
-            outputs.write_point_table(partial / "reference_points.csv", metrics.pop("per_point"))
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    final = []
-    for f in files:
-        dest = out / f.name
-        if dest.exists():
-            dest.unlink()
-        f.rename(dest)
-        final.append(dest)
-    shutil.rmtree(partial, ignore_errors=True)
+            # ---- main pass
+            partial.mkdir(parents=True, exist_ok=True)
+            params = {
+                "inputs": [str(layer.path) for layer in series.layers],
+                "dates": [str(d) for d in series.dates],
+                "monitor": [str(start), str(end)],
+                "history_start": str(h0),
+                "index": index,
+                "smooth": smooth,
+                "seasonal_order": seasonal_order,
+                "min_history": min_history,
+                "window": window,
+                "need": need,
+                "threshold": thr,
+                "tile": tile,
+                "mask": [str(mask), list(mask_values or (1,))],
+                "backbone": str(backbone),
+            }
+            key = _params_hash(params)
+            state = partial / "state.json"
+            if state.exists() and json.loads(state.read_text()).get("hash") != key:
+                for f in partial.glob("tile_*.npz"):
+                    f.unlink()
+            state.write_text(json.dumps({"hash": key, "params": params}, indent=1))
+            H, W = series.height, series.width
+            loss = np.zeros((H, W), np.int32)
+            conf = np.full((H, W), outputs.NOT_MONITORED, np.uint8)
+            mag = np.full((H, W), np.nan, np.float32)
+            mon_days = d64[mon_idx]
+            yyyymmdd = np.array([int(str(d).replace("-", "")) for d in mon_days], np.int32)
+            for k, win in enumerate(tqdm(wins, desc="track", unit="tile", disable=not progress)):
+                f = partial / f"tile_{k:06d}.npz"
+                if f.exists():
+                    z = np.load(f)
+                    tl, tc, tm = z["loss"], z["conf"], z["mag"]
+                else:
+                    kept = cache.pop(k)
+                    if kept is not None:
+                        scores, monitored = kept
+                    else:
+                        scores, _, monitored, _ = tiles.tile_scores(setup, win)
+                    a = sequential_alerts(scores[mon_idx], thr, window=window, need=need)
+                    tl = np.where(a.loss >= 0, yyyymmdd[np.maximum(a.loss, 0)], 0).astype(np.int32)
+                    tc = np.where(monitored, a.confidence, outputs.NOT_MONITORED).astype(np.uint8)
+                    tl[~monitored] = 0
+                    tm = np.where(a.loss >= 0, a.magnitude, np.nan).astype(np.float32)
+                    np.savez(f.with_suffix(".tmp.npz"), loss=tl, conf=tc, mag=tm)
+                    f.with_suffix(".tmp.npz").rename(f)
+                rs = slice(int(win.row_off), int(win.row_off + win.height))
+                cs = slice(int(win.col_off), int(win.col_off + win.width))
+                loss[rs, cs], conf[rs, cs], mag[rs, cs] = tl, tc, tm
+            series.close()
+
+            # ---- products (written into the partial folder, then moved)
+            profile = {
+                "driver": "GTiff",
+                "crs": series.crs,
+                "transform": series.transform,
+                "width": W,
+                "height": H,
+            }
+            n_alerts = outputs.apply_mmu_and_polygons(
+                loss,
+                conf,
+                mag,
+                series.crs,
+                series.transform,
+                partial / "alerts.gpkg",
+                mmu_ha=mmu_ha,
+            )
+            outputs.write_raster(
+                partial / "loss_date.tif",
+                loss,
+                dict(profile, nodata=0),
+                "loss date YYYYMMDD (0 none)",
+            )
+            outputs.write_raster(
+                partial / "confidence.tif",
+                conf,
+                dict(profile, nodata=outputs.NOT_MONITORED),
+                "confidence 0 none 1 low 2 high",
+            )
+            outputs.write_raster(
+                partial / "magnitude.tif",
+                mag,
+                dict(profile, nodata=float("nan")),
+                "alert magnitude (sd)",
+            )
+            files = [partial / p for p in PRODUCTS[:4]]
+            files += outputs.write_styles(partial, loss, mag)
+            area = outputs.pixel_area_ha(series.crs, series.transform, W, H)
+            outputs.loss_by_period(
+                loss, conf, area, partial / "loss_by_period.csv", partial / "loss_by_period.png"
+            )
+            files += [partial / "loss_by_period.csv", partial / "loss_by_period.png"]
+            if ref is not None:
+                metrics = compare_methods(
+                    ref, pt_raw, setup, point_alerts, thr_history, cv, mon_idx, monitors, progress
+                )
+                metrics.update(
+                    threshold=thr,
+                    threshold_source=source,
+                    threshold_history=thr_history,
+                    history_false_alarm_rates=dict(
+                        zip([float(t) for t in calibrate.THRESHOLDS], rates.tolist())
+                    ),
+                    monitor_start=str(start),
+                    history=[str(d64[hist][0]), str(d64[hist][-1])],
+                )
+                if cv is not None:
+                    metrics["calibration"] = calibrate.summary(cv)
+                files += outputs.write_metrics(partial, metrics)
+                files.append(
+                    outputs.write_point_table(
+                        partial / "reference_points.csv", metrics.pop("per_point")
+                    )
+                )
+            out.mkdir(parents=True, exist_ok=True)
+            final = []
+            for f in files:
+                dest = out / f.name
+                if dest.exists():
+                    dest.unlink()
+                f.rename(dest)
+                final.append(dest)
+            shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            cache.close()
     result = TrackResult(
         out, final, thr, source, n_alerts, metrics, time.perf_counter() - t0, int(H * W * len(d64))
     )
     if progress:
         print(result.summary())
     return result
-
-
-def _alert_dates(a: Any, days: np.ndarray) -> np.ndarray:
-    """Confirmation date of high-confidence alerts (NaT otherwise)."""
-    out = np.full(a.confirmed.shape, np.datetime64("NaT"), "datetime64[D]")
-    ok = a.confirmed >= 0
-    out[ok] = days[a.confirmed[ok]]
-    return out
-
-
-def _accuracy(
-    ref: ReferencePoints,
-    raw: np.ndarray,
-    s: _Setup,
-    point_alerts: dict[int, Any],
-    thr_history: float,
-    cv: calibrate.CrossValidated | None,
-    mon_idx: np.ndarray,
-    monitors: Sequence[str],
-    progress: bool,
-) -> dict[str, Any]:
-    """Accuracy of dinogeo and every nrt monitor on the same points, by the same code."""
-    days = s.series.dates64[mon_idx]
-    alerts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    grid = [float(t) for t in calibrate.THRESHOLDS]
-    if cv is not None:  # out-of-fold: each point predicted with the threshold of its fold
-        det = np.zeros(len(ref), bool)
-        when = np.full(len(ref), np.datetime64("NaT"), "datetime64[D]")
-        for i in np.unique(cv.oof_index):
-            sel = cv.oof_index == i
-            a = point_alerts[int(i)]
-            det[sel] = (a.confidence == HIGH)[sel]
-            when[sel] = _alert_dates(a, days)[sel]
-        alerts["dinogeo (cross-validated)"] = (det, when)
-    if thr_history in grid:
-        a = point_alerts[grid.index(thr_history)]
-        alerts["dinogeo (history threshold)"] = (a.confidence == HIGH, _alert_dates(a, days))
-    # nrt on the raw (unsmoothed) series at the points
-    idx = baseline_indices(raw, s.series.sensor)
-    jobs = [(m, k) for m in monitors for k in idx]
-    for m, k in tqdm(jobs, desc="track: nrt baselines", unit="monitor", disable=not progress):
-        name = {"ccdc": "CCDC", "ewma": "EWMA", "cusum": "CuSum", "mosum": "MoSum"}[m]
-        alerts[f"nrt {name} ({k})"] = run_monitor(m, idx[k], s.series.dates64, s.hist, s.mon)
-    methods = {name: score_alerts(ref, det, when) for name, (det, when) in alerts.items()}
-    table: dict[str, Any] = {
-        "row": ref.rows,
-        "col": ref.cols,
-        "disturbed": ref.disturbed,
-        "reference_date": [str(d) if not np.isnat(d) else "" for d in ref.dates],
-    }
-    for name, (det, when) in alerts.items():
-        table[f"{name} alert date"] = [str(w) if d else "" for d, w in zip(det, when)]
-    best = max(
-        (n for n in methods if n.startswith("nrt")), key=lambda n: methods[n]["f1"], default=None
-    )
-    out: dict[str, Any] = {
-        "per_point": table,
-        "methods": methods,
-        "points": len(ref),
-        "disturbed": int(ref.disturbed.sum()),
-    }
-    if best is not None and "dinogeo (cross-validated)" in methods:
-        d, b = methods["dinogeo (cross-validated)"], methods[best]
-        out["done_criterion"] = {
-            "best_nrt": best,
-            "f1_margin": d["f1"] - b["f1"],
-            "lag_dinogeo": d["lag_days"]["median"],
-            "lag_best_nrt": b["lag_days"]["median"],
-            "met": bool(
-                d["f1"] >= b["f1"] + 0.05
-                and d["lag_days"]["median"] is not None
-                and b["lag_days"]["median"] is not None
-                and d["lag_days"]["median"] <= b["lag_days"]["median"]
-            ),
-        }
-    return out

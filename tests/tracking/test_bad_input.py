@@ -96,11 +96,12 @@ def test_existing_output_and_cli_errors(tmp_path, capsys):
 
 
 def test_resume_keeps_finished_tiles(tmp_path, monkeypatch):
+    from dinogeo.tracking import tiles as tiles_mod
     from dinogeo.tracking import track as track_mod
 
     files = rufiji_files()[:8]
     out = tmp_path / "out"
-    real = track_mod._tile_scores
+    real = tiles_mod.tile_scores
     calls = {"n": 0}
 
     def failing(setup, win):
@@ -109,15 +110,15 @@ def test_resume_keeps_finished_tiles(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(setup, win)
 
-    monkeypatch.setattr(track_mod, "_tile_scores", failing)
-    monkeypatch.setattr(track_mod, "_CACHE_BYTES", 0)  # every tile is read again by the main pass
+    monkeypatch.setattr(tiles_mod, "tile_scores", failing)
+    monkeypatch.setattr(track_mod, "CACHE_TILES", 0)  # every tile is read again by the main pass
     kw = dict(monitor_start="2017-06-01", min_history=3, tile=64, threshold=3.0)
     with pytest.raises(KeyboardInterrupt):
         _run(files, out, **kw)
     partial = out.with_name("out.partial")
     done = sorted(partial.glob("tile_*.npz"))
     assert len(done) == 3 and not (out / "loss_date.tif").exists()
-    monkeypatch.setattr(track_mod, "_tile_scores", real)
+    monkeypatch.setattr(tiles_mod, "tile_scores", real)
     resumed = _run(files, out, resume=True, **kw)
     fresh = _run(files, tmp_path / "fresh", **kw)
     import rasterio
