@@ -44,9 +44,10 @@ from dinogeo.models.backbone import Backbone
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.collate import collate_multicrop
 from dinogeo.ssl.ema import ema_update
+from dinogeo.ssl.grad_clip import clip_gradients_per_module
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.module_step import ssl_losses
-from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
+from dinogeo.ssl.param_groups import build_param_groups
 from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig
 
 # head sizes: the recipe's (hidden 2048, bottleneck 256) for ViT-S, configs/ssl/default.yaml's

@@ -6,15 +6,12 @@ from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
 from dinogeo.ssl.dino_head import DINOHead
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import ema_update
+from dinogeo.ssl.grad_clip import clip_gradients_per_module
 from dinogeo.ssl.gram_loss import gram_loss, resize_token_grid
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
 from dinogeo.ssl.koleo_loss import koleo_loss, koleo_loss_distributed
 from dinogeo.ssl.masking import BlockMaskGenerator, make_ibot_masks
-from dinogeo.ssl.param_groups import (
-    build_param_groups,
-    cancel_last_layer_gradients,
-    clip_gradients_per_module,
-)
+from dinogeo.ssl.param_groups import build_param_groups, cancel_last_layer_gradients
 from dinogeo.ssl.schedules import lr_scaling, warmup_constant, warmup_cosine
 from dinogeo.ssl.sinkhorn import sinkhorn_knopp
 

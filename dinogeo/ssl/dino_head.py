@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinogeo.errors import ConfigError
+from dinogeo.ssl.task_config import DINOHeadConfig
 
-__all__ = ["DINOHead"]
+__all__ = ["DINOHead", "build_head"]
 
 
 class DINOHead(nn.Module):
@@ -88,3 +89,8 @@ class DINOHead(nn.Module):
                 return x
         logits: Tensor = self.last_layer(x)
         return logits
+
+
+def build_head(dim: int, cfg: DINOHeadConfig) -> DINOHead:
+    """A DINO or iBOT head on ``dim``-wide tokens, sized by ``cfg``."""
+    return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)

@@ -19,37 +19,55 @@ their EMA becomes the teacher's head; the students start after that.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
-import zlib
 from pathlib import Path
 from typing import Any, cast
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from dinogeo.errors import BandMismatchError, ConfigError
-from dinogeo.models.backbone import Backbone, create_backbone
-from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.backbone import Backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.checkpointing import sample_seed
-from dinogeo.ssl.dino_head import DINOHead
+from dinogeo.ssl.dino_head import build_head
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.distill_config import StudentConfig, TeacherConfig
+from dinogeo.ssl.distill_export import (
+    gather_student_states,
+    keep_local_states,
+    student_card,
+    write_student,
+)
+from dinogeo.ssl.distill_schedules import build_distill_schedules
 from dinogeo.ssl.distill_step import distill_losses
+from dinogeo.ssl.distill_students import (
+    build_student,
+    local_students,
+    rank_world,
+    student_patch,
+    student_subgroups,
+)
 from dinogeo.ssl.distill_teacher import Subgroups, head_config_of, load_teacher, teacher_targets
 from dinogeo.ssl.ema import ema_update
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
 from dinogeo.ssl.masking import make_ibot_masks
 from dinogeo.ssl.module_step import ssl_losses
-from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
-from dinogeo.ssl.schedules import Schedule, lr_scaling, warmup_constant, warmup_cosine
-from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig, OptimConfig, coerce
+from dinogeo.ssl.param_groups import build_param_groups
+from dinogeo.ssl.schedules import Schedule
+from dinogeo.ssl.task_base import StepScheduledTask
+from dinogeo.ssl.task_config import (
+    DINOHeadConfig,
+    LossConfig,
+    OptimConfig,
+    coerce,
+    config_dict,
+)
 
 __all__ = ["DistillTask"]
 
@@ -58,22 +76,7 @@ log = logging.getLogger(__name__)
 PARTS = ("backbone", "dino_head", "ibot_head")
 
 
-def _asdict(cfg: Any) -> dict[str, Any]:
-    out = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-
-def _head(dim: int, cfg: DINOHeadConfig) -> DINOHead:
-    return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class DistillTask(pl.LightningModule):
+class DistillTask(StepScheduledTask):
     """Multi-student DINOv3 distillation from a frozen teacher.
 
     Args:
@@ -106,13 +109,10 @@ class DistillTask(pl.LightningModule):
         autocast: str = "auto",
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(coerce(OptimConfig, optim), autocast, seed)
         self.teacher_cfg = coerce(TeacherConfig, teacher)
         self.student_cfgs = [coerce(StudentConfig, s) for s in (students or [StudentConfig()])]
         self.loss_cfg = coerce(LossConfig, loss)
-        self.optim_cfg = coerce(OptimConfig, optim)
-        if autocast not in {"auto", "bf16", "fp32"}:
-            raise ConfigError(f"autocast={autocast!r}: use 'auto', 'bf16' or 'fp32'")
         names = [s.name for s in self.student_cfgs]
         if len(set(names)) != len(names) or any(not n.isidentifier() for n in names):
             raise ConfigError(
@@ -148,8 +148,8 @@ class DistillTask(pl.LightningModule):
             # fresh heads trained on the frozen teacher; their EMA (below) is the teacher's head
             self.head_warmup: nn.ModuleDict | None = nn.ModuleDict(
                 {
-                    "dino_head": _head(t_dim, self.dino_head_cfg),
-                    "ibot_head": _head(t_dim, self.ibot_head_cfg),
+                    "dino_head": build_head(t_dim, self.dino_head_cfg),
+                    "ibot_head": build_head(t_dim, self.ibot_head_cfg),
                 }
             )
             heads = {k: copy.deepcopy(v) for k, v in self.head_warmup.items()}  # type: ignore[misc]
@@ -172,7 +172,7 @@ class DistillTask(pl.LightningModule):
         self.teacher = nn.ModuleDict({"backbone": loaded.backbone, **heads})
         self.teacher.requires_grad_(False)
         self.teacher.eval()
-        patches = {_student_patch(s) for s in self.student_cfgs}
+        patches = {student_patch(s) for s in self.student_cfgs}
         if len(patches) != 1:
             raise ConfigError(
                 f"the students have patch sizes {sorted(patches)}: students trained together "
@@ -182,28 +182,25 @@ class DistillTask(pl.LightningModule):
         self.student_patch = patches.pop()
         self.save_hyperparameters(
             {
-                "teacher": _asdict(self.teacher_cfg),
-                "students": [_asdict(s) for s in self.student_cfgs],
+                "teacher": config_dict(self.teacher_cfg),
+                "students": [config_dict(s) for s in self.student_cfgs],
                 "in_chans": in_chans,
                 "band_names": self.band_names,
-                "dino_head": _asdict(self.dino_head_cfg),
-                "ibot_head": _asdict(self.ibot_head_cfg),
-                "loss": _asdict(self.loss_cfg),
-                "optim": _asdict(self.optim_cfg),
+                "dino_head": config_dict(self.dino_head_cfg),
+                "ibot_head": config_dict(self.ibot_head_cfg),
+                "loss": config_dict(self.loss_cfg),
+                "optim": config_dict(self.optim_cfg),
                 "autocast": autocast,
                 "seed": seed,
                 "teacher_provenance": self.teacher_provenance,
             }
         )
         self.in_chans = in_chans
-        self.autocast_mode = autocast
-        self.seed = seed
         self.students = nn.ModuleDict()
         self.students_ema = nn.ModuleDict()
         self.subgroups = Subgroups()
         self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
         self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
-        self._schedules: dict[str, Schedule] = {}
 
     # ------------------------------------------------------------------ students
     def student_backbone(self, name: str, ema: bool = True) -> Backbone:
@@ -213,37 +210,15 @@ class DistillTask(pl.LightningModule):
 
     def local_students(self) -> list[StudentConfig]:
         """The students this rank trains: all on one process, its subgroup's otherwise."""
-        rank, world = _world()
-        if world == 1:
-            return list(self.student_cfgs)
-        total = sum(s.ranks for s in self.student_cfgs)
-        if total != world or any(s.ranks < 1 for s in self.student_cfgs):
-            raise ConfigError(
-                f"the students' ranks {[s.ranks for s in self.student_cfgs]} add up to {total} "
-                f"but the run has {world} processes: give each student >= 1 rank, {world} in all"
-            )
-        start = 0
-        for cfg in self.student_cfgs:
-            if start <= rank < start + cfg.ranks:
-                return [cfg]
-            start += cfg.ranks
-        raise AssertionError("unreachable: ranks cover the world")
+        return local_students(self.student_cfgs, *rank_world())
 
     def configure_model(self) -> None:
         """Build this rank's students (and, on several processes, the student subgroups)."""
         if len(self.students):
             return
-        rank, world = _world()
+        rank, world = rank_world()
         if world > 1:
-            local = self.local_students()[0]
-            start, own = 0, None
-            for cfg in self.student_cfgs:  # every rank creates every group, in the same order
-                ranks = list(range(start, start + cfg.ranks))
-                group = dist.new_group(ranks)
-                if cfg.name == local.name:
-                    own = Subgroups(cast(dist.ProcessGroup, group), len(ranks), rank - start, world)
-                start += cfg.ranks
-            self.subgroups = cast(Subgroups, own)
+            self.subgroups = student_subgroups(self.student_cfgs, rank, world)
             if self.head_warmup is not None:
                 # identical fresh heads on every rank, averaged over all ranks (not by DDP)
                 warm = [*self.head_warmup.parameters()]
@@ -255,27 +230,10 @@ class DistillTask(pl.LightningModule):
                     f"head_warmup.{n}" for n, _ in self.head_warmup.named_parameters()
                 ]
         for cfg in self.local_students():
-            # a student's initial weights depend on (seed, its name) only, not on the other
-            # students or on which rank it lands
-            torch.manual_seed(sample_seed(self.seed, zlib.crc32(cfg.name.encode())))
-            backbone = create_backbone(
-                cfg.arch,
-                self.in_chans,
-                img_size=cfg.img_size,
-                drop_path_rate=cfg.drop_path_rate,
-                rope_rescale_coords=cfg.rope_rescale_coords,
-                **dict(cfg.backbone_kwargs),
+            student, ema = build_student(
+                cfg, self.in_chans, self.dino_head_cfg, self.ibot_head_cfg, self.seed
             )
-            student = nn.ModuleDict(
-                {
-                    "backbone": backbone,
-                    "dino_head": _head(backbone.embed_dim, self.dino_head_cfg),
-                    "ibot_head": _head(backbone.embed_dim, self.ibot_head_cfg),
-                }
-            )
-            backbone.mask_token.requires_grad_(False)  # the students' input is never masked
             self.students[cfg.name] = student
-            ema = copy.deepcopy(student).requires_grad_(False).eval()
             self.students_ema[cfg.name] = ema
 
     def train(self, mode: bool = True) -> DistillTask:
@@ -291,74 +249,11 @@ class DistillTask(pl.LightningModule):
         return self.student_backbone(name).forward_features(x)["x_norm_clstoken"]
 
     # ------------------------------------------------------------------ schedules
-    def _total_steps(self) -> int:
-        if self.optim_cfg.schedule_steps:
-            return int(self.optim_cfg.schedule_steps)
-        trainer = self._trainer
-        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
-            return int(trainer.max_steps)
-        raise ConfigError(
-            "cannot size the schedules: set trainer.max_steps or model.optim.schedule_steps"
-        )
-
-    def global_batch_size(self) -> int:
-        """Images per optimizer step over all ranks (the teacher's global batch)."""
-        trainer = self._trainer
-        per_rank = int(getattr(getattr(trainer, "datamodule", None), "batch_size", 0) or 0)
-        if trainer is None or per_rank == 0:
-            return max(per_rank, 1)
-        return per_rank * trainer.world_size * trainer.accumulate_grad_batches
-
     def build_schedules(self, total_steps: int, global_batch: int) -> dict[str, Schedule]:
-        """Per-step schedules; the students' start after the teacher-head warm-up.
-
-        Returns:
-            ``{"lr", "wd", "momentum", "teacher_temp", "head_lr"}``.
-        """
-        opt, lcfg = self.optim_cfg, self.loss_cfg
-        warm = min(self.warmup_steps, total_steps - 1)
-        if total_steps - warm < 1:
-            raise ConfigError(
-                f"trainer.max_steps={total_steps} leaves no step after the teacher-head warm-up "
-                f"({self.warmup_steps} steps): train longer"
-            )
-        peak = lr_scaling(opt.lr, global_batch, opt.lr_scaling)
-        ramp = min(opt.warmup_steps, total_steps - warm)
-        if opt.lr_schedule == "cosine":
-            lr = warmup_cosine(0.0, peak, opt.min_lr, total_steps, ramp, freeze_steps=warm)
-        elif opt.lr_schedule == "constant":
-            lr = warmup_constant(0.0, peak, None, total_steps, ramp, freeze_steps=warm)
-        else:
-            raise ConfigError(f"optim.lr_schedule={opt.lr_schedule!r}: use 'cosine' or 'constant'")
-        wd = warmup_cosine(
-            opt.weight_decay, opt.weight_decay, opt.weight_decay_end, total_steps, 0,
-            opt.weight_decay, freeze_steps=warm,
-        )  # fmt: skip
-        mom = warmup_cosine(
-            opt.momentum, opt.momentum, opt.momentum_end, total_steps, 0, opt.momentum,
-            freeze_steps=warm,
-        )  # fmt: skip
-        temp = warmup_constant(
-            lcfg.teacher_temp_warmup,
-            lcfg.teacher_temp,
-            None,
-            total_steps,
-            min(lcfg.teacher_temp_warmup_steps, total_steps),
+        """Per-step schedules (:func:`~dinogeo.ssl.distill_schedules.build_distill_schedules`)."""
+        return build_distill_schedules(
+            self.optim_cfg, self.loss_cfg, self.warmup_steps, total_steps, global_batch
         )
-        head_ramp = min(opt.warmup_steps, max(warm // 2, 1))
-        head_lr = Schedule(
-            np.where(
-                np.arange(total_steps) < warm,
-                np.asarray(warmup_constant(0.0, peak, None, total_steps, head_ramp)),
-                0.0,
-            )
-        )
-        return {"lr": lr, "wd": wd, "momentum": mom, "teacher_temp": temp, "head_lr": head_lr}
-
-    def _schedule(self, name: str, step: int) -> float:
-        if not self._schedules:
-            self._schedules = self.build_schedules(self._total_steps(), self.global_batch_size())
-        return self._schedules[name][step]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -389,7 +284,8 @@ class DistillTask(pl.LightningModule):
         fused = self.device.type in {"cuda", "cpu"}
         return torch.optim.AdamW(groups, lr=self.optim_cfg.lr, betas=(b1, b2), fused=fused)
 
-    def _apply_optim_values(self, step: int) -> None:
+    def apply_optim_values(self, step: int) -> None:
+        """Step ``step``'s lr (the warm-up heads': ``head_lr``) and weight decay per group."""
         optimizer = cast(torch.optim.Optimizer, self.optimizers(use_pl_optimizer=False))
         lr, wd, head_lr = (self._schedule(k, step) for k in ("lr", "wd", "head_lr"))
         frozen_last = step < self.warmup_steps + self.optim_cfg.freeze_last_layer_steps
@@ -408,33 +304,22 @@ class DistillTask(pl.LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Average the warm-up heads' gradients over all ranks; clip every module separately."""
-        _, world = _world()
+        _, world = rank_world()
         if self.head_warmup is not None and world > 1 and self.global_step < self.warmup_steps:
             for p in self.head_warmup.parameters():
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= world
-        if self.optim_cfg.clip_grad > 0:
-            modules: dict[str, nn.Module] = {
-                f"{n}.{part}": cast(nn.ModuleDict, s)[part]
-                for n, s in self.students.items()
-                for part in PARTS
-            }
-            if self.head_warmup is not None:
-                modules.update({f"head_warmup.{k}": v for k, v in self.head_warmup.items()})
-            clip_gradients_per_module(modules, self.optim_cfg.clip_grad)
+        modules: dict[str, nn.Module] = {
+            f"{n}.{part}": cast(nn.ModuleDict, s)[part]
+            for n, s in self.students.items()
+            for part in PARTS
+        }
+        if self.head_warmup is not None:
+            modules.update({f"head_warmup.{k}": v for k, v in self.head_warmup.items()})
+        self.clip_modules(modules)
 
     # ------------------------------------------------------------------ training
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        mode = self.autocast_mode
-        if mode == "fp32":
-            return contextlib.nullcontext()
-        if self.device.type == "cuda" and (mode == "bf16" or torch.cuda.is_bf16_supported()):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if mode == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def on_fit_start(self) -> None:
         """Check that the data are normalised as the teacher was trained; reset the schedules."""
         self._schedules = {}
@@ -451,12 +336,6 @@ class DistillTask(pl.LightningModule):
                 f"{card.std}: set data.sensor to the teacher's sensor {card.sensor!r} (or a "
                 "sensor YAML with its statistics)"
             )
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Seed this step's random draws and set its learning rates and weight decay."""
-        step = self.global_step
-        torch.manual_seed(sample_seed(self.seed, step, self.global_rank))
-        self._apply_optim_values(step)
 
     def _teacher_grid_batch(self, batch: MultiCropBatch) -> MultiCropBatch:
         """The batch with its iBOT masks redrawn on the teacher's grid (head warm-up only)."""
@@ -559,66 +438,37 @@ class DistillTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """On several processes, collect every subgroup's student and optimizer state.
-
-        Rank 0 writes the checkpoint but holds only its own student: the first rank of each
-        subgroup contributes its student's weights (and EMA) and its optimizer state.
-        """
-        _, world = _world()
+        """On several processes, collect every subgroup's student and optimizer state."""
+        _, world = rank_world()
         if world == 1:
             return
-        mine: dict[str, Any] = {}
-        if self.subgroups.rank == 0:
-            name = self.local_students()[0].name
-            keys = (f"students.{name}.", f"students_ema.{name}.")
-            mine = {
-                "state": {k: v.cpu() for k, v in self.state_dict().items() if k.startswith(keys)},
-                "optimizer": {name: checkpoint.get("optimizer_states", [None])[0]},
-            }
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, mine)
-        states: dict[str, Any] = {}
-        for part in gathered:
-            if part:
-                checkpoint["state_dict"].update(part["state"])
-                states.update(part["optimizer"])
-        checkpoint["distill_optimizer_states"] = states
+        lead = self.local_students()[0].name if self.subgroups.rank == 0 else None
+        gather_student_states(checkpoint, self.state_dict(), lead, world)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep this rank's students' weights and optimizer state from a checkpoint."""
-        local = {cfg.name for cfg in self.local_students()}
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.split(".")[0] in {"students", "students_ema"}]:
-            if key.split(".")[1] not in local:
-                del state[key]
-        saved = checkpoint.get("distill_optimizer_states")
-        if saved and len(local) == 1 and local <= set(saved):
-            checkpoint["optimizer_states"] = [saved[local.pop()]]
+        keep_local_states(checkpoint, {cfg.name for cfg in self.local_students()})
 
     # ------------------------------------------------------------------ export
     def student_card(self, name: str) -> WeightCard | None:
         """The weight card of a student's EMA backbone (``None`` without a datamodule sensor)."""
         trainer = self._trainer
-        sensor = getattr(getattr(trainer, "datamodule", None), "sensor", None)
+        datamodule = getattr(trainer, "datamodule", None)
+        sensor = getattr(datamodule, "sensor", None)
         if sensor is None:
             return None
-        config: dict[str, Any] = {"model": dict(self.hparams), "student": name}
-        datamodule = getattr(trainer, "datamodule", None)
-        if getattr(datamodule, "hparams", None) is not None:
-            config["data"] = dict(datamodule.hparams)  # type: ignore[union-attr]
+        data = getattr(datamodule, "hparams", None)
+        facts = None
         if trainer is not None:
-            config["trainer"] = {"max_steps": trainer.max_steps, "world_size": trainer.world_size}
-        config["teacher"] = dict(self.teacher_provenance)
-        prov = self.teacher_provenance
-        return WeightCard.for_sensor(
+            facts = {"max_steps": trainer.max_steps, "world_size": trainer.world_size}
+        return student_card(
             self.student_backbone(name),
             sensor,
-            training_config=_jsonable(config),
-            source=(
-                f"dinogeo distill from {prov['path']} (sha256 {prov['sha256'][:16]}, "
-                f"{prov['arch']}, width {prov['embed_dim']}, depth {prov['depth']}, "
-                f"patch {prov['patch_size']})"
-            ),
+            name,
+            dict(self.hparams),
+            self.teacher_provenance,
+            data=dict(data) if data is not None else None,
+            trainer=facts,
         )
 
     def export_students(self) -> dict[str, Path]:
@@ -634,22 +484,9 @@ class DistillTask(pl.LightningModule):
                 log.warning("no datamodule sensor: student %s was not exported", cfg.name)
                 continue
             path = Path(cfg.export_path)
-            save_backbone(path, self.student_backbone(cfg.name), card)
-            log.info("student %s exported to %s", cfg.name, path)
-            written[cfg.name] = path
+            written[cfg.name] = write_student(path, self.student_backbone(cfg.name), card, cfg.name)
         return written
 
     def on_train_end(self) -> None:
         """Export the students' EMA backbones."""
         self.export_students()
-
-
-def _jsonable(value: Any) -> dict[str, Any]:
-    import json
-
-    return dict(json.loads(json.dumps(value, default=str)))
-
-
-def _student_patch(cfg: StudentConfig) -> int:
-    with torch.device("meta"):  # no memory: only the architecture is read
-        return create_backbone(cfg.arch, 1, **dict(cfg.backbone_kwargs)).patch_size

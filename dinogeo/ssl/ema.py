@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
+from dinogeo.ssl.grad_clip import local_shard
 
 __all__ = ["ema_update"]
 
@@ -16,7 +17,8 @@ def ema_update(teacher_params: list[Tensor], student_params: list[Tensor], momen
 
     Uses ``torch._foreach_mul_`` and ``torch._foreach_add_`` (one fused launch per dtype
     and device instead of one per tensor), as DINOv3's ``update_ema``. ``momentum=0``
-    copies the student (the Gram-teacher refresh).
+    copies the student (the Gram-teacher refresh). FSDP-sharded (DTensor) parameters are
+    updated shard by shard; teacher and student must be sharded the same way.
 
     Args:
         teacher_params: Teacher tensors (updated in place), same order as ``student_params``.
@@ -37,7 +39,8 @@ def ema_update(teacher_params: list[Tensor], student_params: list[Tensor], momen
             )
     if not teacher_params:
         return
-    teachers = [t.detach() for t in teacher_params]
-    students = [s.detach() for s in student_params]
+    # FSDP: teacher and student are sharded alike, so the update runs on the local shards
+    teachers = [local_shard(t.detach()) for t in teacher_params]
+    students = [local_shard(s.detach()) for s in student_params]
     torch._foreach_mul_(teachers, momentum)
     torch._foreach_add_(teachers, students, alpha=1.0 - momentum)

@@ -11,13 +11,11 @@ exactly. bf16 autocast is used on CUDA devices that support it, fp32 elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -28,17 +26,18 @@ from dinogeo.models.card import WeightCard
 from dinogeo.models.init_weights import backbone_file_state
 from dinogeo.models.materialise import assign_weights, meta_backbone, shared_copy, unshare
 from dinogeo.ssl.batch_types import MultiCropBatch
-from dinogeo.ssl.checkpointing import sample_seed
-from dinogeo.ssl.dino_head import DINOHead
+from dinogeo.ssl.dino_head import build_head
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import ema_update
+from dinogeo.ssl.fsdp import SSLFSDPStrategy, full_state_dict
 from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
 from dinogeo.ssl.koleo_loss import koleo_group_ranks
 from dinogeo.ssl.module_export import TEACHER_PREFIX, export_teacher_backbone, training_config
 from dinogeo.ssl.module_step import ssl_losses
-from dinogeo.ssl.param_groups import build_param_groups, clip_gradients_per_module
+from dinogeo.ssl.param_groups import build_param_groups
 from dinogeo.ssl.schedules import Schedule
+from dinogeo.ssl.task_base import StepScheduledTask
 from dinogeo.ssl.task_config import (
     DINOHeadConfig,
     GramConfig,
@@ -46,6 +45,7 @@ from dinogeo.ssl.task_config import (
     LossConfig,
     OptimConfig,
     coerce,
+    config_dict,
 )
 from dinogeo.ssl.task_schedules import build_task_schedules
 
@@ -54,7 +54,7 @@ __all__ = ["SSLTask"]
 log = logging.getLogger(__name__)
 
 
-class SSLTask(pl.LightningModule):
+class SSLTask(StepScheduledTask):
     """DINOv3 self-supervised pretraining of a :class:`~dinogeo.models.Backbone`.
 
     Args:
@@ -102,11 +102,10 @@ class SSLTask(pl.LightningModule):
         seed: int = 0,
         export_path: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(coerce(OptimConfig, optim), autocast, seed)
         self.dino_head_cfg = coerce(DINOHeadConfig, dino_head)
         self.ibot_head_cfg = coerce(DINOHeadConfig, ibot_head)
         self.loss_cfg = coerce(LossConfig, loss)
-        self.optim_cfg = coerce(OptimConfig, optim)
         self.gram_cfg = coerce(GramConfig, gram)
         self.init_cfg = coerce(InitConfig, init)
         defaults = LossConfig()
@@ -118,8 +117,6 @@ class SSLTask(pl.LightningModule):
                     f"model.loss.{name} is read by distillation only: pretraining draws its iBOT "
                     f"masks in the data module, set data.{name} instead"
                 )
-        if autocast not in {"auto", "bf16", "fp32"}:
-            raise ConfigError(f"autocast={autocast!r}: use 'auto', 'bf16' or 'fp32'")
         if band_names is not None and len(band_names) != in_chans:
             raise ConfigError(
                 f"band_names lists {len(band_names)} bands {band_names} but in_chans={in_chans}: "
@@ -134,12 +131,12 @@ class SSLTask(pl.LightningModule):
                 "drop_path_rate": drop_path_rate,
                 "rope_rescale_coords": rope_rescale_coords,
                 "backbone_kwargs": dict(backbone_kwargs or {}),
-                "dino_head": _asdict(self.dino_head_cfg),
-                "ibot_head": _asdict(self.ibot_head_cfg),
-                "loss": _asdict(self.loss_cfg),
-                "optim": _asdict(self.optim_cfg),
-                "gram": _asdict(self.gram_cfg),
-                "init": _asdict(self.init_cfg),
+                "dino_head": config_dict(self.dino_head_cfg),
+                "ibot_head": config_dict(self.ibot_head_cfg),
+                "loss": config_dict(self.loss_cfg),
+                "optim": config_dict(self.optim_cfg),
+                "gram": config_dict(self.gram_cfg),
+                "init": config_dict(self.init_cfg),
                 "autocast": autocast,
                 "seed": seed,
                 "export_path": export_path,
@@ -147,8 +144,6 @@ class SSLTask(pl.LightningModule):
         )
         self.arch = arch
         self.band_names = list(band_names) if band_names else None
-        self.autocast_mode = autocast
-        self.seed = seed
         self.export_path = export_path
 
         if self.init_cfg.official_checkpoint and self.init_cfg.backbone:
@@ -169,8 +164,8 @@ class SSLTask(pl.LightningModule):
         self.student = nn.ModuleDict(
             {
                 "backbone": backbone,
-                "dino_head": _make_head(dim, self.dino_head_cfg),
-                "ibot_head": _make_head(dim, self.ibot_head_cfg),
+                "dino_head": build_head(dim, self.dino_head_cfg),
+                "ibot_head": build_head(dim, self.ibot_head_cfg),
             }
         )
         # the teachers start equal to the student: they share its storage (no host copy) until
@@ -194,7 +189,6 @@ class SSLTask(pl.LightningModule):
                 self.gram_teacher.copy_from(backbone)  # shared: marks it initialised, no copy
         self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
         self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
-        self._schedules: dict[str, Schedule] = {}
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -245,33 +239,24 @@ class SSLTask(pl.LightningModule):
         """Separate the teachers' weights from the student's (see :meth:`_unshare`)."""
         self._unshare()
 
+    def configure_model(self) -> None:
+        """Under :class:`~dinogeo.ssl.fsdp.SSLFSDPStrategy`, shard the backbones and heads (FSDP2).
+
+        Lightning calls this hook on every rank before the optimizer is built; with any other
+        strategy it does nothing.
+        """
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, SSLFSDPStrategy):
+            strategy.shard(self)
+            # fully_shard copies each parameter's shard into its own storage: the teachers no
+            # longer share the student's weights (their constant buffers, RoPE periods, may)
+            self._shared = False
+
     def forward(self, x: Tensor) -> Tensor:
         """Teacher cls features of a normalised batch ``(B, C, H, W)``."""
         return self.teacher_backbone.forward_features(x)["x_norm_clstoken"]
 
     # ------------------------------------------------------------------ schedules
-    def _total_steps(self) -> int:
-        if self.optim_cfg.schedule_steps:
-            return int(self.optim_cfg.schedule_steps)
-        trainer = self._trainer
-        if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
-            return int(trainer.max_steps)
-        if trainer is not None:
-            estimated = trainer.estimated_stepping_batches
-            if estimated and estimated != float("inf"):
-                return int(estimated)
-        raise ConfigError(
-            "cannot size the schedules: set trainer.max_steps or model.optim.schedule_steps"
-        )
-
-    def global_batch_size(self) -> int:
-        """Images per optimizer step over all ranks and accumulation steps."""
-        trainer = self._trainer
-        per_rank = int(getattr(getattr(trainer, "datamodule", None), "batch_size", 0) or 0)
-        if trainer is None or per_rank == 0:
-            return max(per_rank, 1)
-        return per_rank * trainer.world_size * trainer.accumulate_grad_batches
-
     def build_schedules(self, total_steps: int, global_batch: int) -> dict[str, Schedule]:
         """Per-step schedules of this run (see :func:`~dinogeo.ssl.task_schedules.build_task_schedules`).
 
@@ -285,11 +270,6 @@ class SSLTask(pl.LightningModule):
         return build_task_schedules(
             self.optim_cfg, self.loss_cfg, self.gram_cfg, total_steps, global_batch
         )
-
-    def _schedule(self, name: str, step: int) -> float:
-        if not self._schedules:
-            self._schedules = self.build_schedules(self._total_steps(), self.global_batch_size())
-        return self._schedules[name][step]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -312,7 +292,8 @@ class SSLTask(pl.LightningModule):
         b1, b2 = (float(b) for b in self.optim_cfg.betas)
         return torch.optim.AdamW(groups, lr=self.optim_cfg.lr, betas=(b1, b2), fused=fused)
 
-    def _apply_optim_values(self, step: int) -> None:
+    def apply_optim_values(self, step: int) -> None:
+        """Step ``step``'s lr and weight decay per group (0 for frozen prototypes / head warm-up)."""
         optimizer = cast(torch.optim.Optimizer, self.optimizers(use_pl_optimizer=False))
         lr = self._schedule("lr", step)
         wd = self._schedule("wd", step)
@@ -337,22 +318,9 @@ class SSLTask(pl.LightningModule):
         if self.global_step < self.init_cfg.head_warmup_steps:
             for p in self.student_backbone.parameters():
                 p.grad = None if p.grad is None else torch.zeros_like(p.grad)
-        if self.optim_cfg.clip_grad > 0:
-            norms = clip_gradients_per_module(dict(self.student.items()), self.optim_cfg.clip_grad)
-            for name, value in norms.items():
-                self.log(f"grad_norm/{name}", value.float(), on_step=True, on_epoch=False)
+        self.clip_modules(dict(self.student.items()))
 
     # ------------------------------------------------------------------ training
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        mode = self.autocast_mode
-        if mode == "fp32":
-            return contextlib.nullcontext()
-        if self.device.type == "cuda" and (mode == "bf16" or torch.cuda.is_bf16_supported()):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if mode == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def on_train_start(self) -> None:
         """Reset cached schedules; take the Gram teacher from the EMA teacher if still unset."""
         self._unshare()
@@ -377,12 +345,6 @@ class SSLTask(pl.LightningModule):
         if gram is not None and not gram.ready and self.gram_cfg.from_ema_at_start:
             gram.copy_from(self.teacher_backbone)
             log.info("Gram teacher taken from the EMA teacher at step %d", self.global_step)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Seed this step's random draws and set its learning rate and weight decay."""
-        step = self.global_step
-        torch.manual_seed(sample_seed(self.seed, step, self.global_rank))
-        self._apply_optim_values(step)
 
     def training_step(self, batch: MultiCropBatch, batch_idx: int) -> Tensor:
         """Compute and log the DINOv3 losses of one multi-crop batch."""
@@ -505,13 +467,13 @@ class SSLTask(pl.LightningModule):
     def export_backbone(self, path: Path) -> Path | None:
         """Write the EMA teacher backbone and its weight card to ``path`` (``.safetensors``).
 
-        Gathers the full state dict through the strategy (needed for FSDP: every rank must call
-        this) and writes on global rank 0 only.
+        Gathers the full state dict (under FSDP every rank must call this) and writes on global
+        rank 0 only.
 
         Returns:
             The path on rank 0; ``None`` on other ranks or without sensor information.
         """
-        state = self.trainer.strategy.lightning_module_state_dict()
+        state = full_state_dict(self)
         if not self.trainer.is_global_zero:
             return None
         card = self.weight_card()
@@ -550,13 +512,3 @@ def _initial_backbone(
         ) from err
     return backbone
 
-
-def _make_head(dim: int, cfg: DINOHeadConfig) -> DINOHead:
-    return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
-
-
-def _asdict(cfg: Any) -> dict[str, Any]:
-    import dataclasses
-
-    out = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

@@ -1,7 +1,7 @@
 """Optimiser parameter groups and gradient utilities.
 
 Layer-wise learning-rate decay, the patch-embedding multiplier, no weight decay on
-biases/norms/LayerScale, per-module gradient clipping and last-layer freezing.
+biases/norms/LayerScale and last-layer freezing (per-module clipping: :mod:`dinogeo.ssl.grad_clip`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from dinogeo.errors import ConfigError
 
@@ -19,7 +19,6 @@ __all__ = [
     "apply_optim_values",
     "build_param_groups",
     "cancel_last_layer_gradients",
-    "clip_gradients_per_module",
     "layer_id",
 ]
 
@@ -158,28 +157,6 @@ def apply_optim_values(
         base = last_layer_lr if (group.get("is_last_layer") and last_layer_lr is not None) else lr
         group["lr"] = base * group.get("lr_multiplier", 1.0)
         group["weight_decay"] = weight_decay * group.get("wd_multiplier", 1.0)
-
-
-def clip_gradients_per_module(modules: dict[str, nn.Module], max_norm: float) -> dict[str, Tensor]:
-    """Clip each module's gradients separately (DINOv3 clips backbone, DINO head, iBOT head).
-
-    Args:
-        modules: Name -> module.
-        max_norm: Maximum L2 norm per module (3 cfg, 30 7B); ``<= 0`` or ``inf`` only
-            measures the norms.
-
-    Returns:
-        Name -> total gradient norm before clipping (0 for a module without gradients).
-    """
-    norms: dict[str, Tensor] = {}
-    limit = max_norm if max_norm > 0 else float("inf")
-    for name, module in modules.items():
-        params = [p for p in module.parameters() if p.grad is not None]
-        if not params:
-            norms[name] = torch.zeros(())
-            continue
-        norms[name] = torch.nn.utils.clip_grad_norm_(params, limit)
-    return norms
 
 
 def cancel_last_layer_gradients(

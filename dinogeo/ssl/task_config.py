@@ -13,7 +13,15 @@ from typing import Any
 
 from dinogeo.errors import ConfigError
 
-__all__ = ["DINOHeadConfig", "GramConfig", "InitConfig", "LossConfig", "OptimConfig", "coerce"]
+__all__ = [
+    "DINOHeadConfig",
+    "GramConfig",
+    "InitConfig",
+    "LossConfig",
+    "OptimConfig",
+    "coerce",
+    "config_dict",
+]
 
 
 @dataclass
@@ -202,3 +210,9 @@ def coerce[T](cls: type[T], value: Any) -> T:
             )
         return cls(**value)
     raise ConfigError(f"{cls.__name__}: expected a mapping of options, got {type(value).__name__}")
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a plain dict (tuples as lists), for hyperparameters and cards."""
+    out = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

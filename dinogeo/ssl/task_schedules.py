@@ -13,10 +13,21 @@ from dinogeo.errors import ConfigError
 from dinogeo.ssl.schedules import Schedule, lr_scaling, warmup_constant, warmup_cosine
 from dinogeo.ssl.task_config import GramConfig, LossConfig, OptimConfig
 
-__all__ = ["SCHEDULE_NAMES", "build_task_schedules"]
+__all__ = ["SCHEDULE_NAMES", "build_task_schedules", "teacher_temp_schedule"]
 
 #: the schedules :func:`build_task_schedules` returns
 SCHEDULE_NAMES = ("lr", "wd", "momentum", "teacher_temp", "gram_weight", "local_weight")
+
+
+def teacher_temp_schedule(loss: LossConfig, total_steps: int) -> Schedule:
+    """Teacher temperature: linear warm-up from ``teacher_temp_warmup``, then constant."""
+    return warmup_constant(
+        loss.teacher_temp_warmup,
+        loss.teacher_temp,
+        None,
+        total_steps,
+        min(loss.teacher_temp_warmup_steps, total_steps),
+    )
 
 
 def build_task_schedules(
@@ -92,13 +103,7 @@ def build_task_schedules(
         optim.weight_decay, optim.weight_decay, optim.weight_decay_end, total_steps, 0
     )
     mom = warmup_cosine(optim.momentum, optim.momentum, optim.momentum_end, total_steps, 0)
-    temp = warmup_constant(
-        loss.teacher_temp_warmup,
-        loss.teacher_temp,
-        None,
-        total_steps,
-        min(loss.teacher_temp_warmup_steps, total_steps),
-    )
+    temp = teacher_temp_schedule(loss, total_steps)
     ramp_start = min(gram.weight_start_step, total_steps)
     ramp = min(gram.weight_warmup_steps, total_steps - ramp_start)
     gram_weight = warmup_constant(

@@ -5,11 +5,11 @@ from torch import nn
 
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.dino_head import DINOHead
+from dinogeo.ssl.grad_clip import clip_gradients_per_module
 from dinogeo.ssl.param_groups import (
     apply_optim_values,
     build_param_groups,
     cancel_last_layer_gradients,
-    clip_gradients_per_module,
     layer_id,
 )
 
