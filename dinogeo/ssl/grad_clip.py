@@ -57,7 +57,7 @@ def clip_grad_norm_global(params: Iterable[Tensor], max_norm: float) -> Tensor:
     if not grads:
         return torch.zeros(())
     local = [local_shard(g) for g in grads]
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local)).float())
+    total: Tensor = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local)).float())
     group = _shard_group(grads)
     if group is not None:
         squared = total.square()
