@@ -203,7 +203,8 @@ def fsdp_args(shared: Path, run: Path, steps: int) -> list[str]:
         f"init_args: {{dirpath: {run / 'checkpoints'}, save_last: true, save_top_k: 0, "
         "every_n_train_steps: 2}}]",
         "--model.optim.schedule_steps", "6", "--model.export_path", str(run / "teacher.safetensors"),
-        "--data.sources", f"[{shared / S2_10M}]", "--data.batch_size", "4",
+        "--data.sources", f"[{shared / S2_10M}]", "--data.sensor", "sentinel2_l1c",
+        "--data.bands", "[B02, B03, B04, B08]", "--data.batch_size", "4",
         "--data.samples_per_epoch", "16", "--data.global_size", "32", "--data.local_size", "16",
         "--data.n_local", "2", "--data.chip_size", "64", "--data.gram_size", "64",
         "--model.loss.koleo_group_size", "8", "--collapse.start_step", "100",
