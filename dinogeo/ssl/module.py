@@ -511,4 +511,3 @@ def _initial_backbone(
             "data.bands must match the checkpoint)"
         ) from err
     return backbone
-
