@@ -27,6 +27,7 @@ from dinogeo.models.backbone import Backbone
 from dinogeo.models.init_weights import backbone_file_state
 from dinogeo.models.materialise import shared_copy
 from dinogeo.ssl.ema import ema_update
+from dinogeo.ssl.grad_clip import local_shard
 from dinogeo.ssl.gram_loss import resize_token_grid
 
 __all__ = ["GramTeacher", "load_backbone_weights"]
@@ -123,7 +124,8 @@ class GramTeacher(nn.Module):
         pairs = [
             (mine, theirs)
             for mine, theirs in zip(self.backbone.parameters(), source.parameters(), strict=True)
-            if mine.data_ptr() != theirs.data_ptr()
+            # FSDP: compare the local shards (a DTensor wrapper has no storage of its own)
+            if local_shard(mine).data_ptr() != local_shard(theirs).data_ptr()
         ]
         ema_update([m for m, _ in pairs], [t for _, t in pairs], 0.0)
         for mine, theirs in zip(self.backbone.buffers(), source.buffers()):
