@@ -29,7 +29,8 @@ echo "=== 1b. input pipeline: batched multi-crop on the GPU, dinogeo pretrain re
 python3 bench/augment.py --rounds 3 --workers 8 --pretrain-steps 40 2>&1 | tee "$OUT/augment.txt"
 echo "=== 2. tiny default config on the GPU"
 $DG pretrain --config configs/ssl/default.yaml --trainer.accelerator gpu \
-    --data.sources "[$S2_4]" --data.sensor sentinel2_l1c --trainer.enable_progress_bar false \
+    --data.sources "[$S2_4]" --data.sensor sentinel2_l1c --data.bands '[B02, B03, B04, B08]' \
+    --trainer.enable_progress_bar false \
     > "$OUT/tiny.log" 2>&1
 echo "rc $?"
 echo "=== 3. ViT-S/16 stage 1 under FSDP"
