@@ -54,7 +54,9 @@ def main():
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument(
-        "--reuse", action="store_true", help="reuse OUT's model.onnx and dinogeo.tif (rerun Deepness)"
+        "--reuse",
+        action="store_true",
+        help="reuse OUT's model.onnx and dinogeo.tif (rerun Deepness)",
     )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -69,11 +71,43 @@ def main():
     predicted = os.path.join(args.out, "dinogeo.tif")
     export_log = "reused " + onnx_path
     if not args.reuse:
-        export_log = run([args.dinogeo, "export", args.bundle, "--onnx", "-o", onnx_path,
-                          "--tile", args.tile, "--overlap", args.overlap, "--resolution_cm", pixel_cm,
-                          "--check_image", args.image, "--overwrite"])
-        run([args.dinogeo, "predict", "--model", args.bundle, args.image, "-o", predicted,
-             "--tile", args.tile, "--overlap", args.overlap, "--vectorize", "false", "--overwrite"])
+        export_log = run(
+            [
+                args.dinogeo,
+                "export",
+                args.bundle,
+                "--onnx",
+                "-o",
+                onnx_path,
+                "--tile",
+                args.tile,
+                "--overlap",
+                args.overlap,
+                "--resolution_cm",
+                pixel_cm,
+                "--check_image",
+                args.image,
+                "--overwrite",
+            ]
+        )
+        run(
+            [
+                args.dinogeo,
+                "predict",
+                "--model",
+                args.bundle,
+                args.image,
+                "-o",
+                predicted,
+                "--tile",
+                args.tile,
+                "--overlap",
+                args.overlap,
+                "--vectorize",
+                "false",
+                "--overwrite",
+            ]
+        )
 
     app = QgsApplication([], False)
     app.initQgis()
@@ -98,8 +132,10 @@ def main():
     model = Segmentor(onnx_path)
     mapping = ChannelsMapping()  # as the dock's input-channel widget: the layer's bands in order
     mapping.set_image_channels(
-        [ImageChannelStandaloneBand(band_number=b, name=layer.bandName(b))
-         for b in range(1, layer.bandCount() + 1)]
+        [
+            ImageChannelStandaloneBand(band_number=b, name=layer.bandName(b))
+            for b in range(1, layer.bandCount() + 1)
+        ]
     )
     mapping.set_number_of_model_inputs_same_as_image_channels()
     threshold = model.get_metadata_segmentation_threshold() or 0.0  # dock: unchecked -> 0
@@ -129,8 +165,9 @@ def main():
     seconds = time.monotonic() - started
     result = np.asarray(processor.get_result_img())[0]  # channel + 1, 0 = not processed
 
-    values = np.array(json.loads(model.sess.get_modelmeta().custom_metadata_map[
-        "dinogeo_class_values"]))
+    values = np.array(
+        json.loads(model.sess.get_modelmeta().custom_metadata_map["dinogeo_class_values"])
+    )
     names = model.get_outputs_channel_names()[0]
     deepness = np.where(result > 0, values[np.maximum(result - 1, 0)], 0).astype(np.uint8)
     out_tif = os.path.join(args.out, "deepness.tif")
@@ -166,8 +203,9 @@ def main():
         "shape": list(deepness.shape),
         "pixels_compared": int(both.sum()),
         "class_agreement": agree,
-        "class_agreement_away_from_scene_edge": float(
-            (dino[inner] == deepness[inner]).mean()) if inner.any() else None,
+        "class_agreement_away_from_scene_edge": float((dino[inner] == deepness[inner]).mean())
+        if inner.any()
+        else None,
         "classes_dinogeo": {int(v): int((dino == v).sum()) for v in np.unique(dino)},
         "classes_deepness": {int(v): int((deepness == v).sum()) for v in np.unique(deepness)},
         "deepness_seconds": seconds,
