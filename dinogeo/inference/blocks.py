@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dinogeo.data.source import Source
 from dinogeo.errors import ConfigError
 from dinogeo.inference.blend import BandAccumulator, blend_weights
 from dinogeo.inference.stream import (
@@ -37,7 +38,7 @@ from dinogeo.inference.stream import (
 )
 from dinogeo.inference.tiling import TileGrid, TileWindow
 
-__all__ = ["Block", "BlockGrid", "stream_blocks"]
+__all__ = ["Block", "BlockGrid", "read_cache_bytes", "stream_blocks"]
 
 
 @dataclass(frozen=True)
@@ -233,3 +234,38 @@ def stream_blocks(
         close = getattr(read, "close", None)
         if close is not None:
             close()
+
+
+#: floor of the GDAL block cache while predicting
+MIN_READ_CACHE = 16 << 20
+#: the cache when a source's storage block is unknown (warped or irregular): the old fixed cap
+UNKNOWN_BLOCK_CACHE = 64 << 20
+
+
+def read_cache_bytes(sources: Sequence[Source], tile: int, block: int) -> int:
+    """GDAL block cache for predicting in blocks: twice the storage blocks one row of windows reads.
+
+    A row of windows across an output block (with its halo of one tile each side) touches
+    ``ceil(tile / block_rows) + 1`` rows of storage blocks over ``block + 2 * tile`` columns; twice
+    that lets the next row reuse the blocks the two rows share, and every window decodes each of
+    its blocks once. The size depends on the tile, the block and the file's storage layout, never
+    on the raster's width (except for a striped file, whose strips span the width). A fixed cap
+    instead fills up on wide rasters only, which grew peak memory with the width.
+
+    Args:
+        sources: the opened inputs (their ``storage_block``, ``count`` and ``dtype``).
+        tile: prediction window size in pixels.
+        block: output block size in pixels.
+
+    Returns:
+        Bytes, at least 16 MiB (64 MiB where a storage block is unknown).
+    """
+    total = 0
+    for src in sources:
+        if src.storage_block is None:
+            return max(UNKNOWN_BLOCK_CACHE, 2 * total)
+        bh, bw = src.storage_block
+        rows = min((-(-tile // bh) + 1) * bh, src.height)
+        cols = min((-(-(block + 2 * tile) // bw) + 1) * bw, src.width)
+        total += rows * cols * src.count * np.dtype(src.dtype).itemsize
+    return max(MIN_READ_CACHE, 2 * total)

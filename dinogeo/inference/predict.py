@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dinogeo.errors import ConfigError
-from dinogeo.inference.blocks import BlockGrid, stream_blocks
+from dinogeo.inference.blocks import BlockGrid, read_cache_bytes, stream_blocks
 from dinogeo.inference.distributed import gather_and_write, rank_and_world
 from dinogeo.inference.encode import OutputSpec, make_output_spec
 from dinogeo.inference.inputs import align_to, expand_inputs, open_for_card, window_reader
@@ -217,7 +217,7 @@ def _predict_one(
     return int(stats.get("count", 0)), stats
 
 
-@gdal_cache()
+@gdal_cache()  # opening and checking; prediction itself sizes the cache by its blocks
 def _run(
     model: str | Path | PredictModel,
     inputs: list[list[Path]],
@@ -282,26 +282,28 @@ def _run(
     do_vectors = task.is_classification if vectorize is None else vectorize
     with tqdm(total=total, unit="tile", disable=not progress or rank != 0, desc="predict") as bar:
         for srcs, out in zip(opened, outs, strict=True):
-            pixels, stats = _predict_one(bundle, srcs, out, spec, opts, bar)
-            if rank != 0:
-                continue
-            result.outputs.append(out)
-            result.pixels += pixels
-            ref = srcs[0]
-            result.area_km2 += footprint_area_km2(ref) * pixels / (ref.width * ref.height)
-            result.styles += write_styles(out, spec, stats, pixels=ref.width * ref.height)
-            all_stats.append(stats)
-            if do_vectors and task.is_classification:
-                result.vectors.append(
-                    vectorize_classes(
-                        out,
-                        task,
-                        out.with_suffix(".gpkg"),
-                        overwrite=True,
-                        block=block,
-                        min_mapping_unit=min_mapping_unit,
+            cache = read_cache_bytes([s.source for s in srcs], tile, block)
+            with gdal_cache(cache):
+                pixels, stats = _predict_one(bundle, srcs, out, spec, opts, bar)
+                if rank != 0:
+                    continue
+                result.outputs.append(out)
+                result.pixels += pixels
+                ref = srcs[0]
+                result.area_km2 += footprint_area_km2(ref) * pixels / (ref.width * ref.height)
+                result.styles += write_styles(out, spec, stats, pixels=ref.width * ref.height)
+                all_stats.append(stats)
+                if do_vectors and task.is_classification:
+                    result.vectors.append(
+                        vectorize_classes(
+                            out,
+                            task,
+                            out.with_suffix(".gpkg"),
+                            overwrite=True,
+                            block=block,
+                            min_mapping_unit=min_mapping_unit,
+                        )
                     )
-                )
     if mosaic and rank == 0 and result.outputs:
         vrt = result.outputs[0].parent / f"{task.name}_mosaic.vrt"
         if vrt.exists() and not overwrite:

@@ -96,3 +96,28 @@ def test_block_buffers_do_not_grow_with_the_raster_width(shared_data, tmp_path, 
         block=256, progress=False, vectorize=False,
     )  # fmt: skip
     assert widths and max(widths) <= 256 + 2 * TILE
+
+
+def test_read_cache_follows_the_storage_blocks_not_the_width(shared_data):
+    """The GDAL cache while predicting: twice the tiles a row of windows reads, whatever the width."""
+    from dinogeo.data import open_source
+
+    cog = open_source(shared_data / "aerial-rgb-korea-rasterio/cogeo.tif")  # 512 x 512 tiles
+    assert cog.storage_block == (512, 512)
+    # one 512-px row of windows over a 2048 block + one tile of halo each side: 2 x 7 tiles of 512^2
+    expected = 2 * (2 * 512) * min(7 * 512, cog.width) * cog.count * np.dtype(cog.dtype).itemsize
+    assert blocks_mod.read_cache_bytes([cog], tile=512, block=2048) == max(
+        blocks_mod.MIN_READ_CACHE, expected
+    )
+
+    class Wide:
+        storage_block = (512, 512)
+        height, count, dtype = 2048, 10, np.dtype("uint16")
+
+        def __init__(self, width: int) -> None:
+            self.width = width
+
+    narrow, wide = (blocks_mod.read_cache_bytes([Wide(w)], 512, 2048) for w in (4096, 65536))
+    assert narrow == wide == 2 * 1024 * 3584 * 10 * 2  # ~70 MiB for 10-band uint16
+    unknown = type("U", (Wide,), {"storage_block": None})(4096)
+    assert blocks_mod.read_cache_bytes([unknown], 512, 2048) == blocks_mod.UNKNOWN_BLOCK_CACHE
