@@ -37,7 +37,14 @@ from dinogeo.models.task_card import TaskCard, load_task_card
 from dinogeo.trainers.base import resolve_backbone
 from dinogeo.trainers.imagery import ImageReader
 
-__all__ = ["LabeledChipDataset", "LabeledChipDataModule", "Labels", "open_labels", "select_chips"]
+__all__ = [
+    "LabeledChipDataset",
+    "LabeledChipDataModule",
+    "Labels",
+    "fixed_loader",
+    "open_labels",
+    "select_chips",
+]
 
 #: where a ``dinogeo fit`` config holds the data module's options (named in label errors)
 CONFIG_PREFIX = "data.init_args."
@@ -47,6 +54,11 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
+def fixed_loader(dataset: Dataset[LabeledSample], hparams: Any) -> DataLoader[LabeledSample]:
+    """An unshuffled loader of fixed chips (validation or selection) with the module's batch settings."""
+    return DataLoader(dataset, batch_size=hparams["batch_size"], num_workers=hparams["num_workers"])
 
 
 class Labels:
@@ -482,21 +494,11 @@ class LabeledChipDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader[LabeledSample]:
         """Validation chips (spatially separate blocks, or the separate validation labels)."""
         assert self.val_set is not None, "call setup() first"
-        return DataLoader(
-            self.val_set,
-            batch_size=self.hparams["batch_size"],
-            num_workers=self.hparams["num_workers"],
-        )
+        return fixed_loader(self.val_set, self.hparams)
 
     def select_dataloader(self) -> DataLoader[LabeledSample] | None:
         """The selection chips (training blocks held out by ``select_fraction``), or None."""
-        if self.select_set is None:
-            return None
-        return DataLoader(
-            self.select_set,
-            batch_size=self.hparams["batch_size"],
-            num_workers=self.hparams["num_workers"],
-        )
+        return None if self.select_set is None else fixed_loader(self.select_set, self.hparams)
 
 
 def hold_out_blocks(

@@ -30,6 +30,7 @@ from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.labels.split import block_split
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.base import resolve_backbone
+from dinogeo.trainers.datamodule import fixed_loader
 from dinogeo.trainers.imagery import ImageReader
 
 __all__ = ["SyntheticChangeDataModule", "SyntheticChangeDataset", "paste_change"]
@@ -356,21 +357,11 @@ class SyntheticChangeDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader[LabeledSample]:
         """Fixed validation pairs."""
         assert self.val_set is not None, "call setup() first"
-        return DataLoader(
-            self.val_set,
-            batch_size=self.hparams["batch_size"],
-            num_workers=self.hparams["num_workers"],
-        )
+        return fixed_loader(self.val_set, self.hparams)
 
     def select_dataloader(self) -> DataLoader[LabeledSample] | None:
         """Fixed selection pairs from the held-out training blocks (``select_fraction``)."""
-        if self.select_set is None:
-            return None
-        return DataLoader(
-            self.select_set,
-            batch_size=self.hparams["batch_size"],
-            num_workers=self.hparams["num_workers"],
-        )
+        return None if self.select_set is None else fixed_loader(self.select_set, self.hparams)
 
 
 def _block_sums(region: np.ndarray, block_size: int) -> np.ndarray:
