@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dinogeo.data.readers import zero_invalid
+from dinogeo.data.windowed import zero_invalid
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.collate import collate_multicrop
 from dinogeo.ssl.datamodule import SSLDataModule

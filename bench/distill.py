@@ -47,7 +47,7 @@ from probe import (
 from rasterio.windows import Window
 
 from dinogeo._paths import shared_data_dir
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.inference import predict_raster
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.bundle import ModelBundle, save_bundle

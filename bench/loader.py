@@ -255,7 +255,7 @@ def main() -> int:
         f"({time.perf_counter() - t0:.0f} s to build/verify), GDAL_CACHEMAX={os.environ['GDAL_CACHEMAX']} MB"
     )
 
-    from dinogeo.data.readers import open_source
+    from dinogeo.data.opener import open_source
     from dinogeo.data.zarr_source import open_zarr_store
 
     n = args.chips + 2 * BATCH  # warm-up batches are not timed

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 
 from dinogeo._paths import shared_data_dir
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.sensors import load_sensor
 from dinogeo.models.backbone import Backbone
 from dinogeo.ssl.datamodule import SSLDataModule

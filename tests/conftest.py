@@ -30,7 +30,7 @@ def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Count ``rasterio.open`` calls (the readers open files through it); handles are closed first."""
     import rasterio
 
-    from dinogeo.data import readers
+    from dinogeo.data import handles
 
     calls: list[str] = []
     real = rasterio.open
@@ -39,6 +39,6 @@ def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(str(path))
         return real(path, *args, **kwargs)
 
-    readers.close_handles()  # no cached handle may hide an open
+    handles.close_handles()  # no cached handle may hide an open
     monkeypatch.setattr(rasterio, "open", counting)
     return calls

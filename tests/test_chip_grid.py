@@ -11,7 +11,8 @@ import pytest
 from dinogeo.data.chip_grid import ChipGrid, chip_grids, describe_grids, parse_chip_align
 from dinogeo.data.index import build_index, load_index, open_index_sources, write_index
 from dinogeo.data.ingest import ingest
-from dinogeo.data.readers import RasterSource, open_source
+from dinogeo.data.opener import open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.samplers import RandomChipSampler
 from dinogeo.data.zarr_source import open_zarr_store
 from dinogeo.errors import ConfigError

@@ -11,7 +11,7 @@ from rasterio.windows import Window
 
 from dinogeo.data.chips import ChipQuery
 from dinogeo.data.dataset import ChipDataset, SourceGeoDataset, collate_samples, dataloader
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 from dinogeo.errors import NoValidDataError
 

@@ -40,7 +40,7 @@ def _worker(rank: int, world: int, port: int, shared: str, out: str) -> None:
     import lightning.pytorch as pl
 
     from dinogeo.data.dataset import ChipDataset, dataloader
-    from dinogeo.data.readers import open_source
+    from dinogeo.data.opener import open_source
     from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 
     sources = [open_source(Path(shared) / f, "rgb_uint8") for f in FILES]
@@ -107,7 +107,7 @@ def test_two_ranks_gloo(shared_data, tmp_path):
     tmp.spawn(_worker, args=(2, _free_port(), str(shared_data), str(tmp_path)), nprocs=2, join=True)
     r = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
 
-    from dinogeo.data.readers import open_source
+    from dinogeo.data.opener import open_source
     from dinogeo.data.samplers import RandomChipSampler
 
     sources = [open_source(shared_data / f, "rgb_uint8") for f in FILES]

@@ -17,7 +17,8 @@ from rasterio.windows import Window
 
 from dinogeo.data.header import header_from_row, read_header
 from dinogeo.data.index import build_index, load_index, open_index_sources, write_index
-from dinogeo.data.readers import RasterSource, open_source
+from dinogeo.data.opener import open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from tests.data.rasters import data as fixtures

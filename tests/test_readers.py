@@ -10,8 +10,9 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from dinogeo.data import readers
-from dinogeo.data.readers import RasterSource, is_zarr_path, open_source
+from dinogeo.data import handles
+from dinogeo.data.opener import is_zarr_path, open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from tests.data.rasters import data as fixtures
@@ -256,13 +257,13 @@ def test_tiny_cog_coarse_mask_uses_overviews(shared_data, tmp_path):
 def _read_in_child(src_bytes):
     src = pickle.loads(src_bytes)
     raw, valid = src.read(Window(0, 0, 16, 16))
-    return int(raw.sum()), readers._HANDLES_PID, __import__("os").getpid()
+    return int(raw.sum()), handles._HANDLES_PID, __import__("os").getpid()
 
 
 def test_pickled_source_reopens_in_forked_child(shared_data):
     src = open_source(shared_data / "landsat7-rgb-bahamas-rasterio/RGB.byte.tif")
     parent_sum = int(src.read(Window(0, 0, 16, 16))[0].sum())
-    assert len(readers._HANDLES) >= 1  # the parent holds an open handle now
+    assert len(handles._HANDLES) >= 1  # the parent holds an open handle now
     with mp.get_context("fork").Pool(1) as pool:
         child_sum, cache_pid, child_pid = pool.apply(_read_in_child, (pickle.dumps(src),))
     assert child_sum == parent_sum and cache_pid == child_pid

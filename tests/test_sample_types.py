@@ -10,7 +10,7 @@ from torch import Tensor
 from torchgeo.samplers import GridGeoSampler
 
 from dinogeo.data.dataset import ChipDataset, SourceGeoDataset, dataloader
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.sample_types import ChipBatch, ChipSample, GeoSample, LabeledSample
 from dinogeo.data.samplers import GridChipSampler
 from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache

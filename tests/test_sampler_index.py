@@ -13,7 +13,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
-from dinogeo.data import readers
+from dinogeo.data import handles
 from dinogeo.data.dataset import ChipDataset
 from dinogeo.data.index import (
     build_index,
@@ -22,7 +22,7 @@ from dinogeo.data.index import (
     open_index_sources,
     write_index,
 )
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 from dinogeo.data.validity import Footprint, ValidityIndex, footprint_mask
 from dinogeo.errors import ConfigError
@@ -115,7 +115,7 @@ def test_sampler_from_index_opens_no_raster(archive, count_opens):
     g = GridChipSampler(sources, 32, min_valid=0.5, footprints=fps)
     assert count_opens == []
     assert abs(len(g) - len(GridChipSampler(sources, 32, min_valid=0.5))) <= 0.03 * len(g)
-    readers.close_handles()
+    handles.close_handles()
     count_opens.clear()
     RandomChipSampler(sources, 32, length=100, min_valid=0.5)
     masked = [str(src.path) for src in sources if src.mask_kind != "none"]

@@ -7,7 +7,7 @@ import pytest
 from torch.utils.data import DistributedSampler
 
 from dinogeo.data.chips import ChipQuery, redraw_chip
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 from dinogeo.data.validity import ValidityIndex
 from dinogeo.errors import NoValidDataError

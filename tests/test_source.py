@@ -16,7 +16,8 @@ from dinogeo.data import Source
 from dinogeo.data.dataset import ChipDataset
 from dinogeo.data.index import build_index, open_index_sources
 from dinogeo.data.ingest import ingest
-from dinogeo.data.readers import RasterSource, open_source
+from dinogeo.data.opener import open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.samplers import GridChipSampler
 from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import Grid

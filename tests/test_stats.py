@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from dinogeo.cli.main import main as cli_main
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.sensors import load_sensor
 from dinogeo.data.stats import RunningStats, compute_stats, open_archive, sensor_with_stats
 from dinogeo.errors import BandMismatchError, NoValidDataError, OutputExistsError

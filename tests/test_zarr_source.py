@@ -10,7 +10,8 @@ from rasterio.windows import Window
 
 from dinogeo.data.index import build_index
 from dinogeo.data.ingest import ingest
-from dinogeo.data.readers import RasterSource, open_source
+from dinogeo.data.opener import open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.zarr_source import ZarrSource, open_zarr_source, open_zarr_store
 from dinogeo.errors import BandMismatchError, ConfigError, RasterReadError, SensorError
 

@@ -4,7 +4,8 @@ Only the torch-free names are re-exported here; import the dataset and samplers 
 ``dinogeo.data.dataset`` and ``dinogeo.data.samplers``.
 """
 
-from dinogeo.data.readers import RasterSource, open_source
+from dinogeo.data.opener import open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import Band, Sensor, list_sensors, load_sensor
 from dinogeo.data.source import Source
 

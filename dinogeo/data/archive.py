@@ -46,7 +46,8 @@ from dinogeo.data.chips import ChipQuery
 from dinogeo.data.header import RasterHeader, open_dataset, read_header
 from dinogeo.data.index import index_footprints, iter_raster_paths, load_index
 from dinogeo.data.naming import guess_sensor, parse_datetime
-from dinogeo.data.readers import RasterSource, is_zarr_path, open_source
+from dinogeo.data.opener import is_zarr_path, open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import Sensor, load_sensor, shipped_sensors
 from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint, ValidityIndex

@@ -32,10 +32,10 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.datasets.utils import GeoSlice
 
 from dinogeo.data.chips import ChipQuery, redraw_chip
-from dinogeo.data.readers import zero_invalid
 from dinogeo.data.sample_types import ChipBatch, ChipSample, GeoSample
 from dinogeo.data.source import Source
 from dinogeo.data.validity import ValidityIndex
+from dinogeo.data.windowed import zero_invalid
 from dinogeo.errors import NoValidDataError
 
 __all__ = ["ChipDataset", "SourceGeoDataset", "collate_samples", "dataloader"]

@@ -442,7 +442,7 @@ def open_index_sources(
 
     Raster rows become :meth:`RasterSource.from_index_row <dinogeo.data.readers.RasterSource>`
     sources (each file opens on its first read); zarr rows are opened with
-    :func:`~dinogeo.data.readers.open_source` (their stores' metadata).
+    :func:`~dinogeo.data.opener.open_source` (their stores' metadata).
 
     Args:
         index: an index or the path of one.
@@ -454,7 +454,8 @@ def open_index_sources(
     Raises:
         RasterReadError: an indexed file vanished, or a changed one is no longer readable.
     """
-    from dinogeo.data.readers import RasterSource, open_source
+    from dinogeo.data.opener import open_source
+    from dinogeo.data.readers import RasterSource
     from dinogeo.data.sensors import load_sensor
 
     frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)

@@ -1,26 +1,22 @@
-"""Lazy, windowed raster sources: GeoTIFF/COG, JPEG2000, VRT and world-file georeferenced images.
+"""Lazy, windowed raster files: GeoTIFF/COG, JPEG2000, VRT and world-file georeferenced images.
 
-:func:`open_source` inspects a file once and returns a :class:`RasterSource` (or a ``ZarrSource``
-for zarr stores) that reads pixel windows on demand; :meth:`RasterSource.from_index_row` takes the
-header from a ``dinogeo index`` row instead, opening nothing. Dataset handles are opened lazily in the
-process that reads and cached per ``(process id, path)``, so a source can be pickled into
-DataLoader workers and a handle is never shared across a fork.
+:class:`RasterSource` inspects a file once (its header, its bands against the sensor, the grid it
+is read on, warped or not) and reads pixel windows on demand;
+:meth:`RasterSource.from_index_row` takes the header from a ``dinogeo index`` row instead, opening
+nothing. :func:`dinogeo.data.opener.open_source` picks this reader or the zarr one. Dataset
+handles come from the per-process cache of :mod:`dinogeo.data.handles`, so a source can be
+pickled into DataLoader workers and a handle is never shared across a fork.
 
-Valid pixels: a pixel is valid when it lies inside the raster and, in order of precedence, its
-alpha is > 0 (the alpha band is never returned as data), or not all of its bands equal the nodata
-value (the file's, else the sensor's; GDAL's rule), or the file's internal mask (``dataset_mask``)
-marks it valid. A NaN in any band makes a pixel invalid.
+Valid pixels (see :mod:`dinogeo.data.windowed`): a pixel is valid when it lies inside the raster
+and, in order of precedence, its alpha is > 0 (the alpha band is never returned as data), or not
+all of its bands equal the nodata value (the file's, else the sensor's; GDAL's rule), or the
+file's internal mask (``dataset_mask``) marks it valid. A NaN in any band makes a pixel invalid.
 World files: the CRS comes from a ``.prj`` when the file has none (:mod:`dinogeo.data.header`).
 """
 
 from __future__ import annotations
 
-import atexit
-import math
-import os
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform
 from rasterio.windows import Window
 
+from dinogeo.data.handles import cached_handle
 from dinogeo.data.header import (
     RasterHeader,
     current_row_header,
@@ -45,117 +42,14 @@ from dinogeo.data.header import (
     row_value,
 )
 from dinogeo.data.sensors import Sensor
-from dinogeo.data.source import CRSLike, Source
+from dinogeo.data.source import CRSLike
+from dinogeo.data.windowed import WindowedSource, coarse_shape
 from dinogeo.errors import RasterReadError
 
-__all__ = ["RasterSource", "close_handles", "is_zarr_path", "open_source", "zero_invalid"]
-
-#: most dataset handles kept open per process (least recently used are closed)
-MAX_OPEN_HANDLES = int(os.environ.get("DINOGEO_MAX_OPEN_FILES", "256"))
+__all__ = ["RasterSource"]
 
 
-def is_zarr_path(path: str | Path) -> bool:
-    """Return whether ``path`` names a zarr store (``*.zarr`` or a folder holding zarr metadata)."""
-    p = Path(path)
-    if p.suffix.lower() == ".zarr":
-        return True
-    return p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
-
-
-def open_source(
-    path: str | Path,
-    sensor: str | Path | Sensor | None = None,
-    bands: Sequence[str] | None = None,
-    *,
-    target_crs: CRSLike | None = None,
-    target_res: float | tuple[float, float] | None = None,
-) -> Source:
-    """Open a raster file or zarr store as a lazy, windowed source.
-
-    Args:
-        path: GeoTIFF/COG, JPEG2000, VRT, PNG/JPEG/TIFF with a world file, or a zarr store.
-        sensor: a shipped sensor name, a sensor YAML path or a :class:`Sensor`; None infers a
-            generic sensor (bands ``band_1..n``, values divided by the dtype's maximum).
-        bands: band names or aliases to read, in output order. When the file holds fewer bands
-            than the sensor and its band descriptions do not name them, ``bands`` (one name per
-            file band, in file order) describes the file.
-        target_crs: reproject onto this CRS (anything ``rasterio.crs.CRS.from_user_input`` takes).
-        target_res: output resolution in target CRS units (one value or ``(xres, yres)``).
-
-    Returns:
-        A :class:`RasterSource`, or a ``ZarrSource`` for zarr stores.
-
-    Raises:
-        RasterReadError: the file is missing, corrupt, or lacks a CRS.
-        BandMismatchError: the file's band count does not fit the sensor.
-        SensorError: an unknown sensor or band name.
-    """
-    if is_zarr_path(path):
-        from dinogeo.data.zarr_source import open_zarr_source
-
-        if target_crs is not None or target_res is not None:
-            raise ValueError(
-                f"{path}: a zarr store is read on the grid it was ingested on; target_crs and "
-                "target_res apply to raster files (reproject the rasters before `dinogeo ingest`)"
-            )
-        return open_zarr_source(path, sensor=sensor, bands=bands)
-    return RasterSource(path, sensor, bands, target_crs=target_crs, target_res=target_res)
-
-
-# ---------------------------------------------------------------- handle cache (per process)
-
-_LOCK = threading.Lock()
-_HANDLES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-_HANDLES_PID = os.getpid()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child forgets (never uses) the parent's handles and gets a fresh lock."""
-    global _LOCK, _HANDLES_PID
-    _LOCK = threading.Lock()
-    _HANDLES.clear()
-    _HANDLES_PID = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _cached_handle(key: tuple[Any, ...], opener: Any) -> Any:
-    """Return the open handle for ``key`` in this process, opening it with ``opener()``."""
-    with _LOCK:
-        if os.getpid() != _HANDLES_PID:  # belt and braces: never hand out another process's
-            _after_fork_in_child()
-        handle = _HANDLES.get(key)
-        if handle is not None:
-            _HANDLES.move_to_end(key)
-            return handle
-        handle = opener()
-        _HANDLES[key] = handle
-        while len(_HANDLES) > MAX_OPEN_HANDLES:
-            _close(_HANDLES.popitem(last=False)[1])
-        return handle
-
-
-def _close(handle: Any) -> None:
-    inner = getattr(handle, "src_dataset", None)  # a WarpedVRT owns the dataset it wraps
-    handle.close()
-    if inner is not None:
-        inner.close()
-
-
-def close_handles() -> None:
-    """Close every dataset handle this process has cached (run at interpreter exit)."""
-    with _LOCK:
-        if os.getpid() == _HANDLES_PID:
-            for handle in _HANDLES.values():
-                _close(handle)
-        _HANDLES.clear()
-
-
-atexit.register(close_handles)
-
-
-class RasterSource:
+class RasterSource(WindowedSource):
     """A raster file read in pixel windows, in its native grid or warped onto a target grid.
 
     Attributes:
@@ -340,19 +234,9 @@ class RasterSource:
         )
 
     # ------------------------------------------------------------------ handles
-    @property
-    def res(self) -> tuple[float, float]:
-        """Pixel size (x, y) of the returned grid in CRS units."""
-        return (abs(self.transform.a), abs(self.transform.e))
-
-    @property
-    def count(self) -> int:
-        """Number of returned bands."""
-        return len(self.sensor.bands)
-
     def _dataset(self) -> Any:
         key = (str(self.path), tuple(sorted((k, str(v)) for k, v in self._vrt_kwargs.items())))
-        return _cached_handle(key, self._open_handle)
+        return cached_handle(key, self._open_handle)
 
     def _open_handle(self) -> Any:
         ds = open_dataset(self.path)
@@ -367,22 +251,6 @@ class RasterSource:
         )
 
     # ------------------------------------------------------------------ reading
-    def _valid_from(self, data: np.ndarray, alpha: np.ndarray | None, mask: Any) -> np.ndarray:
-        if self.mask_kind == "alpha" and alpha is not None:
-            valid = alpha > 0
-        elif self.mask_kind == "nodata" and self.nodata is not None:
-            if math.isnan(self.nodata):
-                valid = ~np.isnan(data).all(axis=0)
-            else:
-                valid = (data != data.dtype.type(self.nodata)).any(axis=0)
-        elif self.mask_kind == "internal" and mask is not None:
-            valid = mask > 0
-        else:
-            valid = np.ones(data.shape[1:], dtype=bool)
-        if data.dtype.kind == "f":
-            valid &= ~np.isnan(data).any(axis=0)
-        return valid
-
     def _read_inner(
         self, window: Window, out_shape: tuple[int, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -397,7 +265,7 @@ class RasterSource:
             kw["resampling"] = Resampling.nearest
         try:
             arr = ds.read(idx, **kw)
-            mask = None
+            mask: np.ndarray | None = None
             if self.mask_kind == "internal":
                 mkw = dict(kw)
                 if out_shape is not None:
@@ -409,55 +277,13 @@ class RasterSource:
                 "truncated: re-download or re-export it"
             ) from err
         if with_alpha:
-            data, alpha = arr[:-1], arr[-1]
+            data, mask = arr[:-1], arr[-1]  # the alpha band is the stored mask
         else:
-            data, alpha = arr, None
-        return data, self._valid_from(data, alpha, mask)
+            data = arr
+        return data, self._valid(data, mask)
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read raw digital numbers of a pixel window (boundless).
-
-        Args:
-            window: pixel window on the source grid; offsets and sizes are rounded to integers and
-                may extend beyond the raster (outside pixels are invalid and filled with nodata,
-                or 0).
-
-        Returns:
-            ``(data, valid)``: data (C, h, w) in sensor band order and the file's dtype, valid a
-            bool (h, w) mask.
-        """
-        c0, r0 = int(round(window.col_off)), int(round(window.row_off))
-        w, h = int(round(window.width)), int(round(window.height))
-        if w <= 0 or h <= 0:
-            raise ValueError(f"window {window} is empty; width and height must be positive")
-        ic0, ir0 = max(c0, 0), max(r0, 0)
-        ic1, ir1 = min(c0 + w, self.width), min(r0 + h, self.height)
-        if ic0 == c0 and ir0 == r0 and ic1 == c0 + w and ir1 == r0 + h:
-            return self._read_inner(Window(c0, r0, w, h))
-        fill = 0 if self.nodata is None or math.isnan(self.nodata) else self.nodata
-        data = np.full((self.count, h, w), fill, dtype=self.dtype)
-        if self.dtype.kind == "f" and self.nodata is not None and math.isnan(self.nodata):
-            data[...] = np.nan
-        valid = np.zeros((h, w), dtype=bool)
-        if ic1 > ic0 and ir1 > ir0:
-            inner, ivalid = self._read_inner(Window(ic0, ir0, ic1 - ic0, ir1 - ir0))
-            sl = (slice(ir0 - r0, ir1 - r0), slice(ic0 - c0, ic1 - c0))
-            data[(slice(None), *sl)] = inner
-            valid[sl] = ivalid
-        return data, valid
-
-    def read_normalized(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read a window as normalised float32 (sensor scale/offset and mean/std).
-
-        Returns:
-            ``(image, valid)``: image (C, h, w) float32 with invalid pixels set to 0.0, and the
-            bool (h, w) valid mask.
-        """
-        data, valid = self.read(window)
-        out = self.sensor.normalize(data)
-        if not valid.all():
-            zero_invalid(out, valid, data.dtype)
-        return out, valid
+    def _read_inside(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._read_inner(Window(c0, r0, c1 - c0, r1 - r0))
 
     def coarse_valid_mask(self, max_size: int = 256) -> np.ndarray:
         """Valid mask of the whole grid from a decimated read (uses overviews when present).
@@ -469,28 +295,12 @@ class RasterSource:
         Returns:
             bool array of shape about ``(height / f, width / f)``.
         """
-        f = max(1, math.ceil(max(self.width, self.height) / max_size))
-        shape = (max(1, math.ceil(self.height / f)), max(1, math.ceil(self.width / f)))
-        if self.mask_kind == "none" and self.dtype.kind != "f":
-            return np.ones(shape, dtype=bool)
+        shape = coarse_shape(self.width, self.height, max_size)
+        everywhere = self._all_valid(shape)
+        if everywhere is not None:
+            return everywhere
         _, valid = self._read_inner(Window(0, 0, self.width, self.height), out_shape=shape)
         return valid
-
-    def valid_fraction(self, max_size: int = 256) -> float:
-        """Estimated fraction of valid pixels, from :meth:`coarse_valid_mask`."""
-        return float(self.coarse_valid_mask(max_size).mean())
-
-
-def zero_invalid(image: np.ndarray, valid: np.ndarray, raw_dtype: np.dtype) -> None:
-    """Set invalid pixels of a normalised (C, h, w) image to 0.0 in place.
-
-    Multiplying by the mask is several times faster than boolean indexing; it is used unless the
-    raw data were floats, whose NaN (always invalid) would survive a multiplication.
-    """
-    if raw_dtype.kind == "f":
-        image[:, ~valid] = 0.0
-    else:
-        image *= valid.astype(np.float32)
 
 
 def _parse_crs(value: CRSLike, path: Path) -> CRS:

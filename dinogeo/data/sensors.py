@@ -367,13 +367,14 @@ def generic_sensor(count: int, dtype: str, nodata: float | None = None) -> Senso
 
 
 def match_file_bands(
-    path: Path,
+    path: str | Path,
     n_file: int,
     descriptions: Sequence[str | None],
     dtype: np.dtype,
     nodata: float | None,
     sensor: str | Path | Sensor | None,
     bands: Sequence[str] | None,
+    what: str = "file",
 ) -> tuple[Sensor, list[int]]:
     """Resolve which of a file's data bands to read and the spec of the returned bands.
 
@@ -391,6 +392,7 @@ def match_file_bands(
         nodata: the file's nodata value.
         sensor: sensor name, YAML path or spec, or None.
         bands: band names/aliases to return, or None for all.
+        what: what holds the bands, for messages (``"file"``, or ``"store"`` for a zarr store).
 
     Returns:
         ``(spec of the returned bands, their 0-based positions among the file's data bands)``.
@@ -412,7 +414,7 @@ def match_file_bands(
         )
     else:
         spec = load_sensor(sensor)
-        layout = _file_layout(path, dtype, n_file, descriptions, spec, bands)
+        layout = _file_layout(path, dtype, n_file, descriptions, spec, bands, what)
     if bands is None:
         return layout, list(range(n_file))
     positions = []
@@ -421,22 +423,23 @@ def match_file_bands(
             positions.append(layout.index(b))
         except SensorError as err:
             raise SensorError(
-                f"{path}: band {b!r} is not among the file's bands {list(layout.band_names)} "
+                f"{path}: band {b!r} is not among the {what}'s bands {list(layout.band_names)} "
                 f"(sensor {layout.name!r})"
             ) from err
     return layout.select(bands), positions
 
 
 def _file_layout(
-    path: Path,
+    path: str | Path,
     dtype: Any,
     n_file: int,
     descriptions: Sequence[str | None],
     spec: Sensor,
     bands: Sequence[str] | None,
+    what: str,
 ) -> Sensor:
     """The sensor describing the file's data bands in file order."""
-    if all(descriptions):
+    if descriptions and all(descriptions):
         try:
             described = spec.select([str(d) for d in descriptions])
         except SensorError:
@@ -447,7 +450,7 @@ def _file_layout(
         return spec
     if bands is not None and len(bands) == n_file:
         return spec.select(bands)
-    raise BandMismatchError(f"{path}: {band_count_mismatch(spec, n_file, 'file', str(dtype))}")
+    raise BandMismatchError(f"{path}: {band_count_mismatch(spec, n_file, what, str(dtype))}")
 
 
 def example_band_names(spec: Sensor, count: int) -> list[str]:

@@ -2,7 +2,7 @@
 
 :class:`Source` is a :class:`typing.Protocol` met by :class:`~dinogeo.data.readers.RasterSource`
 (GeoTIFF/COG, JPEG2000, VRT, world-file images) and :class:`~dinogeo.data.zarr_source.ZarrSource`
-(a group of a zarr store); :func:`~dinogeo.data.readers.open_source` returns one. Code that reads
+(a group of a zarr store); :func:`~dinogeo.data.opener.open_source` returns one. Code that reads
 imagery takes a ``Source`` (or a sequence of them), never a concrete class, so a new storage
 format only has to provide these members. :class:`Grid` is the part of it that grid comparisons
 and warps need; :data:`CRSLike` is what a ``target_crs`` argument accepts. The protocol is ``runtime_checkable``:

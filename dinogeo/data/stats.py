@@ -16,7 +16,7 @@ import numpy as np
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from dinogeo.data.readers import is_zarr_path, open_source
+from dinogeo.data.opener import is_zarr_path, open_source
 from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import Source
 from dinogeo.errors import BandMismatchError, NoValidDataError
@@ -84,7 +84,7 @@ def open_archive(
 
     Args:
         paths: files, folders or zarr stores.
-        sensor: sensor for every source (see :func:`~dinogeo.data.readers.open_source`).
+        sensor: sensor for every source (see :func:`~dinogeo.data.opener.open_source`).
         bands: band selection for every source.
 
     Returns:

@@ -21,12 +21,8 @@ sources are safe to send to DataLoader workers.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,97 +31,51 @@ import zarr
 from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.windows import Window
 
-from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo, decode_geoinfo
-from dinogeo.data.sensors import Band, Sensor, band_count_mismatch, generic_sensor, load_sensor
+from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo
+from dinogeo.data.sensors import Sensor, load_sensor, match_file_bands
 from dinogeo.data.source import CRSLike
+from dinogeo.data.windowed import WindowedSource, coarse_shape
 from dinogeo.data.zarr_chunks import ArrayReader
-from dinogeo.errors import BandMismatchError, ConfigError, RasterReadError, SensorError
+from dinogeo.data.zarr_store import (
+    DATA,
+    VALID,
+    chunk_shape,
+    find_store_root,
+    list_store_rasters,
+    load_info,
+    store_unfinished,
+)
+from dinogeo.errors import ConfigError, RasterReadError, SensorError
 
-__all__ = [
-    "ZarrSource",
-    "find_store_root",
-    "list_store_rasters",
-    "open_zarr_source",
-    "open_zarr_store",
-]
-
-DATA = "data"
-VALID = "valid"
+__all__ = ["ZarrSource", "open_zarr_source", "open_zarr_store"]
 
 
-def find_store_root(path: str | Path) -> tuple[Path, str]:
-    """Split a path inside a zarr store into ``(store root, group path)``.
+def _resolve_bands(
+    info: GeoInfo,
+    sensor: Sensor | str | Path | None,
+    bands: Sequence[str] | str | None,
+    where: str,
+) -> tuple[Sensor, list[int]]:
+    """The output sensor and the store band of each output band, as a file's are matched.
 
-    ``archive.zarr/S2_tile`` gives ``(archive.zarr, "S2_tile")``; the root is the top-most folder
-    of an unbroken chain of folders holding ``zarr.json``.
-
-    Raises:
-        RasterReadError: if ``path`` is not inside a zarr v3 store.
+    Without a sensor, the one recorded at ingest is used when it is known.
     """
-    p = Path(path).expanduser().absolute()
-    if not (p / "zarr.json").is_file():
-        raise RasterReadError(
-            f"{p}: not a zarr v3 store or group (no zarr.json); pass a store written by "
-            "`dinogeo ingest` or one of its raster groups (store.zarr/NAME)"
-        )
-    root = p
-    while (root.parent / "zarr.json").is_file() and root.parent != root:
-        root = root.parent
-    return root, ("" if p == root else p.relative_to(root).as_posix())
+    spec: Sensor | str | Path | None = sensor
+    if spec is None and info.sensor:
+        try:
+            spec = load_sensor(info.sensor)
+        except SensorError:
+            spec = None
+    if isinstance(bands, str):
+        bands = [bands]
+    dtype = np.dtype(info.dtype)
+    return match_file_bands(
+        where, info.count, info.band_names, dtype, info.nodata, spec, bands, what="store"
+    )
 
 
-def list_store_rasters(store: str | Path) -> list[str]:
-    """Return the group paths of the rasters in a store (``""`` when the root itself is one).
-
-    Uses the list recorded by ingest in the root attributes; otherwise walks the groups looking for
-    a 3-D ``data`` array.
-    """
-    root = Path(store).expanduser().absolute()
-    meta = _read_json(root / "zarr.json")
-    names = ((meta.get("attributes") or {}).get("dinogeo") or {}).get("rasters")
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    found: list[str] = []
-    for dirpath, dirnames, _files in os.walk(root):
-        d = Path(dirpath)
-        if (d / DATA / "zarr.json").is_file():
-            found.append(d.relative_to(root).as_posix() if d != root else "")
-            dirnames.clear()
-        elif not (d / "zarr.json").is_file():
-            dirnames.clear()
-    return sorted(found)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise RasterReadError(
-            f"{path}: cannot read zarr metadata ({err}); is this a complete zarr v3 store?"
-        ) from err
-    if not isinstance(data, dict):
-        raise RasterReadError(f"{path}: zarr metadata is not a JSON object; the store is corrupt")
-    return data
-
-
-def _is_unfinished(meta: Path) -> bool:
-    """Whether the store's root marks an ingest in progress (parsed once per root version)."""
-    try:
-        st = meta.stat()
-    except OSError:
-        return False  # reported with a clear message when the metadata is read
-    return _root_unfinished(str(meta), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _root_unfinished(meta: str, mtime_ns: int, size: int) -> bool:
-    entry = (_read_json(Path(meta)).get("attributes") or {}).get("dinogeo")
-    return isinstance(entry, dict) and entry.get("complete") is False
-
-
-class ZarrSource:
+class ZarrSource(WindowedSource):
     """One raster group of a zarr store, read by windows like a :class:`RasterSource`.
 
     Args:
@@ -158,13 +108,13 @@ class ZarrSource:
         self.store_path = Path(store).expanduser().absolute()
         self.group = group.strip("/")
         self.path = self.store_path / self.group if self.group else self.store_path
-        if _is_unfinished(self.store_path / "zarr.json"):
+        if store_unfinished(self.store_path / "zarr.json"):
             raise RasterReadError(
                 f"{self.store_path}: the store is unfinished (its ingest was interrupted); rerun "
                 "the same `dinogeo ingest` command to resume it"
             )
-        self.info = _load_info(self.store_path, self.group)
-        self.storage_block = _chunk_shape(self.path / DATA / "zarr.json")
+        self.info = load_info(self.store_path, self.group)
+        self.storage_block = chunk_shape(self.path / DATA / "zarr.json")
         self.crs: CRS = self.info.crs
         self.transform: Affine = self.info.affine
         self.width = self.info.width
@@ -187,16 +137,6 @@ class ZarrSource:
         self._pid = -1
         self._data: ArrayReader | None = None
         self._mask_reader: ArrayReader | None = None
-
-    @property
-    def res(self) -> tuple[float, float]:
-        """Pixel size (x, y) of the grid in CRS units."""
-        return (abs(self.transform.a), abs(self.transform.e))
-
-    @property
-    def count(self) -> int:
-        """Number of returned bands."""
-        return len(self.sensor.bands)
 
     def __repr__(self) -> str:
         return (
@@ -229,56 +169,13 @@ class ZarrSource:
             self._pid = os.getpid()
         return self._data, self._mask_reader
 
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read a window, boundless.
-
-        Args:
-            window: pixel window (offsets and sizes are rounded to integers); parts outside the
-                raster are filled with nodata (or 0) and marked invalid.
-
-        Returns:
-            ``(raw, valid)``: raw DN ``(C, h, w)`` in the sensor's band order and the store's dtype,
-            and a bool ``(h, w)`` mask of valid pixels.
-        """
+    def _read_inside(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         data, valid_reader = self._open()
-        row0, col0 = int(round(window.row_off)), int(round(window.col_off))
-        h, w = int(round(window.height)), int(round(window.width))
-        if h <= 0 or w <= 0:
-            raise ValueError(f"window {window} is empty; width and height must be positive")
-        r0, r1 = max(row0, 0), min(row0 + h, self.height)
-        c0, c1 = max(col0, 0), min(col0 + w, self.width)
-        block = data.read(r0, r1, c0, c1) if r0 < r1 and c0 < c1 else None
-        if block is not None and self.band_index != list(range(self.info.count)):
+        block = data.read(r0, r1, c0, c1)
+        if self.band_index != list(range(self.info.count)):
             block = block[self.band_index]
-        stored = None
-        if block is not None and valid_reader is not None:
-            stored = valid_reader.read(r0, r1, c0, c1)
-        if block is not None and (r0, r1, c0, c1) == (row0, row0 + h, col0, col0 + w):
-            return block, self._valid(block, stored)  # inside the raster: no boundless padding
-        nan_nodata = self.nodata is not None and np.isnan(self.nodata)
-        fill = 0 if self.nodata is None or nan_nodata else self.nodata
-        raw = np.full((len(self.band_index), h, w), fill, dtype=self.dtype)
-        if nan_nodata and self.dtype.kind == "f":
-            raw[...] = np.nan
-        valid = np.zeros((h, w), dtype=bool)
-        if block is None:
-            return raw, valid
-        inner = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
-        raw[(slice(None), *inner)] = block
-        valid[inner] = self._valid(block, stored)
-        return raw, valid
-
-    def _valid(self, block: np.ndarray, stored: np.ndarray | None) -> np.ndarray:
-        """Valid mask of an in-bounds block: the stored mask, else not all bands equal nodata."""
-        if stored is not None:
-            valid = stored > 0
-        elif self.mask_kind == "nodata" and self.nodata is not None and not np.isnan(self.nodata):
-            valid = (block != block.dtype.type(self.nodata)).any(axis=0)
-        else:
-            valid = np.ones(block.shape[1:], dtype=bool)
-        if block.dtype.kind == "f":
-            valid &= ~np.isnan(block).any(axis=0)
-        return valid
+        stored = None if valid_reader is None else valid_reader.read(r0, r1, c0, c1)
+        return block, self._valid(block, stored)
 
     def coarse_valid_mask(self, max_size: int = COARSE_SIZE) -> np.ndarray:
         """Valid mask of the whole grid, decimated (as :meth:`RasterSource.coarse_valid_mask`).
@@ -293,10 +190,10 @@ class ZarrSource:
         Returns:
             bool array of shape about ``(height / f, width / f)``.
         """
-        f = max(1, math.ceil(max(self.width, self.height) / max_size))
-        shape = (max(1, math.ceil(self.height / f)), max(1, math.ceil(self.width / f)))
-        if self.mask_kind == "none" and self.dtype.kind != "f":
-            return np.ones(shape, dtype=bool)
+        shape = coarse_shape(self.width, self.height, max_size)
+        everywhere = self._all_valid(shape)
+        if everywhere is not None:
+            return everywhere
         same_rule = self.info.nodata is not None or self.mask_kind != "nodata"
         if max_size == COARSE_SIZE and same_rule and (self.path / "valid_coarse").is_dir():
             stored = zarr.open_array(store=str(self.store_path), path=f"{self.group}/valid_coarse")
@@ -322,125 +219,6 @@ class ZarrSource:
             )
             out[sel] = self._valid(block[self.band_index], stored_rows)
         return out
-
-    def valid_fraction(self, max_size: int = COARSE_SIZE) -> float:
-        """Estimated fraction of valid pixels, from :meth:`coarse_valid_mask`."""
-        return float(self.coarse_valid_mask(max_size).mean())
-
-    def read_normalized(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read a window and normalise it with the sensor spec.
-
-        Returns:
-            ``(image, valid)``: float32 ``(C, h, w)`` normalised values with invalid pixels set to
-            0.0, and the bool ``(h, w)`` valid mask.
-        """
-        raw, valid = self.read(window)
-        image = self.sensor.normalize(raw)
-        if not valid.all():
-            image[:, ~valid] = 0.0
-        return image, valid
-
-
-def _load_info(store: Path, group: str) -> GeoInfo:
-    where = f"{store}/{group}" if group else str(store)
-    gdir = store / group if group else store
-    gmeta = _read_json(gdir / "zarr.json")
-    if gmeta.get("node_type") != "group":
-        raise RasterReadError(
-            f"{where}: not a zarr group; pass the store or one of its raster groups"
-        )
-    dmeta_path = gdir / DATA / "zarr.json"
-    if not dmeta_path.is_file():
-        raise RasterReadError(
-            f"{where}: no '{DATA}' array in this group; pass a raster group written by "
-            f"`dinogeo ingest` (raster groups: {list_store_rasters(store)[:10]})"
-        )
-    dmeta = _read_json(dmeta_path)
-    if dmeta.get("node_type") != "array":
-        raise RasterReadError(f"{where}/{DATA}: not a zarr array")
-    dattrs = dmeta.get("attributes") or {}
-    gm_name = dattrs.get("grid_mapping")
-    gm_attrs: dict[str, Any] = {}
-    if isinstance(gm_name, str) and (gdir / gm_name / "zarr.json").is_file():
-        gm_attrs = _read_json(gdir / gm_name / "zarr.json").get("attributes") or {}
-    dtype = dmeta.get("data_type")
-    if not isinstance(dtype, str):
-        raise RasterReadError(f"{where}/{DATA}: unsupported data type {dtype!r}")
-    return decode_geoinfo(
-        gmeta.get("attributes") or {},
-        shape=tuple(int(s) for s in dmeta.get("shape", ())),
-        dtype=dtype,
-        data_attrs=dattrs,
-        grid_mapping_attrs=gm_attrs,
-        where=where,
-    )
-
-
-def _chunk_shape(meta: Path) -> tuple[int, int] | None:
-    """The last two chunk dimensions of a regular-grid zarr array, from its ``zarr.json``."""
-    grid = _read_json(meta).get("chunk_grid") or {}
-    shape = (grid.get("configuration") or {}).get("chunk_shape")
-    if grid.get("name") != "regular" or not isinstance(shape, list) or len(shape) < 2:
-        return None
-    return int(shape[-2]), int(shape[-1])
-
-
-def _resolve_bands(
-    info: GeoInfo,
-    sensor: Sensor | str | Path | None,
-    bands: Sequence[str] | str | None,
-    where: str,
-) -> tuple[Sensor, list[int]]:
-    """Return the output sensor and the store band of each output band (as the GeoTIFF reader)."""
-    if isinstance(bands, str):
-        bands = [bands]
-    spec: Sensor | None = None
-    if sensor is not None:
-        spec = load_sensor(sensor)
-    elif info.sensor:
-        try:
-            spec = load_sensor(info.sensor)
-        except SensorError:
-            spec = None
-    if spec is None:
-        base = generic_sensor(info.count, info.dtype, info.nodata)
-        layout = replace(
-            base,
-            bands=tuple(
-                Band(name=b.name, aliases=(d,) if d and d != b.name else ())
-                for b, d in zip(base.bands, info.band_names)
-            ),
-        )
-    else:
-        layout = _store_layout(info, spec, bands, where)
-    if bands is None:
-        return layout, list(range(info.count))
-    positions = []
-    for name in bands:
-        try:
-            positions.append(layout.index(name))
-        except SensorError as err:
-            raise SensorError(
-                f"{where}: band {name!r} is not among the store's bands "
-                f"{list(layout.band_names)} (sensor {layout.name!r})"
-            ) from err
-    return layout.select(list(bands)), positions
-
-
-def _store_layout(info: GeoInfo, spec: Sensor, bands: Sequence[str] | None, where: str) -> Sensor:
-    """The sensor describing the store's bands in store order."""
-    if info.band_names and all(info.band_names):
-        try:
-            return spec.select(list(info.band_names))
-        except SensorError:
-            pass
-    if len(spec.bands) == info.count:
-        return spec
-    if bands is not None and len(bands) == info.count:
-        return spec.select(list(bands))
-    raise BandMismatchError(
-        f"{where}: bands {list(info.band_names)}: {band_count_mismatch(spec, info.count, 'store')}"
-    )
 
 
 def open_zarr_source(

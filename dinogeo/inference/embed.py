@@ -3,7 +3,7 @@
 Patch features (``D`` values per ``patch x patch`` input pixels) of one backbone block are streamed
 exactly like predictions (overlapping windows, read-ahead, blended at patch resolution, strips) into
 a georeferenced zarr store (``data`` array ``(D, H/p, W/p)`` with CF/GeoZarr georeferencing, readable
-by :func:`dinogeo.data.readers.open_source` and xarray) or a float32 COG when ``dst`` ends with
+by :func:`dinogeo.data.opener.open_source` and xarray) or a float32 COG when ``dst`` ends with
 ``.tif``. A subsample of the features is collected on the way; PCA fitted on it maps features to
 RGB (3 components scaled by their 2nd-98th percentiles), written as a GeoTIFF and a PNG.
 """

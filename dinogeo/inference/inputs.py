@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.windows import Window
 from scipy import ndimage
 
-from dinogeo.data.readers import is_zarr_path
+from dinogeo.data.opener import is_zarr_path
 from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.errors import RasterReadError, SensorError
 from dinogeo.models.card import WeightCard
@@ -87,7 +87,7 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
 
 def _zarr_rasters(store: Path) -> list[Path]:
     """The raster groups of a zarr store (the store itself when it holds one raster)."""
-    from dinogeo.data.zarr_source import list_store_rasters
+    from dinogeo.data.zarr_store import list_store_rasters
 
     try:
         groups = list_store_rasters(store)

@@ -1,7 +1,7 @@
 """Imagery opened for a backbone's weight card: the card's bands and normalisation, on any grid.
 
 :class:`CardImage` opens a raster file or zarr store with
-:func:`dinogeo.data.readers.open_source` and reads the weight card's bands (matched by name or
+:func:`dinogeo.data.opener.open_source` and reads the weight card's bands (matched by name or
 alias) in the card's order. Normalised reads are ``(DN * scale + offset - mean) / std`` with the
 image's scale/offset (:func:`resolve_sensor`) and the card's mean/std (:func:`apply_card_stats`).
 
@@ -32,7 +32,8 @@ from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from dinogeo.data.readers import RasterSource, open_source
+from dinogeo.data.opener import open_source
+from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import Sensor, load_sensor, match_file_bands
 from dinogeo.data.source import Grid, Source
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError

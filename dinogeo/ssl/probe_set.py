@@ -10,7 +10,7 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.sensors import Sensor
 from dinogeo.errors import LabelError
 

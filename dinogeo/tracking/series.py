@@ -450,7 +450,8 @@ def _check_overlap(path: Path, ds: Any, grid: tuple[Any, Any, int, int]) -> None
 
 
 def _open_zarr(store: Path, sensor: str | Path | Sensor | None) -> TimeSeries:
-    from dinogeo.data.zarr_source import list_store_rasters, open_zarr_source
+    from dinogeo.data.zarr_source import open_zarr_source
+    from dinogeo.data.zarr_store import list_store_rasters
 
     groups = list_store_rasters(store)
     layers: list[DateLayer] = []

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.errors import NoValidDataError
 from dinogeo.labels.vectors import IGNORE_INDEX, rasterize_labels, read_vector_labels
 from dinogeo.models.task_card import load_task_card

@@ -15,7 +15,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from dinogeo.cli.main import main
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.inference.inputs import all_bands_valid
 from dinogeo.models.task_card import TaskCard, load_task_card
 from tests.data.inference import data as fx

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 import dinogeo.inference.predict as predict_mod
 from dinogeo.cli.main import main
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.inference import predict_raster
 from dinogeo.inference.inputs import open_for_card, window_reader
 from dinogeo.inference.writer import partial_dir
@@ -240,7 +240,9 @@ def test_embed_cli_writes_georeferenced_features_and_pca(shared_data, tmp_path):
         assert (ds.height, ds.width) == (src.height // 16, src.width // 16)
         b, s = ds.bounds, src.bounds
         assert b.left >= s.left and b.right <= s.right and b.bottom >= s.bottom and b.top <= s.top
-        assert s.right - b.right < 16 * src.transform.a and b.bottom - s.bottom < 16 * src.transform.a
+        assert (
+            s.right - b.right < 16 * src.transform.a and b.bottom - s.bottom < 16 * src.transform.a
+        )
         assert [c.name for c in ds.colorinterp] == ["red", "green", "blue"]
         rgb = ds.read()
     ok = ok[: src.height // 16, : src.width // 16]

@@ -19,7 +19,7 @@ import torch
 from rasterio.windows import Window
 from timm.models.eva import checkpoint_filter_fn
 
-from dinogeo.data.readers import open_source
+from dinogeo.data.opener import open_source
 from dinogeo.models import save_backbone
 from dinogeo.models.backbone import create_backbone, empty_backbone
 from dinogeo.models.bands import RGB_BANDS, expand_bands

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dinogeo.data.readers import zero_invalid
+from dinogeo.data.windowed import zero_invalid
 from dinogeo.ssl.augment import MultiCropAugmentation
 from dinogeo.ssl.batch_augment import BatchedMultiCrop
 from dinogeo.ssl.collate import collate_multicrop
