@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from dinogeo.data.chip_grid import ChipGrid, chip_grids, describe_grids, parse_chip_align
-from dinogeo.data.index import build_index, load_index, open_index_sources, write_index
+from dinogeo.data.index import build_index, load_index, write_index
+from dinogeo.data.index_sources import open_index_sources
 from dinogeo.data.ingest import ingest
 from dinogeo.data.opener import open_source
 from dinogeo.data.readers import RasterSource

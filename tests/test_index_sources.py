@@ -16,7 +16,8 @@ import rasterio
 from rasterio.windows import Window
 
 from dinogeo.data.header import header_from_row, read_header
-from dinogeo.data.index import build_index, load_index, open_index_sources, write_index
+from dinogeo.data.index import build_index, load_index, write_index
+from dinogeo.data.index_sources import open_index_sources
 from dinogeo.data.opener import open_source
 from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import load_sensor

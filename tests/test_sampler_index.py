@@ -15,13 +15,8 @@ from rasterio.windows import Window
 
 from dinogeo.data import handles
 from dinogeo.data.dataset import ChipDataset
-from dinogeo.data.index import (
-    build_index,
-    index_footprints,
-    load_index,
-    open_index_sources,
-    write_index,
-)
+from dinogeo.data.index import build_index, load_index, write_index
+from dinogeo.data.index_sources import index_footprints, open_index_sources
 from dinogeo.data.opener import open_source
 from dinogeo.data.samplers import GridChipSampler, RandomChipSampler
 from dinogeo.data.validity import Footprint, ValidityIndex, footprint_mask

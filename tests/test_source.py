@@ -14,7 +14,8 @@ from rasterio.windows import Window
 
 from dinogeo.data import Source
 from dinogeo.data.dataset import ChipDataset
-from dinogeo.data.index import build_index, open_index_sources
+from dinogeo.data.index import build_index
+from dinogeo.data.index_sources import open_index_sources
 from dinogeo.data.ingest import ingest
 from dinogeo.data.opener import open_source
 from dinogeo.data.readers import RasterSource

@@ -44,9 +44,11 @@ from rasterio.errors import RasterioError
 
 from dinogeo.data.chips import ChipQuery
 from dinogeo.data.header import RasterHeader, open_dataset, read_header
-from dinogeo.data.index import index_footprints, iter_raster_paths, load_index
+from dinogeo.data.index import load_index
+from dinogeo.data.index_sources import index_footprints
 from dinogeo.data.naming import guess_sensor, parse_datetime
 from dinogeo.data.opener import is_zarr_path, open_source
+from dinogeo.data.raster_paths import iter_raster_paths
 from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import Sensor, load_sensor, shipped_sensors
 from dinogeo.data.source import Source

@@ -2,16 +2,18 @@
 
 Usage::
 
-    from dinogeo.data.index import build_index, write_index, load_index, open_index_sources
+    from dinogeo.data.index import build_index, load_index, write_index
+    from dinogeo.data.index_sources import index_footprints, open_index_sources
 
     index = build_index(["archive/", "more/**/*.jp2", "store.zarr"], workers=8)
     write_index(index, "index.parquet")          # + index.skipped.csv listing unreadable files
     sources = open_index_sources(load_index("index.parquet"))  # headers from the rows: no open
     sampler = RandomChipSampler(sources, 256, footprints=index_footprints(index))  # no file read
 
-Inputs are files, folders (walked recursively) and globs, expanded once. Folders yield GeoTIFF/COG,
-JPEG2000, VRT and ERDAS files, PNG/JPEG/GIF images that have a world file beside them, and zarr
-stores (one row per raster group). Files are scanned in a thread pool with a bounded number in
+Inputs are files, folders (walked recursively) and globs, expanded once
+(:mod:`dinogeo.data.raster_paths`); a zarr store gives one row per raster group. Each member becomes
+rows as :mod:`dinogeo.data.index_rows` describes it; reading an index back into sources and
+footprints is :mod:`dinogeo.data.index_sources`. Files are scanned in a thread pool with a bounded number in
 flight, so a 100k-file archive costs one pass and constant extra memory per file.
 
 Columns: ``path format native_crs native_crs_wkt transform minx miny maxx maxy res_x res_y width height count
@@ -26,272 +28,24 @@ is known (``none``, ``nodata``, ``alpha``, ``internal``); ``geometry`` is the va
 from __future__ import annotations
 
 import functools
-import glob
-import math
 import os
 import sys
 import threading
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
-import rasterio
-import rasterio.features
-import rasterio.warp
-import shapely
-from affine import Affine
-from rasterio.crs import CRS
-from rasterio.errors import CRSError, RasterioError
-from rasterio.windows import Window
-from shapely.geometry import box
+from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
-from dinogeo.data.footprint import area_km2 as _area_km2
-from dinogeo.data.footprint import footprint as _footprint
-from dinogeo.data.footprint import to_4326 as _to_4326
-from dinogeo.data.footprint import valid_decimated
-from dinogeo.data.header import read_header, row_is_current
-from dinogeo.data.naming import guess_sensor, parse_datetime
-from dinogeo.data.sensors import Sensor
-from dinogeo.data.source import Source
-from dinogeo.data.validity import Footprint
+from dinogeo.data.index_rows import scan_path
+from dinogeo.data.raster_paths import iter_raster_paths
 from dinogeo.errors import RasterReadError
 
-__all__ = [
-    "build_index",
-    "index_footprints",
-    "iter_raster_paths",
-    "load_index",
-    "open_index_sources",
-    "write_index",
-]
-
-RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2", ".j2k", ".vrt", ".img", ".ntf"})
-#: plain images are archive members only with a world file beside them
-WORLD_FILES = {
-    ".png": (".pgw", ".pngw"),
-    ".jpg": (".jgw", ".jpgw"),
-    ".jpeg": (".jgw", ".jpegw"),
-    ".gif": (".gfw", ".gifw"),
-}
-#: longest side of the decimated mask read used for footprints
-FOOTPRINT_SIZE = 512
-
-
-# ----------------------------------------------------------------------------- path expansion
-def _has_world_file(path: Path) -> bool:
-    sidecars = (*WORLD_FILES.get(path.suffix.lower(), ()), ".wld")
-    return any(
-        path.with_suffix(s).exists() or path.with_suffix(s.upper()).exists() for s in sidecars
-    )
-
-
-def _is_zarr_dir(path: Path) -> bool:
-    return path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file()
-
-
-def _member(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in RASTER_SUFFIXES:
-        return True
-    return suffix in WORLD_FILES and _has_world_file(path)
-
-
-def _walk(folder: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        d = Path(dirpath)
-        zarrs = [n for n in dirnames if _is_zarr_dir(d / n)]
-        dirnames[:] = sorted(n for n in dirnames if n not in zarrs and not n.startswith("."))
-        for name in sorted(zarrs):
-            yield d / name
-        for name in sorted(filenames):
-            if _member(d / name):
-                yield d / name
-
-
-def iter_raster_paths(paths_or_globs: Sequence[str | Path] | str | Path) -> Iterator[Path]:
-    """Expand files, folders and globs into raster paths, once, without duplicates.
-
-    Explicitly named files are always yielded (so an unreadable one is reported); files found by
-    walking folders or globs are yielded when their suffix is a raster format, or when a plain
-    image has a world file.
-    """
-    items = [paths_or_globs] if isinstance(paths_or_globs, str | Path) else list(paths_or_globs)
-    seen: set[str] = set()
-    for item in items:
-        text = str(Path(item).expanduser())
-        if glob.has_magic(text):
-            candidates: Iterator[Path] = (Path(p) for p in sorted(glob.iglob(text, recursive=True)))
-            explicit = False
-        else:
-            candidates = iter([Path(text)])
-            explicit = True
-        for cand in candidates:
-            if cand.is_dir() and not _is_zarr_dir(cand):
-                found: Iterator[Path] = _walk(cand)
-            elif explicit or cand.is_dir() or _member(cand):
-                found = iter([cand])
-            else:
-                continue
-            for p in found:
-                key = str(p.absolute())
-                if key not in seen:
-                    seen.add(key)
-                    yield Path(key)
-
-
-# ----------------------------------------------------------------------------- one raster
-def _crs_label(crs: CRS) -> str:
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-
-
-def scan_raster(path: Path, sensor: str | None = None) -> dict[str, Any]:
-    """Describe one raster file as an index row.
-
-    Raises:
-        RasterReadError: the file cannot be read, has no CRS or no geotransform (the message is
-            the reason listed among the skipped files).
-    """
-    try:
-        with rasterio.open(path) as ds:
-            return _describe(path, ds, sensor)
-    except RasterioError as err:
-        raise RasterReadError(f"cannot be read as a raster: {err}") from err
-    except CRSError as err:
-        raise RasterReadError(
-            f"invalid CRS ({err}); fix the .prj or assign one with gdal_edit.py -a_srs"
-        ) from err
-
-
-def _describe(path: Path, ds: Any, sensor: str | None) -> dict[str, Any]:
-    head = read_header(ds, path)  # the header RasterSource.from_index_row rebuilds from the row
-    crs = head.crs
-    if crs is None:
-        raise RasterReadError(
-            "no CRS: assign one with 'gdal_edit.py -a_srs EPSG:XXXX FILE' (or add a .prj beside a "
-            "world-file image)"
-        )
-    if ds.transform == Affine.identity():
-        raise RasterReadError("no geotransform: add one with gdal_edit.py -a_ullr or a world file")
-    data, alpha, mask = list(head.data_indexes), head.alpha, head.mask
-    if not data:
-        raise RasterReadError("only an alpha band, no data bands")
-    dtypes = set(head.dtypes)
-    if len(dtypes) > 1:
-        raise RasterReadError(
-            f"mixed band dtypes {sorted(dtypes)}; convert with gdal_translate -ot"
-        )
-    dtype = head.dtypes[0]
-    if mask == "none" and np.dtype(dtype).kind != "f":
-        valid = np.ones((1, 1), dtype=bool)
-        # one pixel of the last block: catches truncated files without a full read
-        ds.read(data[:1], window=Window(ds.width - 1, ds.height - 1, 1, 1))
-    else:
-        f = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_SIZE))
-        shp = (max(1, math.ceil(ds.height / f)), max(1, math.ceil(ds.width / f)))
-        valid = valid_decimated(ds, data, alpha, mask, shp)
-    native = _footprint(valid, ds.transform, ds.width, ds.height)
-    geom = _to_4326(native, crs)
-    names = [d or "" for d in head.descriptions]
-    when, time_source = parse_datetime(path.name, ds.tags(), ds.tags(ns="IMAGERY"))
-    stat = path.stat()
-    return {
-        "path": str(path),
-        "format": ds.driver,
-        "native_crs": _crs_label(crs),
-        "native_crs_wkt": crs.to_wkt(),
-        "transform": [float(v) for v in tuple(ds.transform)[:6]],
-        "minx": ds.bounds.left,
-        "miny": ds.bounds.bottom,
-        "maxx": ds.bounds.right,
-        "maxy": ds.bounds.top,
-        "res_x": float(abs(ds.res[0])),
-        "res_y": float(abs(ds.res[1])),
-        "width": ds.width,
-        "height": ds.height,
-        "count": len(data),
-        "alpha_band": alpha or 0,
-        "dtype": dtype,
-        "has_nodata": head.nodata is not None,
-        "nodata": float("nan") if head.nodata is None else head.nodata,
-        "mask": mask,
-        "band_names": names,
-        "sensor": sensor or guess_sensor(path.name, len(data), dtype, names),
-        "datetime": when,
-        "time_source": time_source,
-        "valid_fraction": float(valid.mean()),
-        "area_km2": _area_km2(geom),
-        "size_bytes": stat.st_size,
-        "mtime": stat.st_mtime,
-        "geometry": geom,
-        "block_height": head.block[0] if head.block else 0,
-        "block_width": head.block[1] if head.block else 0,
-    }
-
-
-def scan_zarr(path: Path, sensor: str | None = None) -> list[dict[str, Any]]:
-    """Describe every raster group of a zarr store as index rows."""
-    from dinogeo.data.zarr_source import open_zarr_store
-
-    rows = []
-    for src in open_zarr_store(path):
-        info = src.info
-        if info.footprint_wkt:
-            geom = shapely.from_wkt(info.footprint_wkt)
-        else:
-            geom = _to_4326(box(*src.bounds), src.crs)
-        when, time_source = parse_datetime(Path(info.source or src.group).name, {}, {})
-        t = info.transform
-        meta = src.path / "zarr.json"
-        rows.append(
-            {
-                "path": str(src.path),
-                "format": "zarr",
-                "native_crs": _crs_label(src.crs),
-                "native_crs_wkt": info.crs_wkt,
-                "transform": [float(v) for v in t],
-                "minx": src.bounds.left,
-                "miny": src.bounds.bottom,
-                "maxx": src.bounds.right,
-                "maxy": src.bounds.top,
-                "res_x": float(math.hypot(t[0], t[3])),
-                "res_y": float(math.hypot(t[1], t[4])),
-                "width": info.width,
-                "height": info.height,
-                "count": info.count,
-                "alpha_band": 0,
-                "dtype": info.dtype,
-                "has_nodata": info.nodata is not None,
-                "nodata": float("nan") if info.nodata is None else float(info.nodata),
-                "mask": info.mask,
-                "band_names": list(info.band_names),
-                "sensor": sensor or info.sensor,
-                "datetime": when,
-                "time_source": time_source,
-                "valid_fraction": 1.0 if info.valid_fraction is None else info.valid_fraction,
-                "area_km2": _area_km2(geom),
-                "size_bytes": meta.stat().st_size,
-                "mtime": meta.stat().st_mtime,
-                "geometry": geom,
-                "block_height": src.storage_block[0] if src.storage_block else 0,
-                "block_width": src.storage_block[1] if src.storage_block else 0,
-            }
-        )
-    return rows
-
-
-def _scan(path: Path, sensor: str | None) -> list[dict[str, Any]]:
-    if path.is_dir():
-        return scan_zarr(path, sensor)
-    if not path.exists():
-        raise RasterReadError("no such file")
-    return [scan_raster(path, sensor)]
+__all__ = ["build_index", "load_index", "summarize", "write_index"]
 
 
 # ----------------------------------------------------------------------------- the archive
@@ -336,7 +90,7 @@ def build_index(
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         pending: set[Future[Any]] = set()
         for i, path in enumerate(paths):
-            fut = pool.submit(_scan, path, sensor)
+            fut = pool.submit(scan_path, path, sensor)
             fut.add_done_callback(functools.partial(_call_done, done, i, path))
             pending.add(fut)
             if len(pending) >= 4 * n_workers:
@@ -429,99 +183,3 @@ def load_index(path: str | Path) -> gpd.GeoDataFrame:
         else []
     )
     return index
-
-
-def open_index_sources(
-    index: gpd.GeoDataFrame | str | Path,
-    sensor: str | Path | Sensor | None = None,
-    bands: Sequence[str] | None = None,
-    *,
-    check_files: bool = True,
-) -> list[Source]:
-    """Lazy sources of every indexed raster, built from the index without opening the files.
-
-    Raster rows become :meth:`RasterSource.from_index_row <dinogeo.data.readers.RasterSource>`
-    sources (each file opens on its first read); zarr rows are opened with
-    :func:`~dinogeo.data.opener.open_source` (their stores' metadata).
-
-    Args:
-        index: an index or the path of one.
-        sensor: sensor for every raster; default: each row's ``sensor`` column (generic if empty).
-        bands: band names to read.
-        check_files: compare each file's size and mtime with the index (a ``stat``, no open); a
-            changed file's header is read from the file, with one warning for all of them.
-
-    Raises:
-        RasterReadError: an indexed file vanished, or a changed one is no longer readable.
-    """
-    from dinogeo.data.opener import open_source
-    from dinogeo.data.readers import RasterSource
-    from dinogeo.data.sensors import load_sensor
-
-    frame = index if isinstance(index, gpd.GeoDataFrame) else load_index(index)
-    specs: dict[str, Any] = {}  # each sensor is loaded once, not once per row
-    rows = list(frame.itertuples(index=False))
-    stale = [
-        i
-        for i, r in enumerate(rows)
-        if check_files and r.format != "zarr" and not row_is_current(r)
-    ]
-    if stale:  # before opening them: a changed file may no longer fit its row's sensor
-        names = ", ".join(str(rows[i].path) for i in stale[:3])
-        more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
-        warnings.warn(
-            f"{len(stale)} of {len(rows)} indexed files changed since indexing ({names}{more}); "
-            "their headers are read from the files: re-run `dinogeo index` to refresh the index",
-            stacklevel=2,
-        )
-    out: list[Source] = []
-    reopen = set(stale)
-    for i, row in enumerate(rows):
-        name = row.sensor if isinstance(row.sensor, str) and row.sensor else None
-        spec = sensor if sensor is not None else name
-        if spec is not None and not isinstance(spec, Sensor):
-            if str(spec) not in specs:
-                specs[str(spec)] = load_sensor(spec)
-            spec = specs[str(spec)]
-        if row.format == "zarr":
-            out.append(open_source(row.path, sensor=spec, bands=bands))
-        elif i in reopen:
-            out.append(RasterSource(row.path, spec, bands))
-        else:
-            out.append(RasterSource.from_index_row(row, spec, bands, check_file=False))
-    return out
-
-
-def index_footprints(
-    index: gpd.GeoDataFrame | str | Path, *, check_files: bool = True
-) -> list[Footprint | None]:
-    """Footprints for ``RandomChipSampler(..., footprints=)``: masks without reading every file.
-
-    Args:
-        index: an index or the path of one.
-        check_files: compare each file's size and mtime with the index (a ``stat``, no open); a
-            changed or missing file gets None, so its mask is read.
-
-    Returns:
-        One :class:`Footprint` (EPSG:4326) per row, in the order of
-        :func:`~dinogeo.data.index.open_index_sources`, or None for zarr rows (their stores keep
-        a coarse valid mask), rows without a geometry and changed files.
-    """
-    frame = index if not isinstance(index, str | Path) else load_index(index)
-    out: list[Footprint | None] = []
-    stale = 0
-    for row in frame.itertuples(index=False):
-        usable = row.format != "zarr" and row.geometry is not None
-        if usable and check_files and not row_is_current(row):
-            usable, stale = False, stale + 1
-        nodata = float(row.nodata) if row.has_nodata else None
-        full = bool(row.valid_fraction >= 1.0)
-        fp = Footprint(row.geometry, "EPSG:4326", str(row.mask), nodata, full)
-        out.append(fp if usable else None)
-    if stale:
-        warnings.warn(
-            f"{stale} of {len(frame)} indexed files changed or vanished since indexing; their "
-            "valid masks are read from the files: re-run `dinogeo index` to refresh the index",
-            stacklevel=2,
-        )
-    return out

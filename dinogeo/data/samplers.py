@@ -17,7 +17,7 @@ dataset checks the exact fraction and redraws deterministically with :func:`~din
 
 Coarse valid masks come from :class:`~dinogeo.data.validity.ValidityIndex`: a decimated read of
 each source, or its indexed footprint rasterised without opening the file
-(:func:`dinogeo.data.index.index_footprints`). Chips are :class:`~dinogeo.data.chips.ChipQuery`.
+(:func:`dinogeo.data.index_sources.index_footprints`). Chips are :class:`~dinogeo.data.chips.ChipQuery`.
 """
 
 from __future__ import annotations

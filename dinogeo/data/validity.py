@@ -3,7 +3,7 @@
 :class:`ValidityIndex` keeps one coarse valid mask per source, with summed-area tables, so the
 samplers weight sources by valid area and estimate a chip's valid fraction in O(1). A mask is a
 decimated read of the source (``coarse_valid_mask``), or the rasterised :class:`Footprint` that
-``dinogeo index`` stored (:func:`dinogeo.data.index.index_footprints`, :func:`footprint_mask`)
+``dinogeo index`` stored (:func:`dinogeo.data.index_sources.index_footprints`, :func:`footprint_mask`)
 when the footprint follows the source's validity rule: then the file is not opened, so a sampler
 over a 100k-file archive starts without 100k reads.
 """
@@ -172,7 +172,7 @@ class ValidityIndex:
             ``coarse_valid_mask``).
         max_size: longest side of each coarse mask.
         footprints: one :class:`Footprint` or None per source (e.g. from
-            :func:`dinogeo.data.index.index_footprints`); default: read every mask.
+            :func:`dinogeo.data.index_sources.index_footprints`); default: read every mask.
 
     Attributes:
         n_from_footprints: how many masks were rasterised from footprints (the rest were read).
