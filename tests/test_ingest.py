@@ -11,10 +11,11 @@ import rasterio
 import xarray as xr
 import zarr
 
-import dinogeo.data.ingest as ingest_mod
+import dinogeo.data.ingest_copy as copy_mod
 from dinogeo.cli.main import main as cli
 from dinogeo.data.index import build_index, write_index
-from dinogeo.data.ingest import ingest, verify_store
+from dinogeo.data.ingest import ingest
+from dinogeo.data.store_verify import verify_store
 from dinogeo.data.zarr_source import open_zarr_source, open_zarr_store
 from dinogeo.errors import NoValidDataError, OutputExistsError, RasterReadError
 
@@ -84,7 +85,7 @@ def test_xarray_and_rioxarray_read_the_georeferencing(store, shared_data):
 
 
 def test_interrupted_ingest_resumes_to_identical_store(index, store, tmp_path, monkeypatch):
-    real = ingest_mod._copy_task
+    real = copy_mod.copy_task
     calls = {"n": 0}
 
     def crash_after_five(task):
@@ -94,17 +95,17 @@ def test_interrupted_ingest_resumes_to_identical_store(index, store, tmp_path, m
         return real(task)
 
     out = tmp_path / "resumed.zarr"
-    monkeypatch.setattr(ingest_mod, "_copy_task", crash_after_five)
+    monkeypatch.setattr(copy_mod, "copy_task", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
         ingest(index, out, chunk=128, scheduler="synchronous", progress=False)
-    monkeypatch.setattr(ingest_mod, "_copy_task", real)
+    monkeypatch.setattr(copy_mod, "copy_task", real)
     blocks = zarr.open_group(out, mode="r")["RGB.byte/_blocks"][...]
     assert 0 < (blocks >= 0).sum() < blocks.size  # partly written
     with pytest.raises(RasterReadError, match="unfinished"):
         open_zarr_store(out)
 
     written = []
-    monkeypatch.setattr(ingest_mod, "_copy_task", lambda t: written.append(t) or real(t))
+    monkeypatch.setattr(copy_mod, "copy_task", lambda t: written.append(t) or real(t))
     ingest(index, out, chunk=128, scheduler="synchronous", progress=False)
     total = sum(-(-h // 128) for h in index["height"])  # one task per chunk-row here
     assert len(written) == total - 5  # only the unfinished tasks ran again

@@ -18,7 +18,8 @@ def run(options: dict[str, Any], *, verify: bool = False) -> int:
     Returns:
         0 on success, 1 when ``verify`` finds problems.
     """
-    from dinogeo.data.ingest import ingest, verify_store
+    from dinogeo.data.ingest import ingest
+    from dinogeo.data.store_verify import verify_store
 
     inputs = options["index_or_paths"]
     if isinstance(inputs, list) and len(inputs) == 1 and str(inputs[0]).endswith(".parquet"):
