@@ -50,8 +50,9 @@ from dinogeo._paths import shared_data_dir
 from dinogeo.data.opener import open_source
 from dinogeo.inference import predict_raster
 from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.backbone_file import load_backbone
 from dinogeo.models.bundle import ModelBundle, save_bundle
-from dinogeo.models.card import WeightCard, load_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.models.heads import HeadConfig as DenseHeadConfig
 from dinogeo.models.heads import build_model
 from dinogeo.models.task_card import load_task_card

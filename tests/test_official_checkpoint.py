@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from dinogeo.errors import CheckpointError
 from dinogeo.models import create_backbone, load_official_dinov3
-from dinogeo.models.card import load_official_dinov3 as card_load_official
 
 _spec = importlib.util.spec_from_file_location(
     "checkpoint_fixtures", Path(__file__).parent / "data" / "checkpoints" / "data.py"
@@ -134,7 +133,7 @@ def test_training_checkpoint_and_local_cls_norm(tmp_path):
     mode use the final norm), as Meta's ``untie_global_and_local_cls_norm``."""
     path = tmp_path / "teacher.pth"
     state = fixtures.write_meta_checkpoint(path, training_format=True, local_cls_norm=True, seed=1)
-    backbone = card_load_official(path, "vit_test_patch16_dinov3")
+    backbone = load_official_dinov3(path, "vit_test_patch16_dinov3")
     _check_landed(backbone, state, 4)
     local = backbone.local_cls_norm
     assert local is not None and backbone.config["local_cls_norm"] is True
@@ -163,7 +162,8 @@ def test_training_checkpoint_and_local_cls_norm(tmp_path):
             backbone.forward_features(x)["x_norm_clstoken"],
         )
 
-    from dinogeo.models.card import WeightCard, load_backbone, save_backbone
+    from dinogeo.models.backbone_file import load_backbone, save_backbone
+    from dinogeo.models.card import WeightCard
 
     out = tmp_path / "kept.safetensors"
     card = WeightCard(

@@ -204,7 +204,7 @@ def embed_raster(
     """
     t0 = time.perf_counter()
     if isinstance(backbone, str | Path):
-        from dinogeo.models.card import load_backbone
+        from dinogeo.models.backbone_file import load_backbone
 
         net, card = load_backbone(backbone)
     else:

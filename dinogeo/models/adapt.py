@@ -18,8 +18,9 @@ import torch
 from dinogeo.data.sensors import Band, Sensor, load_sensor
 from dinogeo.errors import BandMismatchError, SensorError
 from dinogeo.models.backbone import Backbone
+from dinogeo.models.backbone_file import load_backbone, save_backbone
 from dinogeo.models.bands import BandSpec, _match, _replace_patch_embed, adapt_patch_embed_weight
-from dinogeo.models.card import WeightCard, load_backbone, save_backbone
+from dinogeo.models.card import WeightCard
 
 __all__ = ["adapt_backbone", "adapt_backbone_file"]
 

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from dinogeo import __version__
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
-from dinogeo.models.card import WeightCard, create_backbone_from_card, load_backbone
+from dinogeo.models.backbone_file import load_backbone
+from dinogeo.models.card import WeightCard, create_backbone_from_card
 from dinogeo.models.heads import DenseModel, HeadConfig, build_model
 from dinogeo.models.task_card import TaskCard
 

@@ -3,21 +3,9 @@
 A :class:`WeightCard` records what a backbone needs to be used correctly: architecture, patch
 size, the band names and order it expects, the sensor, the normalisation (mean/std in
 reflectance units after ``DN * scale + offset``), the training config and its hash, and where
-the weights came from.
-
-Files:
-
-* ``.safetensors`` (what :func:`save_backbone` writes): tensors plus the card JSON in the
-  header metadata under ``"dinogeo_card"``.
-* ``.pt`` / ``.ckpt`` (dinogeo or Lightning checkpoints), read with ``torch.load(weights_only=True)``.
-  They must hold the card (a dict or JSON string) under ``"dinogeo_card"``; the weights are the
-  Backbone state dict at the top level, under ``"backbone"`` or under ``"state_dict"`` (Lightning)
-  with a key prefix. The prefix is taken from ``"dinogeo_backbone_prefix"`` when present,
-  otherwise found from the keys (a unique ``...vit.cls_token``, or the EMA ``teacher``).
-
-Loading never executes code from the file. Official Meta DINOv3 files load with
-:func:`load_official_dinov3` (defined in :mod:`dinogeo.models.official`, re-exported here as the
-architecture contract places it beside :func:`load_backbone`).
+the weights came from. :func:`create_backbone_from_card` builds the architecture a card
+describes; :func:`check_bands` compares imagery bands with a card's. Saving and loading a backbone
+with its card is :mod:`dinogeo.models.backbone_file`.
 """
 
 from __future__ import annotations
@@ -26,16 +14,9 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import Tensor
 
 from dinogeo import __version__
 
@@ -43,25 +24,15 @@ if TYPE_CHECKING:
     from dinogeo.data.sensors import Sensor
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
-from dinogeo.models.materialise import assign_weights, meta_backbone
-from dinogeo.models.official import load_official_dinov3, safe_torch_load
+from dinogeo.models.materialise import meta_backbone
 
 __all__ = [
-    "CARD_KEY",
-    "PREFIX_KEY",
     "WeightCard",
+    "architecture_kwargs",
     "check_bands",
     "create_backbone_from_card",
     "hash_config",
-    "load_backbone",
-    "load_official_dinov3",
-    "save_backbone",
 ]
-
-CARD_KEY = "dinogeo_card"
-PREFIX_KEY = "dinogeo_backbone_prefix"
-_SAFE_SUFFIXES = (".safetensors",)
-_TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def _canonical_json(value: Any) -> str:
@@ -196,7 +167,7 @@ class WeightCard:
             offset=offset,
             training_config=dict(training_config or {}),
             source=source,
-            backbone_kwargs=_backbone_kwargs(backbone),
+            backbone_kwargs=architecture_kwargs(backbone),
         )
 
     @classmethod
@@ -285,7 +256,12 @@ class WeightCard:
         return cls.from_dict(data, source_file=source_file)
 
 
-def _backbone_kwargs(backbone: Backbone) -> dict[str, Any]:
+def architecture_kwargs(backbone: Backbone) -> dict[str, Any]:
+    """The ``create_backbone`` keyword arguments (besides ``in_chans``) that rebuild a backbone.
+
+    Raises:
+        CheckpointError: they are not JSON-compatible, so a card cannot store them.
+    """
     kwargs = {k: v for k, v in backbone.config.items() if k != "in_chans"}
     try:
         json.dumps(kwargs)
@@ -347,144 +323,3 @@ def check_bands(card: WeightCard, band_names: Sequence[str], source: str = "the 
         f"{source} has bands {list(band_names)} but the backbone ({card.arch}, sensor "
         f"{card.sensor!r}) expects {card.band_names}: {fix}"
     )
-
-
-def save_backbone(path: str | Path, backbone: Backbone, card: WeightCard) -> None:
-    """Save backbone weights and their card as one safetensors file (written atomically).
-
-    The card's ``backbone_kwargs`` are set from the backbone so that :func:`load_backbone`
-    rebuilds exactly this architecture.
-
-    Args:
-        path: output file; ``.safetensors`` is the expected suffix.
-        backbone: the backbone to save.
-        card: its weight card.
-
-    Raises:
-        CheckpointError: if the card does not describe the backbone.
-        BandMismatchError: if the card's band count differs from the backbone's.
-    """
-    path = Path(path)
-    if card.arch != backbone.arch or card.embed_dim != backbone.embed_dim:
-        raise CheckpointError(
-            f"weight card describes {card.arch!r} (width {card.embed_dim}) but the backbone is "
-            f"{backbone.arch!r} (width {backbone.embed_dim}): make the card with "
-            "WeightCard.from_backbone"
-        )
-    if card.patch_size != backbone.patch_size:
-        raise CheckpointError(
-            f"weight card patch size {card.patch_size} differs from the backbone's "
-            f"{backbone.patch_size}: make the card with WeightCard.from_backbone"
-        )
-    if card.in_chans != backbone.in_chans:
-        raise BandMismatchError(
-            f"weight card lists {card.in_chans} bands {card.band_names} but the backbone takes "
-            f"{backbone.in_chans}: give one band name per input band"
-        )
-    card = dataclasses.replace(card, backbone_kwargs=_backbone_kwargs(backbone))
-    tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    metadata = {CARD_KEY: card.to_json(), "format": "dinogeo-backbone", "format_version": "1"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _find_prefix(weights: Mapping[str, Any], path: Path, prefix: str | None) -> str:
-    if prefix is not None:
-        return prefix
-    marker = "vit.cls_token"
-    candidates = sorted(k[: -len(marker)] for k in weights if k.endswith(marker))
-    if len(candidates) == 1:
-        return candidates[0]
-    teachers = [c for c in candidates if "teacher" in c and "gram" not in c]
-    if len(teachers) == 1:
-        return teachers[0]
-    if not candidates:
-        raise CheckpointError(
-            f"{path} has no dinogeo backbone weights (no '*vit.cls_token' key): for Meta's "
-            "official DINOv3 files use dinogeo.models.load_official_dinov3"
-        )
-    raise CheckpointError(
-        f"{path} holds several backbones with key prefixes {candidates}: pass prefix=... to "
-        "load_backbone to choose one"
-    )
-
-
-def load_backbone(path: str | Path, *, prefix: str | None = None) -> tuple[Backbone, WeightCard]:
-    """Load a backbone and its weight card without executing code from the file.
-
-    Args:
-        path: a ``.safetensors`` file from :func:`save_backbone`, or a ``.pt``/``.pth``/``.ckpt``
-            dinogeo or Lightning checkpoint carrying a card under ``"dinogeo_card"``.
-        prefix: key prefix of the backbone in a checkpoint's state dict (found automatically
-            when omitted).
-
-    Returns:
-        The backbone in eval mode and its card.
-
-    Raises:
-        CheckpointError: if the file is missing, unreadable, has no card or does not match it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone file {path} does not exist: check the path")
-    if path.suffix.lower() in _SAFE_SUFFIXES:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = handle.metadata() or {}
-                weights: dict[str, Tensor] = {k: handle.get_tensor(k) for k in handle.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-        if CARD_KEY not in metadata:
-            raise CheckpointError(
-                f"{path} has no dinogeo weight card in its metadata: save it with "
-                "dinogeo.models.save_backbone (official Meta weights: load_official_dinov3)"
-            )
-        card = WeightCard.from_json(metadata[CARD_KEY], source_file=str(path))
-        chosen = prefix or ""
-    elif path.suffix.lower() in _TORCH_SUFFIXES:
-        ckpt = safe_torch_load(path)
-        if not isinstance(ckpt, dict) or CARD_KEY not in ckpt:
-            raise CheckpointError(
-                f"{path} carries no dinogeo weight card (key {CARD_KEY!r}): official Meta "
-                "DINOv3 files load with load_official_dinov3; other files need a card"
-            )
-        raw_card = ckpt[CARD_KEY]
-        if isinstance(raw_card, str):
-            card = WeightCard.from_json(raw_card, source_file=str(path))
-        elif isinstance(raw_card, dict):
-            card = WeightCard.from_dict(raw_card, source_file=str(path))
-        else:
-            raise CheckpointError(f"{path}: {CARD_KEY!r} must be a dict or JSON text")
-        if isinstance(ckpt.get("state_dict"), dict):
-            weights = ckpt["state_dict"]
-        elif isinstance(ckpt.get("backbone"), dict):
-            weights = ckpt["backbone"]
-        else:
-            weights = {k: v for k, v in ckpt.items() if isinstance(v, Tensor)}
-        chosen = _find_prefix(weights, path, prefix or ckpt.get(PREFIX_KEY))
-    else:
-        raise CheckpointError(
-            f"{path}: unknown backbone file type {path.suffix!r}; use .safetensors "
-            "(save_backbone) or a .pt/.ckpt checkpoint"
-        )
-    state = {k[len(chosen) :]: v for k, v in weights.items() if k.startswith(chosen)}
-    if path.suffix.lower() in _TORCH_SUFFIXES:
-        # read memory-mapped (the optimizer state is never read), but copied: training
-        # overwrites its .ckpt files in place, which would pull the pages from under a mapping
-        state = {k: v.clone() for k, v in state.items()}
-    backbone = create_backbone_from_card(card, initialise=False)
-    try:
-        assign_weights(backbone, state, source=str(path))
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"{path} does not match its weight card ({card.arch}, {card.in_chans} bands): "
-            f"{exc}; the file is damaged or the card was written for another model"
-        ) from exc
-    return backbone.eval(), card

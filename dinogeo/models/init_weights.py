@@ -18,8 +18,8 @@ from pathlib import Path
 from torch import Tensor
 
 from dinogeo.errors import CheckpointError
+from dinogeo.models.backbone_file import load_backbone
 from dinogeo.models.bands import BandSpec
-from dinogeo.models.card import load_backbone
 from dinogeo.models.official import official_backbone_state, safe_torch_load
 
 __all__ = ["TEACHER_BACKBONE", "backbone_file_state"]

@@ -15,7 +15,8 @@ from typing import Any
 import torch.distributed as dist
 
 from dinogeo.models.backbone import Backbone
-from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.backbone_file import save_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.ssl.module_export import training_config
 
 __all__ = ["gather_student_states", "keep_local_states", "student_card", "write_student"]

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from dinogeo.errors import CheckpointError, ConfigError
 from dinogeo.models.backbone import Backbone
-from dinogeo.models.card import WeightCard, load_backbone
+from dinogeo.models.backbone_file import load_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.models.official import safe_torch_load
 from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.dino_head import DINOHead

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from dinogeo.models.backbone import Backbone, create_backbone
-from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.backbone_file import save_backbone
+from dinogeo.models.card import WeightCard
 
 __all__ = ["TEACHER_PREFIX", "backbone_from_state", "export_teacher_backbone", "training_config"]
 

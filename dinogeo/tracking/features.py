@@ -36,7 +36,7 @@ class FeatureExtractor:
         import torch
 
         from dinogeo.models.adapt import adapt_backbone
-        from dinogeo.models.card import load_backbone
+        from dinogeo.models.backbone_file import load_backbone
 
         backbone, card = load_backbone(path)
         if list(card.band_names) != list(sensor.band_names):

@@ -25,8 +25,9 @@ from dinogeo.data.sample_types import LabeledSample
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.models.backbone_file import load_backbone
 from dinogeo.models.bundle import ModelBundle, save_bundle
-from dinogeo.models.card import WeightCard, load_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.models.heads import DenseModel, HeadConfig, build_model
 from dinogeo.models.registry import list_archs
 from dinogeo.models.task_card import TaskCard, load_task_card

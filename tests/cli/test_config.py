@@ -108,7 +108,7 @@ def test_predict_and_embed_config_equal_flags(shared_data, tmp_path):
 
     backbone = tmp_path / "backbone.safetensors"
     from dinogeo.models.backbone import create_backbone
-    from dinogeo.models.card import save_backbone
+    from dinogeo.models.backbone_file import save_backbone
 
     card = fx.rgb_card("rgb_uint8", ("red", "green", "blue"))
     net = create_backbone(card.arch, in_chans=3)

@@ -11,7 +11,7 @@ import torch
 
 from dinogeo.cli.main import main
 from dinogeo.errors import BandMismatchError, CheckpointError, ConfigError
-from dinogeo.models.card import load_backbone
+from dinogeo.models.backbone_file import load_backbone
 from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.distill_config import StudentConfig, TeacherConfig
 from dinogeo.ssl.distill_step import distill_losses

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dinogeo.models.card import load_backbone
+from dinogeo.models.backbone_file import load_backbone
 from dinogeo.ssl.distill_config import StudentConfig, TeacherConfig
 from dinogeo.ssl.distill_step import distill_losses
 from dinogeo.ssl.distill_task import DistillTask

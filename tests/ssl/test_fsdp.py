@@ -25,7 +25,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 from dinogeo.errors import CheckpointError
-from dinogeo.models.card import load_backbone
+from dinogeo.models.backbone_file import load_backbone
 from dinogeo.ssl.fsdp import SSLFSDPStrategy
 from dinogeo.ssl.grad_clip import clip_gradients_per_module
 from dinogeo.ssl.module import SSLTask

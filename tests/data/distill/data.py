@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from dinogeo.data.sensors import load_sensor
-from dinogeo.models.card import WeightCard, save_backbone
+from dinogeo.models.backbone_file import save_backbone
+from dinogeo.models.card import WeightCard
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.task_config import DINOHeadConfig
 
