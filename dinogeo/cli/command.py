@@ -6,13 +6,14 @@ A command is registered from the Python function it runs::
         "embed",
         "dinogeo.inference.embed:embed_raster",     # or the function itself
         positional=("src",),                        # taken without a flag
-        aliases={"dst": ("-o", "--output")},         # extra spellings of an option
-        switches={"--quiet": ("progress", False)},  # a flag that sets a parameter
+        output="dst",                               # also spelled -o / --output
+        switches={"--keep": ("overwrite", False)},  # a flag that sets a parameter
     )
 
 Every parameter of the function becomes an option named after it (``--batch_size``, also spelled
 ``--batch-size``), typed from its annotation and documented from its Google-style docstring;
-required parameters are required options (or positional arguments). Booleans take ``--flag``,
+required parameters are required options (or positional arguments). A function with a ``progress``
+parameter also takes ``-q``/``--quiet`` (``progress=False``). Booleans take ``--flag``,
 ``--flag true|false`` and ``--no-flag``. Parsing is jsonargparse's, so every command also takes
 ``--config FILE.yaml`` (keys are the function's keyword names, command-line values win) and
 ``--print_config`` (prints a YAML that ``--config`` reads back). The function is imported only
@@ -39,10 +40,13 @@ from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-__all__ = ["COMMANDS", "Command", "register_command", "resolve"]
+__all__ = ["COMMANDS", "QUIET", "Command", "register_command", "resolve"]
 
 #: every registered command, by name (the order of ``dinogeo --help``)
 COMMANDS: dict[str, Command] = {}
+
+#: the switches of every command whose function reports progress
+QUIET: dict[str, tuple[str, Any]] = {"--quiet": ("progress", False), "-q": ("progress", False)}
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -68,7 +72,8 @@ class Command:
         positional: parameters given without a flag, in order; a list-typed one takes one
             or more values, an optional one may be left out.
         aliases: parameter -> extra option strings (``{"dst": ("-o", "--output")}``).
-        switches: flag -> (parameter, value) it sets (``{"--quiet": ("progress", False)}``).
+        switches: flag -> (parameter, value) it sets (``{"--keep": ("overwrite", False)}``),
+            besides :data:`QUIET`, which every function with a ``progress`` parameter gets.
         run: hook ``run(options, **extra) -> int`` called instead of ``function(**options)``;
             its keyword parameters are options too.
         raw: the function takes the raw argument list (``fit(argv)``, ``pretrain(argv)``) and
@@ -92,8 +97,13 @@ class Command:
         doc = inspect.getdoc(resolve(self.function)) or ""
         return doc.strip().splitlines()[0] if doc.strip() else self.name
 
+    def all_switches(self) -> dict[str, tuple[str, Any]]:
+        """Return the command's switches: :data:`QUIET` when the function has ``progress``."""
+        reports = "progress" in inspect.signature(resolve(self.function)).parameters
+        return {**QUIET, **self.switches} if reports else dict(self.switches)
+
     def parser(self) -> ArgumentParser:
-        """Return the jsonargparse parser: the function's and the run hook's parameters."""
+        """Return the command's parser: the function's and the run hook's parameters."""
         fn = resolve(self.function)
         doc = _parse_doc(fn)
         if self.run is not None:
@@ -101,7 +111,7 @@ class Command:
             doc.description = "\n\n".join(t for t in (hook, doc.description) if t)
         parser = ArgumentParser(
             prog=f"dinogeo {self.name}",
-            description=_description(doc, self.switches),
+            description=_description(doc, self.all_switches()),
             exit_on_error=True,
         )
         parser.add_argument("--config", action=ActionConfigFile, help="a YAML of options")
@@ -123,7 +133,7 @@ class Command:
             result = resolve(self.function)(list(argv))
             return result if isinstance(result, int) and not isinstance(result, bool) else 0
         parser = self.parser()
-        config = parser.parse_args(_rewrite(list(argv), parser, self.switches))
+        config = parser.parse_args(_rewrite(list(argv), parser, self.all_switches()))
         values = config.as_dict()
         values.pop("config", None)
         names = set(inspect.signature(resolve(self.function)).parameters)
@@ -143,6 +153,7 @@ def register_command(
     help: str = "",
     positional: Sequence[str] = (),
     aliases: Mapping[str, Sequence[str]] | None = None,
+    output: str = "",
     switches: Mapping[str, tuple[str, Any]] | None = None,
     run: str | Callable[..., Any] | None = None,
     raw: bool = False,
@@ -155,8 +166,10 @@ def register_command(
         help: one line for ``dinogeo --help``; give it with a lazy ``function`` so the
             listing imports nothing.
         positional: parameters taken without a flag.
-        aliases: parameter -> extra option strings, e.g. ``{"dst": ("-o", "--output")}``.
-        switches: flag -> (parameter, value), e.g. ``{"--quiet": ("progress", False)}``.
+        aliases: parameter -> extra option strings, e.g. ``{"window_size": ("--window",)}``.
+        output: the parameter also spelled ``-o`` and ``--output`` (the command's output).
+        switches: flag -> (parameter, value), e.g. ``{"--keep": ("overwrite", False)}``;
+            ``-q``/``--quiet`` come with a ``progress`` parameter.
         run: optional hook ``run(options: dict, **extra) -> int`` run instead of
             ``function(**options)`` (printing a report, CLI-only options).
         raw: ``function`` takes the argument list and parses it itself (LightningCLI).
@@ -169,12 +182,15 @@ def register_command(
     """
     if name in COMMANDS:
         raise ValueError(f"dinogeo command {name!r} is already registered")
+    spellings = {k: tuple(v) for k, v in (aliases or {}).items()}
+    if output:
+        spellings[output] = (*spellings.get(output, ()), "-o", "--output")
     command = Command(
         name,
         function,
         help=help,
         positional=tuple(positional),
-        aliases={k: tuple(v) for k, v in (aliases or {}).items()},
+        aliases=spellings,
         switches=dict(switches or {}),
         run=run,
         raw=raw,
@@ -325,7 +341,7 @@ def _add_parameters(
         names = [f"--{param.name}"]
         if "_" in param.name:
             names.append(f"--{param.name.replace('_', '-')}")
-        names += list(command.aliases.get(param.name, ()))
+        names = list(dict.fromkeys([*names, *command.aliases.get(param.name, ())]))
         kwargs.update(type=hint, required=required)
         if _is_bool(hint):
             kwargs.update(nargs="?", const=True)

@@ -4,7 +4,7 @@ A command's options are the parameters of its Python function (see :mod:`dinogeo
 so ``--config FILE.yaml`` and ``--print_config`` work for all of them and the command line
 cannot drift from the API. Functions are imported only when their subcommand runs, so
 ``dinogeo sensors`` never imports torch. ``fit`` and ``pretrain`` are LightningCLIs, which parse
-the same way (jsonargparse) from their LightningModule and data module signatures.
+the same way, from their LightningModule and data module signatures.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from dinogeo.errors import DinogeoError, option_style
 
 __all__ = ["SUBCOMMANDS", "main"]
 
-_QUIET = {"--quiet": ("progress", False), "-q": ("progress", False)}
-_OUTPUT = ("-o", "--output")
-
 register_command(
     "sensors",
     "dinogeo.cli.sensors:sensors",
@@ -32,8 +29,7 @@ register_command(
     "dinogeo.data.index:build_index",
     help="scan rasters and zarr stores into a GeoParquet index",
     positional=("paths_or_globs",),
-    aliases={"output": ("-o",)},
-    switches=_QUIET,
+    output="output",
     run="dinogeo.cli.index:run",
 )
 register_command(
@@ -41,7 +37,8 @@ register_command(
     "dinogeo.data.stats:open_archive",
     help="stream per-band normalisation statistics of an archive",
     positional=("paths",),
-    aliases={"output": ("-o",), "window_size": ("--window",)},
+    aliases={"window_size": ("--window",)},
+    output="output",
     run="dinogeo.cli.stats:run",
 )
 register_command(
@@ -49,8 +46,7 @@ register_command(
     "dinogeo.data.ingest:ingest",
     help="convert an indexed archive into a chunked zarr store",
     positional=("index_or_paths",),
-    aliases={"store_path": _OUTPUT},
-    switches=_QUIET,
+    output="store_path",
     run="dinogeo.cli.ingest:run",
 )
 register_command(
@@ -76,7 +72,6 @@ register_command(
     "dinogeo.trainers.evaluate:evaluate_bundle",
     help="report metrics of a model bundle on labelled data",
     aliases={"bundle": ("--model",), "report_dir": ("--report",)},
-    switches=_QUIET,
     run="dinogeo.cli.validate:run",
 )
 register_command(
@@ -84,8 +79,7 @@ register_command(
     "dinogeo.inference.predict:predict_raster",
     help="stream rasters through a model bundle into styled COGs",
     positional=("src",),
-    aliases={"dst": _OUTPUT},
-    switches=_QUIET,
+    output="dst",
     run="dinogeo.cli.predict:run",
 )
 register_command(
@@ -93,7 +87,7 @@ register_command(
     "dinogeo.models.onnx_export:export_onnx",
     help="a model bundle as ONNX with Deepness metadata (QGIS), checked with onnxruntime",
     positional=("bundle",),
-    aliases={"dst": _OUTPUT},
+    output="dst",
     run="dinogeo.cli.export:run",
 )
 register_command(
@@ -101,15 +95,14 @@ register_command(
     "dinogeo.inference.embed:embed_raster",
     help="dense backbone features of a raster into zarr/GeoTIFF + PCA picture",
     positional=("src",),
-    aliases={"dst": _OUTPUT},
-    switches=_QUIET,
+    output="dst",
 )
 register_command(
     "adapt",
     "dinogeo.models.adapt:adapt_backbone_file",
     help="carry a backbone over to another sensor's bands",
     positional=("path",),
-    aliases={"out": _OUTPUT},
+    output="out",
     run="dinogeo.cli.adapt:run",
 )
 register_command(
@@ -117,8 +110,7 @@ register_command(
     "dinogeo.tracking.track:track_series",
     help="track forest loss through a dated image series into alerts, with the nrt monitors",
     positional=("inputs",),
-    aliases={"output": _OUTPUT},
-    switches=_QUIET,
+    output="output",
 )
 register_command(
     "demo",
@@ -126,7 +118,7 @@ register_command(
     help="end-to-end demo on real sample imagery",
     positional=(),
     aliases={"out_dir": ("-o", "--out")},
-    switches={**_QUIET, "--keep": ("overwrite", False)},
+    switches={"--keep": ("overwrite", False)},
     run="dinogeo.cli.demo:run",
 )
 

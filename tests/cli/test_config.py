@@ -80,7 +80,7 @@ def test_print_config_round_trips(tmp_path, capsys):
     path = _config(tmp_path, "printed", printed)
     from dinogeo.cli.command import _rewrite
 
-    direct = parser.parse_args(_rewrite(argv, parser, COMMANDS["predict"].switches)).as_dict()
+    direct = parser.parse_args(_rewrite(argv, parser, COMMANDS["predict"].all_switches())).as_dict()
     again = parser.parse_args(["--config", path]).as_dict()
     direct.pop("config"), again.pop("config")
     assert again == direct
