@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dinogeo.data.archive import scan_archive, sensor_candidates
+from dinogeo.data.archive import scan_archive
+from dinogeo.data.archive_sensor import sensor_candidates
 from dinogeo.data.index import build_index, write_index
 from dinogeo.errors import NoValidDataError, SensorError, SkippedFilesError, option_style
 from tests.data.archive.mixed import RUFIJI, make_mixed_archive

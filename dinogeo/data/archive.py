@@ -17,6 +17,7 @@ it has. The sensor with the most decisive files is the run's; files that fit ano
 several sensors with the same bands but other scalings (a Sentinel-2 file described ``B02 B03 B04
 B08``: L1C, L2A or x1000?), are skipped. No decisive file, or a tie, stops with the candidates.
 
+Reading each file once and choosing the sensor is :mod:`dinogeo.data.archive_sensor`.
 One run trains one sensor: files of other sensors are skipped and reported (their bands and
 scaling differ; mapping them into one band set would train on bands the files do not have).
 Train them in a run of their own, or carry a backbone over with ``dinogeo adapt``.
@@ -31,8 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,17 +39,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rasterio.errors import RasterioError
-
+from dinogeo.data.archive_sensor import (
+    ArchiveMember,
+    choose_sensor,
+    index_member,
+    read_member,
+    skip_reason,
+    without_path,
+)
 from dinogeo.data.chips import ChipQuery
-from dinogeo.data.header import RasterHeader, open_dataset, read_header
 from dinogeo.data.index import load_index
 from dinogeo.data.index_sources import index_footprints
-from dinogeo.data.naming import guess_sensor, parse_datetime
-from dinogeo.data.opener import is_zarr_path, open_source
+from dinogeo.data.opener import open_source
 from dinogeo.data.raster_paths import iter_raster_paths
 from dinogeo.data.readers import RasterSource
-from dinogeo.data.sensors import Sensor, load_sensor, shipped_sensors
+from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.data.source import Source
 from dinogeo.data.validity import Footprint, ValidityIndex
 from dinogeo.errors import (
@@ -68,13 +71,10 @@ __all__ = [
     "Skipped",
     "best_chip_fraction",
     "scan_archive",
-    "sensor_candidates",
 ]
 
 #: the ``sensor`` value that asks for inference
 AUTO = "auto"
-#: band descriptions that say nothing of the band (GDAL/KEA/ENVI defaults)
-_GENERIC_DESCRIPTION = re.compile(r"(?i)^(band|layer|lyr|channel)[ _-]?\d+$")
 #: most skipped files listed in the printed report (the CSV lists all)
 REPORT_LINES = 12
 
@@ -150,94 +150,6 @@ class Archive:
         return out
 
 
-# ----------------------------------------------------------------------------- sensor candidates
-def sensor_candidates(
-    name: str, count: int, dtype: str, descriptions: Sequence[str | None] = ()
-) -> list[str]:
-    """The shipped sensors a raster may be, from its name, band count, dtype and descriptions.
-
-    A name pattern (:func:`~dinogeo.data.naming.guess_sensor`) gives one sensor. Otherwise the
-    sensors of the file's dtype whose bands its descriptions all name (when every band has a
-    meaningful description), else those with exactly its band count.
-    """
-    guessed = guess_sensor(name, count, dtype, [d or "" for d in descriptions])
-    if guessed is not None:
-        return [guessed]
-    specs = {n: s for n, s in shipped_sensors().items() if s.dtype == str(dtype)}
-    named = [d for d in descriptions if d and not _GENERIC_DESCRIPTION.match(d)]
-    if named and len(named) == count:
-        described = [
-            n for n, s in specs.items() if all(any(b.matches(d) for b in s.bands) for d in named)
-        ]
-        if described:
-            return described
-    return [n for n, s in specs.items() if len(s.bands) == count]
-
-
-# ----------------------------------------------------------------------------- one file
-@dataclass
-class _Member:
-    path: str
-    header: RasterHeader | None = None
-    row: Any = None  # an index row
-    source: Any = None  # an opened zarr source
-    candidates: list[str] = field(default_factory=list)
-    when: datetime | None = None
-    problem: str | None = None
-
-
-def _read_member(path: Path) -> _Member:
-    member = _Member(os.path.normpath(path))
-    try:
-        if is_zarr_path(path):
-            member.source = open_source(path)
-            recorded = getattr(getattr(member.source, "info", None), "sensor", None)
-            member.candidates = [recorded] if recorded else []
-            return member
-        with open_dataset(path) as ds:
-            head = read_header(ds, path)
-            member.when, _ = parse_datetime(path.name, ds.tags(), ds.tags(ns="IMAGERY"))
-    except (RasterReadError, RasterioError, OSError) as err:
-        member.problem = f"unreadable: {_strip(err, path)}"
-        return member
-    member.header = head
-    if not head.data_indexes:
-        member.problem = "only an alpha band, no data bands"
-    elif len(set(head.dtypes)) > 1:
-        member.problem = f"mixed band dtypes {sorted(set(head.dtypes))}"
-    elif head.crs is None or not head.georeferenced:
-        member.problem = (
-            "no georeferencing (CRS or geotransform): assign one with gdal_edit.py -a_srs / "
-            "-a_ullr, or add a world file and .prj"
-        )
-    else:
-        member.candidates = sensor_candidates(
-            path.name, len(head.data_indexes), head.dtypes[0], head.descriptions
-        )
-    return member
-
-
-def _index_member(row: Any) -> _Member:
-    member = _Member(str(row.path), row=row)
-    recorded = row.sensor if isinstance(row.sensor, str) and row.sensor else None
-    names = [str(n) for n in row.band_names] if row.band_names is not None else []
-    member.candidates = (
-        [recorded]
-        if recorded
-        else sensor_candidates(Path(row.path).name, int(row.count), str(row.dtype), names)
-    )
-    when = row.datetime
-    member.when = None if when is None or when != when else when.to_pydatetime()
-    return member
-
-
-def _strip(err: BaseException, path: Path | str) -> str:
-    """The error's message without the leading ``path:`` (the report names the file)."""
-    text = str(err)
-    prefix = f"{path}: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
-
-
 def _grouped(skipped: Sequence[Skipped]) -> list[str]:
     """One line per distinct reason (at most :data:`REPORT_LINES`): a file, how many more, why."""
     groups: dict[str, list[str]] = {}
@@ -262,74 +174,6 @@ def _place(source: Any) -> tuple[Any, ...]:
     crs = getattr(source, "crs", None)
     key = tuple(round(float(v), 3) for v in bounds) if bounds is not None else ()
     return (str(crs), key)
-
-
-# ----------------------------------------------------------------------------- the archive
-def _choose_sensor(members: list[_Member]) -> tuple[str, str]:
-    """The inferred sensor name and how (``"inferred from N of M files"``).
-
-    Raises:
-        SensorError: no file names a sensor on its own, or two sensors tie.
-    """
-    decisive = Counter(m.candidates[0] for m in members if len(m.candidates) == 1)
-    readable = [m for m in members if m.candidates]
-    if not decisive:
-        seen = Counter(c for m in readable for c in m.candidates)
-        if not seen:
-            raise NoValidDataError(
-                f"no file of the {len(members)} fits a shipped sensor (`dinogeo sensors` lists "
-                f"them): name the sensor with {spell_option('sensor', 'SENSOR_OR_YAML')} and the "
-                f"files' bands with {spell_option('bands', ['B02', 'B03', '...'])}"
-            )
-        choices = ", ".join(f"{n} ({_files(k)})" for n, k in seen.most_common())
-        raise SensorError(
-            f"cannot infer the sensor: the files fit several shipped sensors with the same bands "
-            f"but different scaling: {choices}; choose one with "
-            f"{spell_option('sensor', seen.most_common(1)[0][0])}"
-        )
-    ranked = decisive.most_common()
-    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-        tied = [n for n, k in ranked if k == ranked[0][1]]
-        choices = ", ".join(f"{n} ({_files(ranked[0][1])})" for n in tied)
-        raise SensorError(
-            f"cannot infer the sensor: as many files fit each of {choices}; one run trains one "
-            f"sensor: choose with {spell_option('sensor', tied[0])} (the other sensor's files "
-            "are then skipped and reported)"
-        )
-    name, n = ranked[0]
-    return name, f"inferred from {n} of {len(members)} readable files"
-
-
-def _files(n: int) -> str:
-    return f"{n} file" + ("" if n == 1 else "s")
-
-
-def _skip_reason(member: _Member, sensor: str, inferred: bool) -> str | None:
-    """Why an inferred run skips a readable member (None: it fits)."""
-    if member.candidates == [sensor]:
-        return None
-    if not member.candidates:
-        head = member.header
-        what = (
-            f"{len(head.data_indexes)} band {head.dtypes[0]}"
-            if head is not None
-            else f"{member.row.count} band {member.row.dtype}"
-            if member.row is not None
-            else "store"
-        )
-        return f"fits no shipped sensor ({what}; a label, mask or other product?)"
-    if sensor in member.candidates:
-        return (
-            f"ambiguous sensor: fits {', '.join(member.candidates)} (same bands, other scaling); "
-            f"train it in a run that names its sensor, e.g. "
-            f"{spell_option('sensor', member.candidates[0])}"
-        )
-    other = ", ".join(member.candidates)
-    return (
-        f"other sensor: {other}, the run's is {sensor}"
-        + (" (inferred)" if inferred else "")
-        + "; one run trains one sensor"
-    )
 
 
 def scan_archive(
@@ -373,12 +217,12 @@ def scan_archive(
         SensorError: ``sensor="auto"`` cannot decide (the candidates are listed), or a name in
             ``bands`` is not a band of the sensor.
     """
-    members: list[_Member] = []
+    members: list[ArchiveMember] = []
     index_skipped: list[Skipped] = []
     frame = None
     if index:
         frame = load_index(index)
-        members += [_index_member(r) for r in frame.itertuples(index=False)]
+        members += [index_member(r) for r in frame.itertuples(index=False)]
         index_skipped = [
             Skipped(str(s["path"]), f"unreadable (dinogeo index): {s['reason']}")
             for s in frame.attrs.get("skipped", [])
@@ -391,14 +235,14 @@ def scan_archive(
                 "check the paths or globs (folders are searched recursively for GeoTIFF/COG, "
                 "JPEG2000, VRT, zarr and world-file images)"
             )
-        members += [_read_member(p) for p in paths]
+        members += [read_member(p) for p in paths]
     readable = [m for m in members if m.problem is None]
     if not readable:
         unread = [Skipped(m.path, m.problem or "") for m in members] + index_skipped
         _finish(unread, 0, strict, None)
     inferred = isinstance(sensor, str) and sensor == AUTO
     if inferred:
-        name, origin = _choose_sensor(readable)
+        name, origin = choose_sensor(readable)
         base = load_sensor(name)
     else:
         base, origin = load_sensor(sensor), "given"
@@ -415,7 +259,7 @@ def scan_archive(
     for m in members:
         reason = m.problem
         if reason is None and inferred:
-            reason = _skip_reason(m, base.name, inferred)
+            reason = skip_reason(m, base.name, inferred)
         elif reason is None and m.row is not None:
             recorded = m.row.sensor if isinstance(m.row.sensor, str) else ""
             if recorded and recorded != base.name:
@@ -441,7 +285,7 @@ def _check_bands(base: Sensor, bands: Sequence[str]) -> None:
 
 
 def _open(
-    m: _Member,
+    m: ArchiveMember,
     archive: Archive,
     base: Sensor,
     bands: Sequence[str] | None,
@@ -467,7 +311,7 @@ def _open(
         else:
             source = RasterSource(m.path, base, bands, header=m.header)
     except (BandMismatchError, SensorError, RasterReadError) as err:
-        return f"bands do not fit: {_strip(err, m.path)}"
+        return f"bands do not fit: {without_path(err, m.path)}"
     wanted = list(base.select(list(bands)).band_names if bands else base.band_names)
     if list(source.sensor.band_names) != wanted:
         have = list(source.sensor.band_names)
