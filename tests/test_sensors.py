@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from dinogeo.cli.main import main as cli_main
-from dinogeo.data.sensors import (
-    Sensor,
-    generic_sensor,
-    list_sensors,
-    load_sensor,
-    save_sensor,
-)
+from dinogeo.data.band_match import generic_sensor
+from dinogeo.data.sensors import Sensor, list_sensors, load_sensor, save_sensor
 from dinogeo.errors import SensorError
 
 REQUIRED = {

@@ -29,7 +29,8 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import CRSError, RasterioError
 
-from dinogeo.data.sensors import Sensor, match_file_bands
+from dinogeo.data.band_match import match_file_bands
+from dinogeo.data.sensors import Sensor
 from dinogeo.errors import RasterReadError
 
 __all__ = [
@@ -108,7 +109,7 @@ def resolve_bands(
     sensor: str | Path | Sensor | None,
     bands: Sequence[str] | None,
 ) -> tuple[Sensor, list[int]]:
-    """:func:`~dinogeo.data.sensors.match_file_bands` for a header (with data bands of one dtype).
+    """:func:`~dinogeo.data.band_match.match_file_bands` for a header (with data bands of one dtype).
 
     Results are memoised when ``sensor`` is None or a :class:`Sensor`, so 100k files of one
     layout resolve it once (a sensor name is loaded, and resolved, per call).

@@ -32,8 +32,9 @@ from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 
+from dinogeo.data.band_match import match_file_bands
 from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo
-from dinogeo.data.sensors import Sensor, load_sensor, match_file_bands
+from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.data.source import CRSLike
 from dinogeo.data.windowed import WindowedSource, coarse_shape
 from dinogeo.data.zarr_chunks import ArrayReader

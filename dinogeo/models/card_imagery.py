@@ -32,9 +32,10 @@ from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from dinogeo.data.band_match import match_file_bands
 from dinogeo.data.opener import open_source
 from dinogeo.data.readers import RasterSource
-from dinogeo.data.sensors import Sensor, load_sensor, match_file_bands
+from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.data.source import Grid, Source
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from dinogeo.models.card import WeightCard, check_bands

@@ -31,8 +31,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from dinogeo.data.band_match import example_band_names
 from dinogeo.data.naming import parse_datetime
-from dinogeo.data.sensors import Sensor, example_band_names, load_sensor
+from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.errors import DinogeoError, NoValidDataError, RasterReadError, spell_option
 
 __all__ = ["DateLayer", "SeriesError", "TimeSeries", "open_series"]
