@@ -43,7 +43,7 @@ from dinogeo.data.header import (
 )
 from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import CRSLike
-from dinogeo.data.windowed import WindowedSource, coarse_shape
+from dinogeo.data.windowed import WindowedSource
 from dinogeo.errors import RasterReadError
 
 __all__ = ["RasterSource"]
@@ -285,20 +285,8 @@ class RasterSource(WindowedSource):
     def _read_inside(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         return self._read_inner(Window(c0, r0, c1 - c0, r1 - r0))
 
-    def coarse_valid_mask(self, max_size: int = 256) -> np.ndarray:
-        """Valid mask of the whole grid from a decimated read (uses overviews when present).
-
-        Args:
-            max_size: longest side of the returned mask; each cell covers about
-                ``ceil(max(width, height) / max_size)`` pixels per side.
-
-        Returns:
-            bool array of shape about ``(height / f, width / f)``.
-        """
-        shape = coarse_shape(self.width, self.height, max_size)
-        everywhere = self._all_valid(shape)
-        if everywhere is not None:
-            return everywhere
+    def _coarse_mask(self, shape: tuple[int, int], max_size: int) -> np.ndarray:
+        """A decimated read of the mask (GDAL uses the overviews when the file has them)."""
         _, valid = self._read_inner(Window(0, 0, self.width, self.height), out_shape=shape)
         return valid
 

@@ -2,7 +2,8 @@
 
 :class:`WindowedSource` is the base of :class:`~dinogeo.data.readers.RasterSource` and
 :class:`~dinogeo.data.zarr_source.ZarrSource`. A subclass sets the grid and band attributes and
-reads the part of a window that lies inside the raster (:meth:`WindowedSource._read_inside`);
+reads the part of a window that lies inside the raster (:meth:`WindowedSource._read_inside`) and
+a decimated valid mask (:meth:`WindowedSource._coarse_mask`);
 the base pads windows that reach outside (outside pixels are invalid and hold nodata, or 0),
 derives validity the same way for both storage formats and normalises with the sensor spec.
 
@@ -27,7 +28,7 @@ class WindowedSource(Source):
     """The members of a :class:`~dinogeo.data.source.Source` that every storage format shares.
 
     A subclass sets the grid and band attributes the protocol lists and implements
-    :meth:`_read_inside` and :meth:`coarse_valid_mask`.
+    :meth:`_read_inside` and :meth:`_coarse_mask`.
     """
 
     @property
@@ -104,18 +105,27 @@ class WindowedSource(Source):
         return out, valid
 
     def coarse_valid_mask(self, max_size: int = 256) -> np.ndarray:
-        """Valid mask of the whole grid, decimated so that its longest side is ``max_size``."""
+        """Valid mask of the whole grid, decimated.
+
+        Args:
+            max_size: longest side of the returned mask; each cell covers about
+                ``ceil(max(width, height) / max_size)`` pixels per side.
+
+        Returns:
+            bool array of shape about ``(height / f, width / f)``.
+        """
+        shape = coarse_shape(self.width, self.height, max_size)
+        if self.mask_kind == "none" and self.dtype.kind != "f":
+            return np.ones(shape, dtype=bool)  # nothing can be invalid: no mask, no NaN
+        return self._coarse_mask(shape, max_size)
+
+    def _coarse_mask(self, shape: tuple[int, int], max_size: int) -> np.ndarray:
+        """The decimated valid mask of ``shape`` (the source's own way of reading it)."""
         raise NotImplementedError
 
     def valid_fraction(self, max_size: int = 256) -> float:
         """Estimated fraction of valid pixels, from :meth:`coarse_valid_mask`."""
         return float(self.coarse_valid_mask(max_size).mean())
-
-    def _all_valid(self, shape: tuple[int, int]) -> np.ndarray | None:
-        """An all-valid coarse mask when nothing can be invalid (no mask, no float NaN), else None."""
-        if self.mask_kind == "none" and self.dtype.kind != "f":
-            return np.ones(shape, dtype=bool)
-        return None
 
 
 def coarse_shape(width: int, height: int, max_size: int) -> tuple[int, int]:

@@ -36,7 +36,7 @@ from dinogeo.data.band_match import match_file_bands
 from dinogeo.data.geozarr import COARSE_SIZE, GeoInfo
 from dinogeo.data.sensors import Sensor, load_sensor
 from dinogeo.data.source import CRSLike
-from dinogeo.data.windowed import WindowedSource, coarse_shape
+from dinogeo.data.windowed import WindowedSource
 from dinogeo.data.zarr_chunks import ArrayReader
 from dinogeo.data.zarr_store import (
     DATA,
@@ -178,23 +178,12 @@ class ZarrSource(WindowedSource):
         stored = None if valid_reader is None else valid_reader.read(r0, r1, c0, c1)
         return block, self._valid(block, stored)
 
-    def coarse_valid_mask(self, max_size: int = COARSE_SIZE) -> np.ndarray:
-        """Valid mask of the whole grid, decimated (as :meth:`RasterSource.coarse_valid_mask`).
+    def _coarse_mask(self, shape: tuple[int, int], max_size: int) -> np.ndarray:
+        """The ``valid_coarse`` array written at ingest when it fits, else sampled pixel centres.
 
-        Uses the ``valid_coarse`` array written at ingest when it fits the request, else samples
-        the pixel centres of each coarse cell, reading one chunk-row at a time.
-
-        Args:
-            max_size: longest side of the returned mask; each cell covers about
-                ``ceil(max(width, height) / max_size)`` pixels per side.
-
-        Returns:
-            bool array of shape about ``(height / f, width / f)``.
+        Without a fitting stored mask, the centre pixel of each coarse cell is read, one
+        chunk-row at a time.
         """
-        shape = coarse_shape(self.width, self.height, max_size)
-        everywhere = self._all_valid(shape)
-        if everywhere is not None:
-            return everywhere
         same_rule = self.info.nodata is not None or self.mask_kind != "nodata"
         if max_size == COARSE_SIZE and same_rule and (self.path / "valid_coarse").is_dir():
             stored = zarr.open_array(store=str(self.store_path), path=f"{self.group}/valid_coarse")
