@@ -14,6 +14,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.models.card import WeightCard
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.canopy_height import CanopyHeightTask
@@ -60,7 +61,7 @@ def kootenay_data(eval_dir: Path, card: WeightCard) -> tuple[np.ndarray, np.ndar
     """The Kootenay orthophoto normalised for ``card`` (C, H, W), reference heights (H, W) and
     the pixels to score (valid imagery, finite non-negative reference)."""
     ortho, chm = kootenay(eval_dir)
-    reader = ImageReader(ortho, card, sensor="rgb_uint8")
+    reader = ImageReader(ortho, card, ImagerySpec(sensor="rgb_uint8"))
     image, valid = full(reader)
     with rasterio.open(chm) as src:
         heights = src.read(1, window=Window(0, 0, reader.width, reader.height), masked=True)

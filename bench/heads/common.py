@@ -21,6 +21,7 @@ from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from rasterio.windows import Window
 
 from dinogeo._paths import config_text
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.sensors import load_sensor
 from dinogeo.models import (
     WeightCard,
@@ -85,8 +86,9 @@ def finetune_config(name: str, shared: Path) -> tuple[dict, dict, str]:
 
 
 def linked(data: dict) -> dict:
-    """The data arguments a task takes from its data module (as ``dinogeo fit`` links them)."""
-    return {k: data.get(k) for k in ("task", "backbone", "sensor", "bands", "scale", "offset")}
+    """The arguments a task takes from its data module (as ``dinogeo fit`` links them)."""
+    keys = ("backbone", "sensor", "bands", "scale", "offset")
+    return {"task": data.get("task"), "imagery": ImagerySpec(**{k: data.get(k) for k in keys})}
 
 
 def random_twin(path: str, out: Path, seed: int = 0) -> str:

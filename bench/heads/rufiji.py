@@ -95,10 +95,10 @@ def _dates(dm: LabeledChipDataModule, date_a, date_b):
     the held-out labelled pixels."""
     assert dm.train_set is not None
     card = dm.train_set.readers[0].card
-    bands = {"sensor": "sentinel2_l2a", "bands": S2_BANDS, "scale": 1e-3, "offset": 0.0}
+    imagery = dm.imagery
     (ia, va), (ib, vb) = (
-        common.full(ImageReader(date_a, card, **bands)),
-        common.full(ImageReader(date_b, card, **bands)),
+        common.full(ImageReader(date_a, card, imagery)),
+        common.full(ImageReader(date_b, card, imagery)),
     )
     reader = dm.train_set.readers[0]
     labels = dm.train_set.labels[0].read(Window(0, 0, reader.width, reader.height))

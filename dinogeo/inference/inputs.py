@@ -134,7 +134,8 @@ def open_for_card(path: Path, card: WeightCard) -> CardImage:
     Raises:
         RasterReadError, BandMismatchError, SensorError: before any work starts.
     """
-    return CardImage(path, card, sensor=card_sensor(card))
+    card_sensor(card)  # the card's sensor must be shipped (CardImage reads it by name)
+    return CardImage(path, card)
 
 
 def align_to(ref: CardImage, src: CardImage) -> CardImage:

@@ -40,7 +40,7 @@ def _keys(labels: VectorLabels) -> set[tuple[bytes, int]]:
 def shared_features(train: VectorLabels, val: VectorLabels) -> int:
     """Number of validation features (geometry and class) that are also training features.
 
-    Both must be in the same CRS (the imagery's, as :class:`~dinogeo.trainers.datamodule.Labels`
+    Both must be in the same CRS (the imagery's, as :class:`~dinogeo.trainers.chip_labels.Labels`
     reads them).
     """
     train_keys = _keys(train)

@@ -33,6 +33,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from dinogeo.data.band_match import match_file_bands
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.opener import open_source
 from dinogeo.data.readers import RasterSource
 from dinogeo.data.sensors import Sensor, load_sensor
@@ -105,10 +106,9 @@ class CardImage:
     Args:
         path: raster file or zarr store.
         card: the backbone's weight card.
-        sensor: the image's sensor (default: the card's, see :func:`resolve_sensor`).
-        bands: the file's band names in file order (when it holds a subset of the sensor).
-        scale: override of the DN-to-reflectance scale.
-        offset: override of the offset.
+        imagery: the image's sensor, file bands and scale/offset overrides (its ``backbone`` is
+            not read: ``card`` is the backbone's); None: the card's sensor, scale and offset
+            (see :func:`resolve_sensor`).
 
     Attributes:
         path: the image.
@@ -133,12 +133,11 @@ class CardImage:
         self,
         path: str | Path,
         card: WeightCard,
-        *,
-        sensor: str | Path | Sensor | None = None,
-        bands: list[str] | None = None,
-        scale: float | None = None,
-        offset: float | None = None,
+        imagery: ImagerySpec | None = None,
     ) -> None:
+        imagery = imagery or ImagerySpec()
+        sensor, bands = imagery.sensor, imagery.band_list
+        scale, offset = imagery.scale, imagery.offset
         self.path = Path(path)
         self.card = card
         self._spec = resolve_sensor(card, sensor, scale=scale, offset=offset)

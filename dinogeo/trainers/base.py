@@ -6,7 +6,7 @@ All dense tasks follow one pattern (torchgeo's ``BaseTask``): typed constructor 
 last blocks trainable at ``backbone_lr``). At the end of ``fit`` the model is written as one model
 bundle (``bundle_path``) that ``dinogeo predict`` and ``dinogeo validate`` load.
 
-``backbone`` is either a dinogeo backbone file (``.safetensors`` / checkpoint with a weight card)
+``imagery.backbone`` is either a dinogeo backbone file (``.safetensors`` / checkpoint with a weight card)
 or a registered architecture name for a randomly initialised backbone (baselines and tests); in
 the latter case the weight card is made from the ``sensor`` spec (bands, scale, statistics).
 """
@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import ConfigError
@@ -40,24 +41,18 @@ __all__ = ["CachedFeatures", "DenseTask", "resolve_backbone"]
 #: per date for change pairs
 type CachedFeatures = list[Tensor] | tuple[list[Tensor], list[Tensor]]
 
+#: the default imagery of a task: the tiny test architecture on the weight card's sensor
+DEFAULT_IMAGERY = ImagerySpec()
 
-def resolve_backbone(
-    backbone: str,
-    *,
-    sensor: str | None = None,
-    bands: list[str] | None = None,
-    scale: float | None = None,
-    offset: float | None = None,
-) -> tuple[Backbone, WeightCard]:
+
+def resolve_backbone(imagery: ImagerySpec) -> tuple[Backbone, WeightCard]:
     """Load a backbone file, or build a randomly initialised one for a sensor.
 
     Args:
-        backbone: path of a dinogeo backbone file, or an architecture name
-            (``dinogeo.models.list_archs()``) for random initialisation.
-        sensor: the imagery's sensor (required for an architecture name).
-        bands: the bands to use (all of the sensor's when None).
-        scale: DN-to-reflectance scale override stored in the card.
-        offset: offset override stored in the card.
+        imagery: ``backbone`` is the path of a dinogeo backbone file, or an architecture name
+            (``dinogeo.models.list_archs()``) for random initialisation, which needs ``sensor``
+            and takes ``bands`` (all of the sensor's when None) and the scale/offset overrides
+            stored in the card.
 
     Returns:
         ``(backbone, weight card)``.
@@ -66,6 +61,7 @@ def resolve_backbone(
         ConfigError: unknown architecture/file, or no sensor for a random backbone.
         CheckpointError: an unreadable backbone file.
     """
+    backbone, sensor = imagery.backbone, imagery.sensor
     path = Path(backbone)
     if path.suffix or path.exists():
         return load_backbone(path)
@@ -79,9 +75,9 @@ def resolve_backbone(
             f"a randomly initialised backbone ({backbone!r}) needs the imagery's sensor for its "
             "band names and normalisation: set data.sensor (e.g. sentinel2_l2a, rgb_uint8)"
         )
-    spec = load_sensor(sensor).with_scaling(scale, offset)
-    if bands:
-        spec = spec.select(bands)
+    spec = load_sensor(sensor).with_scaling(imagery.scale, imagery.offset)
+    if imagery.bands:
+        spec = spec.select(list(imagery.bands))
     model = create_backbone(backbone, in_chans=len(spec.bands))
     card = WeightCard.for_sensor(
         model, spec, training_config={"init": "random", "arch": backbone}, source="random-init"
@@ -93,12 +89,9 @@ class DenseTask(LightningModule):
     """Shared skeleton of the dense heads (segmentation, canopy height, change).
 
     Args:
-        task: task card name or YAML path.
-        backbone: backbone file or architecture name (random init).
-        sensor: the imagery's sensor (linked from the data module).
-        bands: the imagery's band names (linked from the data module).
-        scale: DN-to-reflectance scale override (linked from the data module).
-        offset: offset override (linked from the data module).
+        task: task card name or YAML path (linked from the data module).
+        imagery: the backbone (file, or architecture name for random init) and how the imagery
+            is read for it (linked from the data module's ``imagery``).
         decoder: ``"dpt"`` or ``"linear"``.
         layer_indices: backbone blocks feeding the decoder (default: 4 evenly spaced).
         features: decoder width.
@@ -121,11 +114,7 @@ class DenseTask(LightningModule):
     def __init__(
         self,
         task: str = "land_cover",
-        backbone: str = "vit_test_patch16_dinov3",
-        sensor: str | None = None,
-        bands: list[str] | None = None,
-        scale: float | None = None,
-        offset: float | None = None,
+        imagery: ImagerySpec = DEFAULT_IMAGERY,
         decoder: str = "dpt",
         layer_indices: list[int] | None = None,
         features: int = 128,
@@ -141,6 +130,7 @@ class DenseTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.imagery = imagery
         self.task_card: TaskCard = load_task_card(task)
         self.check_task_kind()
         self.configure_models()
@@ -174,13 +164,7 @@ class DenseTask(LightningModule):
     def configure_models(self) -> None:
         """Build the backbone (frozen except the last blocks) and the dense model."""
         hp = self.hparams
-        backbone, self.weight_card = resolve_backbone(
-            hp["backbone"],
-            sensor=hp["sensor"],
-            bands=hp["bands"],
-            scale=hp["scale"],
-            offset=hp["offset"],
-        )
+        backbone, self.weight_card = resolve_backbone(self.imagery)
         backbone.freeze(hp["unfreeze_last_blocks"])
         self.model: DenseModel = build_model(backbone, self.head_config())
 
@@ -296,7 +280,8 @@ class DenseTask(LightningModule):
 
     def training_config(self) -> dict[str, Any]:
         """JSON-ready description of the training run, stored in the bundle."""
-        config: dict[str, Any] = {"trainer": type(self).__name__, "hparams": dict(self.hparams)}
+        hparams = {**self.hparams, "imagery": self.imagery.to_dict()}
+        config: dict[str, Any] = {"trainer": type(self).__name__, "hparams": hparams}
         if self._trainer is not None:
             config["global_step"] = int(self.trainer.global_step)
             config["epochs"] = int(self.trainer.current_epoch)
@@ -324,7 +309,7 @@ class DenseTask(LightningModule):
         if not path or self.global_rank != 0:
             return
         ref = None
-        backbone = Path(self.hparams["backbone"])
+        backbone = Path(self.imagery.backbone)
         if self.hparams["bundle_backbone_ref"]:
             if self.hparams["unfreeze_last_blocks"] or not backbone.is_file():
                 raise ConfigError(

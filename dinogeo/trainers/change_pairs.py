@@ -6,8 +6,8 @@ from typing import Any
 
 from dinogeo.errors import ConfigError
 from dinogeo.models.card import WeightCard
-from dinogeo.trainers.datamodule import CONFIG_PREFIX, LabeledChipDataModule, _as_list
-from dinogeo.trainers.imagery import ImageReader
+from dinogeo.trainers.datamodule import CONFIG_PREFIX, LabeledChipDataModule, as_list
+from dinogeo.trainers.imagery import Scene
 
 __all__ = ["ChangePairDataModule"]
 
@@ -37,7 +37,7 @@ class ChangePairDataModule(LabeledChipDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(image=date1, labels=labels, task=task, **kwargs)
-        first, second = _as_list(date1), _as_list(date2)
+        first, second = as_list(date1), as_list(date2)
         if len(first) != len(second) or not first:
             raise ConfigError(
                 f"{CONFIG_PREFIX}date1 and {CONFIG_PREFIX}date2 must list the same number of "
@@ -51,14 +51,12 @@ class ChangePairDataModule(LabeledChipDataModule):
 
     def _scene_images(self) -> list[str]:
         """Date 1 of each pair (its grid defines the chips)."""
-        return _as_list(self.hparams["date1"])
+        return as_list(self.hparams["date1"])
 
-    def _open_images(
-        self, images: list[str], card: WeightCard
-    ) -> list[ImageReader | tuple[ImageReader, ImageReader]]:
+    def _open_images(self, images: list[str], card: WeightCard) -> list[Scene]:
         """Date pairs: date 2 aligned to date 1's grid."""
-        second = _as_list(self.hparams["date2"])  # as many as date 1 (checked in __init__)
-        pairs: list[ImageReader | tuple[ImageReader, ImageReader]] = []
+        second = as_list(self.hparams["date2"])  # as many as date 1 (checked in __init__)
+        pairs: list[Scene] = []
         for a, b in zip(images, second, strict=True):
             first = self._reader(a, card)
             pairs.append((first, self._reader(b, card).aligned_to(first)))

@@ -1,56 +1,48 @@
 """Labelled chips for the dense heads: imagery + label rasters or vectors, split by spatial blocks.
 
 :class:`LabeledChipDataModule` pairs one or more images with labels (a class/height raster, or a
-GeoPackage/Shapefile/GeoJSON of polygons and points), reads the imagery in the weight card's band
-order and normalisation, cuts the grid into blocks, assigns whole blocks to validation, and keeps
-the chips (inside one block) that hold labels. :class:`~dinogeo.trainers.change_pairs.ChangePairDataModule` does the same for
-(date 1, date 2, change mask) triples, resampling date 2 onto date 1's grid when grids differ.
-
-Samples are dicts: ``image`` (C, h, w) float32 (``image1``/``image2`` for change), ``mask``
-(h, w) class indices with ``IGNORE_INDEX`` where unlabelled (uint8 -> int64) or heights float32
-with NaN where unknown, and ``valid`` (h, w) bool.
+GeoPackage/Shapefile/GeoJSON of polygons and points, :class:`~dinogeo.trainers.chip_labels.Labels`),
+reads the imagery in the weight card's band order and normalisation, cuts the grid into blocks,
+assigns whole blocks to validation and keeps the chips (inside one block) that hold labels
+(:func:`~dinogeo.trainers.chip_selection.select_chips`); its datasets are
+:class:`~dinogeo.trainers.chip_dataset.LabeledChipDataset`.
+:class:`~dinogeo.trainers.change_pairs.ChangePairDataModule` does the same for (date 1, date 2,
+change mask) triples, resampling date 2 onto date 1's grid when grids differ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import torch
 from lightning.pytorch import LightningDataModule
-from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
-from dinogeo.errors import ConfigError, LabelError, NoValidDataError
+from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.labels.independence import check_independent
-from dinogeo.labels.rasters import LabelRaster
-from dinogeo.labels.sources import LabelKeys, LabelSource, is_raster_source, parse_label_source
-from dinogeo.labels.split import BlockSplit, block_split, chip_windows
-from dinogeo.labels.vectors import IGNORE_INDEX, VectorLabels, rasterize_labels, read_vector_labels
+from dinogeo.labels.sources import LabelKeys, parse_label_source
+from dinogeo.labels.split import BlockSplit
+from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.card import WeightCard
-from dinogeo.models.task_card import TaskCard, load_task_card
+from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.base import resolve_backbone
-from dinogeo.trainers.imagery import ImageReader
+from dinogeo.trainers.chip_dataset import Chip, LabeledChipDataset
+from dinogeo.trainers.chip_labels import Labels, open_labels
+from dinogeo.trainers.chip_selection import hold_out_blocks, select_chips
+from dinogeo.trainers.imagery import ImageReader, Scene, scene_grid
 
-__all__ = [
-    "LabeledChipDataset",
-    "LabeledChipDataModule",
-    "Labels",
-    "fixed_loader",
-    "open_labels",
-    "select_chips",
-]
+__all__ = ["CONFIG_PREFIX", "LabeledChipDataModule", "as_list", "fixed_loader"]
 
 #: where a ``dinogeo fit`` config holds the data module's options (named in label errors)
 CONFIG_PREFIX = "data.init_args."
 
 
-def _as_list(value: str | Sequence[str] | None) -> list[str]:
+def as_list(value: str | Sequence[str] | None) -> list[str]:
+    """One path or several as a list of strings (None: empty)."""
     if value is None:
         return []
     return [value] if isinstance(value, str | Path) else [str(v) for v in value]
@@ -59,163 +51,6 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
 def fixed_loader(dataset: Dataset[LabeledSample], hparams: Any) -> DataLoader[LabeledSample]:
     """An unshuffled loader of fixed chips (validation or selection) with the module's batch settings."""
     return DataLoader(dataset, batch_size=hparams["batch_size"], num_workers=hparams["num_workers"])
-
-
-class Labels:
-    """Labels of one image, vector or raster, read on chips of the image grid.
-
-    Args:
-        path: label raster, vector file or QGIS layer source (``labels.gpkg|layername=train``).
-        task: the task card.
-        reader: the image the labels belong to.
-        field: class attribute of vector labels.
-        layer: layer of a multi-layer vector file.
-        point_radius: disk radius of point labels in pixels.
-        crs: CRS of label coordinates stored without one (CSV tables).
-        keys: option names used in error messages.
-    """
-
-    def __init__(
-        self,
-        path: str | Path | LabelSource,
-        task: TaskCard,
-        reader: ImageReader,
-        *,
-        field: str | None = None,
-        layer: str | None = None,
-        point_radius: float = 0.0,
-        crs: str | None = None,
-        keys: LabelKeys | None = None,
-    ) -> None:
-        keys = keys or LabelKeys()
-        self.source = (
-            path
-            if isinstance(path, LabelSource)
-            else parse_label_source(path, layer=layer, keys=keys)
-        )
-        self.path = self.source.path
-        self.task = task
-        self.reader = reader
-        self.point_radius = point_radius
-        self.vector: VectorLabels | None = None
-        self.raster: LabelRaster | None = None
-        if not is_raster_source(self.source):
-            self.vector = read_vector_labels(
-                self.source, task, field=field, target_crs=reader.crs, crs=crs, keys=keys
-            )
-            bounds = self.vector.bounds
-        else:
-            self.raster = LabelRaster(self.path, task)
-            bounds = self.raster.bounds_in(reader.crs)
-        left, bottom, right, top = reader.bounds
-        if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
-            raise LabelError(
-                f"{self.path}: the labels (bounds {tuple(round(b, 2) for b in bounds)} in the "
-                f"imagery CRS) do not overlap the imagery {reader.path} (bounds "
-                f"{tuple(round(b, 2) for b in reader.bounds)}). Fix: check that both files cover "
-                "the same area and that the label CRS is declared correctly"
-            )
-
-    def read(self, window: Window) -> np.ndarray:
-        """Labels of one window of the image grid (class indices or heights)."""
-        transform = window_transform(window, self.reader.transform)
-        width, height = int(window.width), int(window.height)
-        if self.vector is not None:
-            return rasterize_labels(
-                self.vector, transform, width, height, point_radius=self.point_radius
-            )
-        assert self.raster is not None  # one of vector/raster is always set
-        return self.raster.read(self.reader.crs, transform, width, height)
-
-    def labelled(self, labels: np.ndarray) -> np.ndarray:
-        """Boolean mask of labelled pixels of an array returned by :meth:`read`."""
-        if self.task.is_classification:
-            labelled: np.ndarray = labels != IGNORE_INDEX
-            return labelled
-        return np.isfinite(labels)
-
-
-def open_labels(
-    path: str | Path | LabelSource,
-    task: TaskCard,
-    reader: ImageReader,
-    *,
-    field: str | None = None,
-    layer: str | None = None,
-    point_radius: float = 0.0,
-    crs: str | None = None,
-    keys: LabelKeys | None = None,
-) -> Labels:
-    """Open labels for one image (see :class:`Labels`)."""
-    return Labels(
-        path, task, reader, field=field, layer=layer, point_radius=point_radius, crs=crs, keys=keys
-    )
-
-
-@dataclass(frozen=True)
-class Chip:
-    """One chip: scene index and window on that scene's grid."""
-
-    scene: int
-    window: Window
-
-
-class LabeledChipDataset(Dataset[LabeledSample]):
-    """Chips of labelled scenes.
-
-    Args:
-        readers: one image reader per scene (index = scene), a tuple of two for change pairs.
-        labels: one :class:`Labels` per scene.
-        chips: the chips.
-        augment: random flips and 90-degree rotations.
-    """
-
-    def __init__(
-        self,
-        readers: Sequence[ImageReader | tuple[ImageReader, ImageReader]],
-        labels: Sequence[Labels],
-        chips: Sequence[Chip],
-        *,
-        augment: bool = False,
-    ) -> None:
-        self.readers = list(readers)
-        self.labels = list(labels)
-        self.chips = list(chips)
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.chips)
-
-    def __getitem__(self, index: int) -> LabeledSample:
-        chip = self.chips[index]
-        reader = self.readers[chip.scene]
-        labels = self.labels[chip.scene]
-        mask = labels.read(chip.window)
-        arrays: dict[str, np.ndarray] = {}
-        if isinstance(reader, tuple):
-            arrays["image1"], valid1 = reader[0].read(chip.window)
-            arrays["image2"], valid2 = reader[1].read(chip.window)
-            valid = valid1 & valid2
-        else:
-            arrays["image"], valid = reader.read(chip.window)
-        mask = np.where(valid, mask, IGNORE_INDEX if labels.task.is_classification else np.nan)
-        arrays["mask"], arrays["valid"] = mask, valid
-        if self.augment:
-            arrays = _augment(arrays, np.random.default_rng())
-        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        if labels.task.is_classification:
-            out["mask"] = out["mask"].long()
-        return cast(LabeledSample, out)
-
-
-def _augment(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    k = int(rng.integers(4))
-    flip = bool(rng.integers(2))
-    out = {}
-    for key, a in arrays.items():
-        a = np.rot90(a, k, axes=(-2, -1))
-        out[key] = a[..., ::-1] if flip else a
-    return out
 
 
 class LabeledChipDataModule(LightningDataModule):
@@ -267,7 +102,7 @@ class LabeledChipDataModule(LightningDataModule):
         image: str | list[str],
         labels: str | list[str],
         task: str = "land_cover",
-        backbone: str = "vit_test_patch16_dinov3",
+        backbone: str = DEFAULT_BACKBONE,
         sensor: str | None = None,
         bands: list[str] | None = None,
         scale: float | None = None,
@@ -293,6 +128,8 @@ class LabeledChipDataModule(LightningDataModule):
         select_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        #: the backbone and how the imagery is read for it (``dinogeo fit`` links it into the model)
+        self.imagery = ImagerySpec(backbone, sensor, bands, scale, offset)
         # the one record of the arguments; under LightningCLI it holds the arguments of the class
         # it built (a subclass's own, e.g. ``date1``/``date2`` instead of ``image``)
         self.save_hyperparameters()
@@ -316,34 +153,17 @@ class LabeledChipDataModule(LightningDataModule):
     # ------------------------------------------------------------------ helpers
     def weight_card(self) -> WeightCard:
         """The backbone's weight card (band order and normalisation of the inputs)."""
-        hp = self.hparams
-        _, card = resolve_backbone(
-            hp["backbone"],
-            sensor=hp["sensor"],
-            bands=hp["bands"],
-            scale=hp["scale"],
-            offset=hp["offset"],
-        )
+        _, card = resolve_backbone(self.imagery)
         return card
 
     def _reader(self, path: str, card: WeightCard) -> ImageReader:
-        hp = self.hparams
-        return ImageReader(
-            path,
-            card,
-            sensor=hp["sensor"],
-            bands=hp["bands"],
-            scale=hp["scale"],
-            offset=hp["offset"],
-        )
+        return ImageReader(path, card, self.imagery)
 
     def _scene_images(self) -> list[str]:
         """The image of each scene, on whose grid its labels and chips lie."""
-        return _as_list(self.hparams["image"])
+        return as_list(self.hparams["image"])
 
-    def _open_images(
-        self, images: list[str], card: WeightCard
-    ) -> list[ImageReader | tuple[ImageReader, ImageReader]]:
+    def _open_images(self, images: list[str], card: WeightCard) -> list[Scene]:
         """One reader per scene (labels live on its grid); change data opens date pairs."""
         return [self._reader(img, card) for img in images]
 
@@ -373,7 +193,7 @@ class LabeledChipDataModule(LightningDataModule):
     def _validation_sources(self, train_labels: list[str]) -> list[str]:
         """The separate validation labels: ``val_labels``, or ``val_label_layer`` of the labels."""
         hp = self.hparams
-        given = _as_list(hp["val_labels"])
+        given = as_list(hp["val_labels"])
         if given or not hp.get("val_label_layer"):
             return given
         # one file with a training and a validation layer: drop any layer named in the URI
@@ -404,9 +224,11 @@ class LabeledChipDataModule(LightningDataModule):
             return
         hp = self.hparams
         card = self.weight_card()
-        pairs = self._pair(self._scene_images(), _as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
+        pairs = self._pair(self._scene_images(), as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
         readers = self._open_images([img for img, _ in pairs], card)
-        labels = [self._labels(lab, _grid(r)) for (_, lab), r in zip(pairs, readers, strict=True)]
+        labels = [
+            self._labels(lab, scene_grid(r)) for (_, lab), r in zip(pairs, readers, strict=True)
+        ]
         val_sep = self._validation_sources([lab for _, lab in pairs])
         train, val = select_chips(
             readers,
@@ -434,7 +256,7 @@ class LabeledChipDataModule(LightningDataModule):
         if val_sep:
             vpairs = self._pair([p for p, _ in pairs], val_sep, f"{CONFIG_PREFIX}val_labels")
             vlabels = [
-                self._labels(lab, _grid(r), validation=True)
+                self._labels(lab, scene_grid(r), validation=True)
                 for (_, lab), r in zip(vpairs, readers, strict=True)
             ]
             for train_lab, val_lab in zip(labels, vlabels, strict=True):
@@ -501,55 +323,6 @@ class LabeledChipDataModule(LightningDataModule):
         return None if self.select_set is None else fixed_loader(self.select_set, self.hparams)
 
 
-def hold_out_blocks(
-    chips: list[Chip], *, block_size: int, fraction: float, chip_size: int, seed: int
-) -> tuple[list[Chip], list[Chip]]:
-    """Split training chips by whole blocks into (fitting chips, selection chips).
-
-    Chips never cross a block border (:func:`~dinogeo.labels.split.chip_windows`), so the two
-    sets share no pixel. Blocks are drawn in a seeded order until ``fraction`` of the chips is
-    held out (at least one block stays for fitting); of a held-out block only the chips on a
-    ``chip_size`` grid are kept (a selection set needs no overlapping chips).
-    """
-    blocks: dict[tuple[int, int, int], list[Chip]] = {}
-    for chip in chips:
-        blocks.setdefault(_block(chip, block_size), []).append(chip)
-    keys = sorted(blocks)
-    order = [keys[i] for i in np.random.default_rng((seed, 1)).permutation(len(keys))]
-    held: set[tuple[int, int, int]] = set()
-    count = 0
-    for key in order:
-        if count >= fraction * len(chips) or len(held) >= len(keys) - 1:
-            break
-        held.add(key)
-        count += len(blocks[key])
-    fit = [c for c in chips if _block(c, block_size) not in held]
-    select: list[Chip] = []
-    for key in sorted(held):
-        inside = blocks[key]
-        grid = [
-            c
-            for c in inside
-            if (int(c.window.row_off) - key[1] * block_size) % chip_size == 0
-            and (int(c.window.col_off) - key[2] * block_size) % chip_size == 0
-        ]
-        select.extend(grid or inside)
-    return fit, select
-
-
-def _block(chip: Chip, block_size: int) -> tuple[int, int, int]:
-    return (
-        chip.scene,
-        int(chip.window.row_off) // block_size,
-        int(chip.window.col_off) // block_size,
-    )
-
-
-def _grid(reader: ImageReader | tuple[ImageReader, ImageReader]) -> ImageReader:
-    """The reader whose grid the labels and chips use (date 1 of a pair)."""
-    return reader[0] if isinstance(reader, tuple) else reader
-
-
 def _check_nonempty(chips: list[Chip], what: str, pairs: Any, hp: Any) -> None:
     if chips:
         return
@@ -559,78 +332,3 @@ def _check_nonempty(chips: list[Chip], what: str, pairs: Any, hp: Any) -> None:
         f"{what} block holds >= {hp['min_labelled']} labelled pixels over valid imagery. Fix: "
         "lower min_labelled, chip_size or val_fraction, or add labels over the imagery"
     )
-
-
-def _valid(reader: ImageReader | tuple[ImageReader, ImageReader], window: Window) -> np.ndarray:
-    if isinstance(reader, tuple):
-        both: np.ndarray = reader[0].valid(window) & reader[1].valid(window)
-        return both
-    return reader.valid(window)
-
-
-def select_chips(
-    readers: Sequence[ImageReader | tuple[ImageReader, ImageReader]],
-    labels: Sequence[Labels],
-    *,
-    chip_size: int,
-    block_size: int,
-    val_fraction: float,
-    min_labelled: int,
-    train_stride: int,
-    seed: int,
-    all_to_val: bool = False,
-    split_by: str = "labelled",
-    splits_out: list[BlockSplit] | None = None,
-) -> tuple[list[Chip], list[Chip]]:
-    """Split each scene into blocks and pick chips with labels over valid imagery.
-
-    Returns:
-        ``(train chips, validation chips)``; validation chips do not overlap (stride = chip).
-    """
-    train: list[Chip] = []
-    val: list[Chip] = []
-    for scene, (reader, lab) in enumerate(zip(readers, labels, strict=True)):
-        grid = reader[0] if isinstance(reader, tuple) else reader
-        rows, cols = -(-grid.height // block_size), -(-grid.width // block_size)
-        counts = np.zeros((rows, cols))
-        weights = np.zeros((rows, cols))
-        masks: dict[tuple[int, int], tuple[Window, np.ndarray]] = {}
-        probe = block_split(grid.width, grid.height, block_size=block_size, val_fraction=0.0)
-        for b in probe.blocks("all"):
-            win = probe.block_window(b)
-            # read a chip-size-padded window so edge chips running past the image are counted
-            padded = Window(
-                win.col_off, win.row_off, max(win.width, chip_size), max(win.height, chip_size)
-            )
-            values = lab.read(padded)
-            ok = lab.labelled(values) & _valid(reader, padded)
-            counts[b] = ok.sum()
-            core = ok[: int(win.height), : int(win.width)]  # the block itself, not the padding
-            if split_by == "positive":
-                weights[b] = (
-                    core & (np.nan_to_num(values[: core.shape[0], : core.shape[1]]) > 0)
-                ).sum()
-            else:
-                weights[b] = core.sum()
-            masks[b] = (padded, ok)
-        split = block_split(
-            grid.width,
-            grid.height,
-            block_size=block_size,
-            val_fraction=val_fraction,
-            seed=seed,
-            weights=weights,
-        )
-        if splits_out is not None:
-            splits_out.append(split)
-        for b in split.blocks("all"):
-            if counts[b] < min_labelled:
-                continue
-            is_val = all_to_val or b in split.val_blocks
-            stride = chip_size if is_val else train_stride
-            padded, ok = masks[b]
-            for w in chip_windows(split.block_window(b), chip_size, stride):
-                r, c = int(w.row_off - padded.row_off), int(w.col_off - padded.col_off)
-                if ok[r : r + chip_size, c : c + chip_size].sum() >= min_labelled:
-                    (val if is_val else train).append(Chip(scene, w))
-    return train, val

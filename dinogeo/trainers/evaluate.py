@@ -12,6 +12,7 @@ from rasterio.windows import transform as window_transform
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
 from dinogeo.labels.independence import check_independent
@@ -19,8 +20,10 @@ from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.bundle import ModelBundle, load_bundle
 from dinogeo.models.task_card import TaskCard
-from dinogeo.trainers.datamodule import LabeledChipDataset, open_labels, select_chips
-from dinogeo.trainers.imagery import ImageReader
+from dinogeo.trainers.chip_dataset import LabeledChipDataset
+from dinogeo.trainers.chip_labels import open_labels
+from dinogeo.trainers.chip_selection import select_chips
+from dinogeo.trainers.imagery import ImageReader, Scene
 from dinogeo.trainers.metrics import TaskMetrics
 from dinogeo.trainers.validation_report import ValidationSamples, check_report, write_report
 
@@ -89,14 +92,14 @@ def evaluate_bundle(
             + ("pass --image2 (date 2)" if bundle.num_inputs == 2 else "drop --image2")
         )
 
+    imagery = ImagerySpec(sensor=sensor, bands=bands, scale=scale, offset=offset)
+
     def open_image(path: str | Path) -> ImageReader:
         assert isinstance(bundle, ModelBundle)  # narrowed above
-        return ImageReader(
-            path, bundle.card, sensor=sensor, bands=bands, scale=scale, offset=offset
-        )
+        return ImageReader(path, bundle.card, imagery)
 
     first = open_image(image)
-    reader: ImageReader | tuple[ImageReader, ImageReader] = first
+    reader: Scene = first
     if image2 is not None:
         reader = (first, open_image(image2).aligned_to(first))
     keys = LabelKeys(labels="labels", layer="label_layer", field="label_field", crs="label_crs")

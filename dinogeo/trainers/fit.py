@@ -4,8 +4,9 @@
 the benchmarks and the tests call (with a dict from :func:`dinogeo.config.load_config`). The
 config names a trainer (``model.class_path``: LandCoverTask, CanopyHeightTask, ChangeTask) and
 a data module (``data.class_path``: LabeledChipDataModule, ChangePairDataModule,
-SyntheticChangeDataModule). The data's task card, backbone, sensor, bands and scale/offset are
-linked into the model, so band count and classes come from the data and the cards.
+SyntheticChangeDataModule). The data's task card and its imagery (backbone, sensor, bands,
+scale/offset: one :class:`~dinogeo.data.imagery_spec.ImagerySpec`) are linked into the model, so
+band count and classes come from the data and the cards.
 """
 
 from __future__ import annotations
@@ -17,32 +18,52 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dinogeo.config import build_cli
+from dinogeo.data.imagery_spec import ImagerySpec
+from dinogeo.errors import ConfigError
 from dinogeo.progress import lightning_callback
-from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.base import DEFAULT_IMAGERY, DenseTask
 
 __all__ = ["LINKED", "FitCLI", "fit"]
 
-#: data module arguments copied into the model
-LINKED = ("task", "backbone", "sensor", "bands", "scale", "offset")
+#: what the model takes from the data module: its task card (an argument) and its imagery (the
+#: :class:`~dinogeo.data.imagery_spec.ImagerySpec` the built data module holds)
+LINKED = ("task", "imagery")
 
 
 class FitCLI(LightningCLI):
     """LightningCLI with the data -> model links and a top-level ``--bundle_path``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link the data's task/backbone/sensor/bands into the model; add ``--bundle_path``."""
+        """Link the data's task and imagery into the model; add ``--bundle_path``."""
         parser.add_argument(
             "--bundle_path",
             type=str | None,
             default=None,
             help="write the trained model bundle here (overrides model.init_args.bundle_path)",
         )
-        for key in LINKED:
-            parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}")
+        parser.link_arguments("data.init_args.task", "model.init_args.task")
+        # the built data module's ImagerySpec; given as its fields, from which the parser
+        # rebuilds the model's ``imagery`` group
+        parser.link_arguments(
+            "data.imagery",
+            "model.init_args.imagery",
+            compute_fn=ImagerySpec.to_dict,
+            apply_on="instantiate",
+        )
 
     def before_instantiate_classes(self) -> None:
-        """Apply ``--bundle_path`` to the model."""
+        """Apply ``--bundle_path`` to the model; refuse imagery options set on the model.
+
+        Raises:
+            ConfigError: ``model.init_args.imagery`` was set (the data module's is linked in).
+        """
         config = self.config[self.subcommand] if self.subcommand else self.config
+        given = config["model"]["init_args"].get("imagery")
+        if given is not None and ImagerySpec(**dict(vars(given))) != DEFAULT_IMAGERY:
+            raise ConfigError(
+                "model.init_args.imagery is linked from the data module and cannot be set: set "
+                "data.init_args.backbone, sensor, bands, scale and offset instead"
+            )
         if config.get("bundle_path"):
             config["model"]["init_args"]["bundle_path"] = config["bundle_path"]
 

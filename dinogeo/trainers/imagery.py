@@ -4,7 +4,8 @@
 :meth:`~ImageReader.read` returns the card's bands normalised as
 ``(DN * scale + offset - mean) / std`` (the image sensor's scale/offset, the card's statistics).
 :meth:`ImageReader.aligned_to` reads the same image on another image's grid (bilinear, through a
-WarpedVRT), as the second date of a change pair needs.
+WarpedVRT), as the second date of a change pair needs; a :data:`Scene` is one image or such a
+date pair.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.models.card import WeightCard
 from dinogeo.models.card_imagery import CardImage
 
-__all__ = ["ImageReader"]
+__all__ = ["ImageReader", "Scene", "scene_grid", "scene_valid"]
 
 
 class ImageReader:
@@ -26,10 +28,8 @@ class ImageReader:
     Args:
         path: the image.
         card: the backbone's weight card.
-        sensor: the image's sensor (default: the card's).
-        bands: the file's band names in file order (when it holds a subset of the sensor).
-        scale: override of the sensor's DN-to-reflectance scale.
-        offset: override of the sensor's offset.
+        imagery: the image's sensor, file bands and scale/offset overrides (default: the
+            card's sensor, scale and offset).
 
     Attributes:
         image: the :class:`~dinogeo.models.card_imagery.CardImage` read.
@@ -44,13 +44,9 @@ class ImageReader:
         self,
         path: str | Path,
         card: WeightCard,
-        *,
-        sensor: str | None = None,
-        bands: list[str] | None = None,
-        scale: float | None = None,
-        offset: float | None = None,
+        imagery: ImagerySpec | None = None,
     ) -> None:
-        image = CardImage(path, card, sensor=sensor, bands=bands, scale=scale, offset=offset)
+        image = CardImage(path, card, imagery)
         self._use(image)
 
     def _use(self, image: CardImage) -> None:
@@ -84,3 +80,20 @@ class ImageReader:
         aligned = ImageReader.__new__(ImageReader)
         aligned._use(image)
         return aligned
+
+
+#: what one scene is read as: one image, or a date pair (date 2 on date 1's grid)
+type Scene = ImageReader | tuple[ImageReader, ImageReader]
+
+
+def scene_grid(scene: Scene) -> ImageReader:
+    """The reader whose grid a scene's labels and chips use (date 1 of a pair)."""
+    return scene[0] if isinstance(scene, tuple) else scene
+
+
+def scene_valid(scene: Scene, window: Window) -> np.ndarray:
+    """Valid-pixel mask (h, w) of a window of a scene (valid on both dates of a pair)."""
+    if isinstance(scene, tuple):
+        both: np.ndarray = scene[0].valid(window) & scene[1].valid(window)
+        return both
+    return scene.valid(window)

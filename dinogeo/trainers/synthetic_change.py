@@ -25,6 +25,7 @@ from lightning.pytorch import LightningDataModule
 from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 
+from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.labels.split import block_split
@@ -234,7 +235,7 @@ class SyntheticChangeDataModule(LightningDataModule):
         images: list[str],
         val_images: list[str] | None = None,
         task: str = "change",
-        backbone: str = "vit_test_patch16_dinov3",
+        backbone: str = DEFAULT_BACKBONE,
         sensor: str | None = None,
         bands: list[str] | None = None,
         scale: float | None = None,
@@ -254,6 +255,8 @@ class SyntheticChangeDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        #: the backbone and how the imagery is read for it (``dinogeo fit`` links it into the model)
+        self.imagery = ImagerySpec(backbone, sensor, bands, scale, offset)
         self.task_card = load_task_card(task)
         if self.task_card.kind != "change" or self.task_card.num_outputs != 2:
             raise ConfigError(
@@ -277,23 +280,10 @@ class SyntheticChangeDataModule(LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        _, card = resolve_backbone(
-            hp["backbone"],
-            sensor=hp["sensor"],
-            bands=hp["bands"],
-            scale=hp["scale"],
-            offset=hp["offset"],
-        )
+        _, card = resolve_backbone(self.imagery)
 
         def reader(path: str) -> ImageReader:
-            return ImageReader(
-                path,
-                card,
-                sensor=hp["sensor"],
-                bands=hp["bands"],
-                scale=hp["scale"],
-                offset=hp["offset"],
-            )
+            return ImageReader(path, card, self.imagery)
 
         train = [reader(p) for p in hp["images"]]
         common = {

@@ -1,9 +1,38 @@
+"""Shared fixtures of the head trainer tests: shipped configs made tiny, real scenes, tasks."""
+
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from lightning.pytorch import Trainer, seed_everything
 
 from dinogeo._paths import config_text
+from dinogeo.data.imagery_spec import ImagerySpec
+from dinogeo.trainers.base import DenseTask
+from dinogeo.trainers.canopy_height import CanopyHeightTask
+from dinogeo.trainers.change import ChangeTask
+from dinogeo.trainers.datamodule import LabeledChipDataModule
+from dinogeo.trainers.land_cover import LandCoverTask
+from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
+
+#: the Aberystwyth Sentinel-2 crop (10 bands, reflectance x1000) and its 4-class map
+ABER = "sentinel2-landcover-aberystwyth-rsgislib"
+ABER_IMAGE = f"{ABER}/sen2_20210527_aber_10band_crop.tif"
+ABER_LABELS = f"{ABER}/sen2_20210527_aber_cls_crop.tif"
+S2_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+#: how the Aberystwyth crop is read, on the tiny test backbone
+ABER_IMAGERY = ImagerySpec(sensor="sentinel2_l2a", bands=S2_BANDS, scale=1e-3, offset=0.0)
+#: SWISSIMAGE RGB with a lidar canopy height model on its grid
+SWISS = "swissimage-lidar-chm-detectree"
+RGB_IMAGERY = ImagerySpec(sensor="rgb_uint8")
+#: the task card each trainer is tested with
+TASK_CARDS = {
+    LandCoverTask: "land_cover_aberystwyth",
+    CanopyHeightTask: "canopy_height",
+    ChangeTask: "change",
+}
 
 #: overrides that make every shipped config run in seconds with the tiny backbone
 TINY = [
@@ -49,3 +78,89 @@ def tiny() -> list[str]:
 @pytest.fixture
 def localised():
     return localise
+
+
+@pytest.fixture
+def aber_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
+    """Labelled chips of the Aberystwyth crop (32 px chips in 128 px blocks); keywords override."""
+
+    def make(**extra: Any) -> LabeledChipDataModule:
+        args: dict[str, Any] = {
+            "image": str(shared_data / ABER_IMAGE),
+            "labels": str(shared_data / ABER_LABELS),
+            "task": "land_cover_aberystwyth",
+            "chip_size": 32,
+            "block_size": 128,
+            "train_stride": 32,
+            "batch_size": 4,
+            **ABER_IMAGERY.to_dict(),
+        }
+        return LabeledChipDataModule(**{**args, **extra})
+
+    return make
+
+
+@pytest.fixture
+def aber_change_data(shared_data: Path) -> Callable[..., SyntheticChangeDataModule]:
+    """Synthetic change pairs pasted into the Aberystwyth crop (32 px chips); keywords override."""
+
+    def make(**extra: Any) -> SyntheticChangeDataModule:
+        args: dict[str, Any] = {
+            "images": [str(shared_data / ABER_IMAGE)],
+            "task": "change",
+            "chip_size": 32,
+            **ABER_IMAGERY.to_dict(),
+        }
+        return SyntheticChangeDataModule(**{**args, **extra})
+
+    return make
+
+
+@pytest.fixture
+def swiss_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
+    """Canopy heights on the SWISSIMAGE crop (32 px chips in 128 px blocks); keywords override."""
+
+    def make(**extra: Any) -> LabeledChipDataModule:
+        args: dict[str, Any] = {
+            "image": str(shared_data / SWISS / "ref-img.tif"),
+            "labels": str(shared_data / SWISS / "chm_0.5m_on_ref-img_grid_derived.tif"),
+            "task": "canopy_height",
+            "chip_size": 32,
+            "block_size": 128,
+            **RGB_IMAGERY.to_dict(),
+        }
+        return LabeledChipDataModule(**{**args, **extra})
+
+    return make
+
+
+@pytest.fixture
+def make_task() -> Callable[..., DenseTask]:
+    """A seeded head of ``cls`` (8 features) on the Aberystwyth imagery; keywords override."""
+
+    def make(cls: type[DenseTask] = LandCoverTask, **extra: Any) -> DenseTask:
+        seed_everything(0, verbose=False)
+        args: dict[str, Any] = {"task": TASK_CARDS[cls], "imagery": ABER_IMAGERY, "features": 8}
+        return cls(**{**args, **extra})
+
+    return make
+
+
+@pytest.fixture
+def quiet_trainer() -> Callable[..., Trainer]:
+    """A CPU trainer of ``steps`` steps without logs, checkpoints, bars or validation."""
+
+    def make(steps: int, **extra: Any) -> Trainer:
+        args: dict[str, Any] = {
+            "max_steps": steps,
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "limit_val_batches": 0,
+            "num_sanity_val_steps": 0,
+        }
+        return Trainer(**{**args, **extra})
+
+    return make

@@ -114,3 +114,16 @@ def test_validate_with_wrong_inputs(shared_data, tmp_path, capsys):
         ]
     )
     assert status == 1 and "missing.safetensors does not exist" in capsys.readouterr().err
+
+
+def test_imagery_set_on_the_model_is_refused(localised, shared_data, tmp_path, tiny, capsys):
+    err = _fit_error(
+        localised,
+        shared_data,
+        tmp_path,
+        tiny,
+        capsys,
+        ["--model.init_args.imagery.sensor", "rgb_uint8"],
+    )
+    assert "model.init_args.imagery is linked from the data module" in err
+    assert "data.init_args.backbone, sensor" in err

@@ -9,7 +9,7 @@ softmax saturated, the head's gradient vanished and every pixel, canopy included
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Trainer
 
 from dinogeo.models.heads import height_bin_centres
 from dinogeo.trainers.canopy_height import (
@@ -17,9 +17,7 @@ from dinogeo.trainers.canopy_height import (
     bin_indices,
     height_bin_prior,
 )
-from dinogeo.trainers.datamodule import LabeledChipDataModule
-
-SWISS = "swissimage-lidar-chm-detectree"
+from tests.trainers.conftest import RGB_IMAGERY
 
 
 def test_bin_indices_and_prior():
@@ -35,29 +33,9 @@ def test_bin_indices_and_prior():
     assert prior.min() > 0  # every bin keeps a floor: none starts dead
 
 
-def _swiss(shared_data, steps=30, **loss):
-    folder = shared_data / SWISS
-    data = LabeledChipDataModule(
-        image=str(folder / "ref-img.tif"),
-        labels=str(folder / "chm_0.5m_on_ref-img_grid_derived.tif"),
-        task="canopy_height",
-        backbone="vit_test_patch16_dinov3",
-        sensor="rgb_uint8",
-        chip_size=32,
-        block_size=128,
-        val_fraction=0.25,
-        split_by="positive",
-        batch_size=4,
-        chips_per_epoch=4 * 30,
-    )
-    seed_everything(0, verbose=False)
-    task = CanopyHeightTask(
-        backbone="vit_test_patch16_dinov3",
-        sensor="rgb_uint8",
-        features=16,
-        image_skip=8,
-        **loss,
-    )
+def _swiss(swiss_data, make_task, quiet_trainer, steps=30, **loss):
+    data = swiss_data(val_fraction=0.25, split_by="positive", batch_size=4, chips_per_epoch=120)
+    task = make_task(CanopyHeightTask, imagery=RGB_IMAGERY, features=16, image_skip=8, **loss)
     if not steps:  # only the fit-time initialisation (data setup + bin prior)
         data.setup("fit")
         trainer = Trainer(accelerator="cpu", logger=False)
@@ -65,22 +43,12 @@ def _swiss(shared_data, steps=30, **loss):
         trainer.datamodule = data
         task.setup("fit")
         return task, data
-    trainer = Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(task, data)
+    quiet_trainer(steps).fit(task, data)
     return task, data
 
 
-def test_prior_starts_at_the_data_on_real_swiss_chips(shared_data):
-    task, data = _swiss(shared_data, steps=0)
+def test_prior_starts_at_the_data_on_real_swiss_chips(swiss_data, make_task, quiet_trainer):
+    task, data = _swiss(swiss_data, make_task, quiet_trainer, steps=0)
     chips = [data.train_set[i] for i in range(0, len(data.train_set), 8)]
     image = torch.stack([c["image"] for c in chips])
     target = torch.stack([c["mask"] for c in chips])
@@ -93,7 +61,7 @@ def test_prior_starts_at_the_data_on_real_swiss_chips(shared_data):
 
 def test_bin_cross_entropy_keeps_a_saturated_head_trainable():
     """All mass on the lowest bin, reference 10 m: L1 + SILog give the canopy bins ~no gradient."""
-    task = CanopyHeightTask(backbone="vit_test_patch16_dinov3", sensor="rgb_uint8", bins=64)
+    task = CanopyHeightTask(imagery=RGB_IMAGERY, bins=64)
     centres = task.model.bin_centres
     target = torch.full((1, 4, 4), 10.0)
     grads = {}

@@ -39,6 +39,15 @@ def test_fit_land_cover_aberystwyth_then_validate(localised, shared_data, tmp_pa
     assert bundle.task.name == "land_cover_aberystwyth" and bundle.card.scale == pytest.approx(1e-3)
     assert bundle.card.band_names[0] == "B02" and bundle.head.decoder == "dpt"
     assert bundle.training_config["data"]["train_chips"] > 0
+    # the data module's imagery, linked once into the model, is recorded whole in the bundle
+    imagery = bundle.training_config["hparams"]["imagery"]
+    assert imagery == {
+        "backbone": "vit_test_patch16_dinov3",
+        "sensor": "sentinel2_l2a",
+        "bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
+        "scale": 1e-3,
+        "offset": 0.0,
+    }
     reader = ImageReader(shared_data / ABER / "sen2_20210527_aber_10band_crop.tif", bundle.card)
     image, _ = reader.read(Window(10, 20, 48, 40))  # not a multiple of the patch size
     prob = bundle.predict_batch(torch.from_numpy(image)[None])

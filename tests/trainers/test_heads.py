@@ -13,6 +13,7 @@ from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.canopy_height import silog_loss
 from dinogeo.trainers.land_cover import LandCoverTask
 from dinogeo.trainers.metrics import TaskMetrics
+from tests.trainers.conftest import RGB_IMAGERY
 
 
 def _backbone(in_chans=3):
@@ -73,21 +74,21 @@ def test_change_model_is_siamese_and_checks_grids():
 
 def test_unfreeze_last_blocks_and_param_groups():
     task = LandCoverTask(
-        task="land_cover_aberystwyth", sensor="rgb_uint8", unfreeze_last_blocks=1, decoder="linear"
+        task="land_cover_aberystwyth", imagery=RGB_IMAGERY, unfreeze_last_blocks=1, decoder="linear"
     )
     backbone = task.model.backbone
     assert all(p.requires_grad for p in backbone.blocks[-1].parameters())
     assert not any(p.requires_grad for p in backbone.blocks[0].parameters())
     optimizer = task.configure_optimizers()
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-5]
-    frozen = LandCoverTask(task="land_cover_aberystwyth", sensor="rgb_uint8", decoder="linear")
+    frozen = LandCoverTask(task="land_cover_aberystwyth", imagery=RGB_IMAGERY, decoder="linear")
     assert not any(p.requires_grad for p in frozen.model.backbone.parameters())
     with pytest.raises(ConfigError, match="needs 4 non-negative values"):
-        LandCoverTask(task="land_cover_aberystwyth", sensor="rgb_uint8", class_weights=[1.0, 2.0])
+        LandCoverTask(task="land_cover_aberystwyth", imagery=RGB_IMAGERY, class_weights=[1.0, 2.0])
     with pytest.raises(
         ConfigError, match="trains segmentation heads but task card 'canopy_height'"
     ):
-        LandCoverTask(task="canopy_height", sensor="rgb_uint8")
+        LandCoverTask(task="canopy_height", imagery=RGB_IMAGERY)
 
 
 def test_metrics_known_values():

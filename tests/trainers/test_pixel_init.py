@@ -8,33 +8,14 @@ regression's fit on the training chips, and the rest of its output starts at 0.
 
 import numpy as np
 import torch
-from lightning.pytorch import Trainer, seed_everything
 
 from dinogeo.labels import IGNORE_INDEX
 from dinogeo.trainers.baselines import fit_softmax_regression
-from dinogeo.trainers.datamodule import LabeledChipDataModule
-from dinogeo.trainers.land_cover import LandCoverTask
 from dinogeo.trainers.metrics import TaskMetrics
 
-ABER = "sentinel2-landcover-aberystwyth-rsgislib"
-S2 = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
-COMMON = {"sensor": "sentinel2_l2a", "bands": S2, "scale": 1e-3, "offset": 0.0}
 
-
-def _data(shared_data):
-    folder = shared_data / ABER
-    data = LabeledChipDataModule(
-        image=str(folder / "sen2_20210527_aber_10band_crop.tif"),
-        labels=str(folder / "sen2_20210527_aber_cls_crop.tif"),
-        task="land_cover_aberystwyth",
-        backbone="vit_test_patch16_dinov3",
-        chip_size=32,
-        block_size=128,
-        train_stride=32,
-        batch_size=4,
-        augment=False,
-        **COMMON,
-    )
+def _data(aber_data):
+    data = aber_data(augment=False)
     data.setup("fit")
     return data
 
@@ -45,17 +26,13 @@ def _miou(scores: torch.Tensor, masks: torch.Tensor, task) -> float:
     return float(metrics.compute()["miou"])
 
 
-def test_the_head_starts_at_the_per_pixel_classifier_on_real_imagery(shared_data):
-    data = _data(shared_data)
-    seed_everything(0, verbose=False)
-    task = LandCoverTask(
-        task="land_cover_aberystwyth", backbone="vit_test_patch16_dinov3", features=8, **COMMON
-    )
+def test_the_head_starts_at_the_per_pixel_classifier_on_real_imagery(
+    aber_data, make_task, quiet_trainer
+):
+    data = _data(aber_data)
+    task = make_task()
     assert task.hparams["image_skip"] > 0 and task.model.pixel_linear is not None  # defaults on
-    trainer = Trainer(
-        max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.fit(task, data)  # runs the fit-start hooks only
+    quiet_trainer(0).fit(task, data)  # runs the fit-start hooks only
     # the per-pixel classifier fitted independently on the same training chips
     train = [data.train_set[i] for i in range(len(data.train_set))]
     step = max(1, len(train) // 64)
@@ -76,42 +53,21 @@ def test_the_head_starts_at_the_per_pixel_classifier_on_real_imagery(shared_data
     miou = _miou(head, vmasks, task.task_card)
     assert miou == _miou(pixel, vmasks, task.task_card) and miou > 0.7
     # the old start: a random head far below the per-pixel classifier
-    seed_everything(0, verbose=False)
-    old = LandCoverTask(
-        task="land_cover_aberystwyth",
-        backbone="vit_test_patch16_dinov3",
-        features=8,
-        image_skip=0,
-        pixel_linear=False,
-        **COMMON,
-    ).eval()
+    old = make_task(image_skip=0, pixel_linear=False).eval()
     with torch.no_grad():
         assert _miou(old(vimages), vmasks, task.task_card) < miou - 0.3
     assert np.isfinite(miou)
 
 
-def test_a_change_head_starts_at_the_per_pixel_change_classifier(shared_data):
+def test_a_change_head_starts_at_the_per_pixel_change_classifier(
+    aber_change_data, make_task, quiet_trainer
+):
     from dinogeo.models.heads import change_pixels
     from dinogeo.trainers.change import ChangeTask
-    from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
 
-    folder = shared_data / ABER
-    data = SyntheticChangeDataModule(
-        images=[str(folder / "sen2_20210527_aber_10band_crop.tif")],
-        task="change",
-        backbone="vit_test_patch16_dinov3",
-        chip_size=32,
-        chips_per_epoch=16,
-        val_chips=8,
-        batch_size=4,
-        **COMMON,
-    )
-    seed_everything(0, verbose=False)
-    task = ChangeTask(backbone="vit_test_patch16_dinov3", features=8, **COMMON)
-    trainer = Trainer(
-        max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.fit(task, data)  # runs the set-up hooks only
+    data = aber_change_data(chips_per_epoch=16, val_chips=8, batch_size=4)
+    task = make_task(ChangeTask)
+    quiet_trainer(0).fit(task, data)  # runs the set-up hooks only
     linear = task.model.pixel_linear
     assert linear is not None and linear.weight.abs().sum() > 0
     val = [data.val_set[i] for i in range(len(data.val_set))]

@@ -6,68 +6,24 @@ import math
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback
 
 from dinogeo.cli.main import main
 from dinogeo.errors import ConfigError
 from dinogeo.models.bundle import load_bundle
-from dinogeo.trainers.datamodule import LabeledChipDataModule, hold_out_blocks
+from dinogeo.trainers.chip_selection import hold_out_blocks
 from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
-from dinogeo.trainers.land_cover import LandCoverTask
 from dinogeo.trainers.selection import BestOnSelection, selection_score
-from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
 from tests.trainers.conftest import TINY, localise
 
-ABER = "sentinel2-landcover-aberystwyth-rsgislib"
-S2 = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
-COMMON = {"sensor": "sentinel2_l2a", "bands": S2, "scale": 1e-3, "offset": 0.0}
+
+def _aber(aber_data, **extra):
+    return aber_data(block_size=64, train_stride=16, **extra)
 
 
-def _aber(shared_data, **extra):
-    folder = shared_data / ABER
-    return LabeledChipDataModule(
-        image=str(folder / "sen2_20210527_aber_10band_crop.tif"),
-        labels=str(folder / "sen2_20210527_aber_cls_crop.tif"),
-        task="land_cover_aberystwyth",
-        backbone="vit_test_patch16_dinov3",
-        chip_size=32,
-        block_size=64,
-        train_stride=16,
-        batch_size=4,
-        **COMMON,
-        **extra,
-    )
-
-
-def _task(**extra):
-    seed_everything(0, verbose=False)
-    args = {
-        "task": "land_cover_aberystwyth",
-        "backbone": "vit_test_patch16_dinov3",
-        "features": 8,
-        **COMMON,
-        **extra,
-    }
-    return LandCoverTask(**args)
-
-
-def _trainer(steps, callback):
-    return Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[callback],
-    )
-
-
-def _cached(shared_data, tmp_path, task, **extra):
+def _cached(aber_data, tmp_path, task, **extra):
     data = CachedFeatureDataModule(
-        _aber(shared_data, select_fraction=0.25, **extra),
+        _aber(aber_data, select_fraction=0.25, **extra),
         FeatureCache(task.model, tmp_path),
         batch_size=4,
         steps_per_epoch=6,
@@ -82,8 +38,8 @@ def _block_of(chip, size):
     return chip.scene, int(chip.window.row_off) // size, int(chip.window.col_off) // size
 
 
-def test_selection_blocks_share_no_pixel_with_the_fitting_chips(shared_data):
-    plain, held = _aber(shared_data), _aber(shared_data, select_fraction=0.25)
+def test_selection_blocks_share_no_pixel_with_the_fitting_chips(aber_data):
+    plain, held = _aber(aber_data), _aber(aber_data, select_fraction=0.25)
     plain.setup("fit")
     held.setup("fit")
     fit_blocks = {_block_of(c, 64) for c in held.train_set.chips}
@@ -105,26 +61,18 @@ def test_selection_blocks_share_no_pixel_with_the_fitting_chips(shared_data):
     assert plain.select_dataloader() is None and held.select_dataloader() is not None
 
 
-def test_hold_out_blocks_keeps_one_block_for_fitting(shared_data):
-    data = _aber(shared_data)
+def test_hold_out_blocks_keeps_one_block_for_fitting(aber_data):
+    data = _aber(aber_data)
     data.setup("fit")
     chips = data.train_set.chips
     fit, select = hold_out_blocks(chips, block_size=64, fraction=0.99, chip_size=32, seed=0)
     assert fit and select
     with pytest.raises(ConfigError, match="select_fraction"):
-        _aber(shared_data, select_fraction=1.0)
+        _aber(aber_data, select_fraction=1.0)
 
 
-def test_synthetic_change_selection_area_is_outside_the_training_area(shared_data):
-    folder = shared_data / ABER
-    data = SyntheticChangeDataModule(
-        images=[str(folder / "sen2_20210527_aber_10band_crop.tif")],
-        backbone="vit_test_patch16_dinov3",
-        chip_size=32,
-        val_chips=8,
-        select_fraction=0.25,
-        **COMMON,
-    )
+def test_synthetic_change_selection_area_is_outside_the_training_area(aber_change_data):
+    data = aber_change_data(val_chips=8, select_fraction=0.25)
     data.setup("fit")
     train = {(i, r, c) for i, r, c in data.train_set.anchors}
     select = {(i, r, c) for i, r, c in data.select_set.anchors}
@@ -144,14 +92,14 @@ def test_synthetic_change_selection_area_is_outside_the_training_area(shared_dat
 
 
 def test_best_on_selection_restores_the_initial_weights_when_training_only_hurts(
-    shared_data, tmp_path
+    aber_data, make_task, quiet_trainer, tmp_path
 ):
     # an absurd learning rate wrecks the head at the first step: the per-pixel start (step 0)
     # must be what the fit returns, bit for bit
-    task = _task(lr=50.0)
-    data = _cached(shared_data, tmp_path, task)
+    task = make_task(lr=50.0)
+    data = _cached(aber_data, tmp_path, task)
     select = BestOnSelection(every=2)
-    trainer = _trainer(6, select)
+    trainer = quiet_trainer(6, callbacks=[select])
     start: dict[str, torch.Tensor] = {}
 
     class Snapshot(Callback):  # the weights right after pixel_init, before any step
@@ -171,23 +119,27 @@ def test_best_on_selection_restores_the_initial_weights_when_training_only_hurts
     )
 
 
-def test_best_on_selection_keeps_a_trained_step_when_training_helps(shared_data, tmp_path):
+def test_best_on_selection_keeps_a_trained_step_when_training_helps(
+    aber_data, make_task, quiet_trainer, tmp_path
+):
     # without the per-pixel start the head begins at chance; a few steps beat that
-    task = _task(pixel_linear=False, pixel_init=False, lr=1e-2)
-    data = _cached(shared_data, tmp_path, task)
+    task = make_task(pixel_linear=False, pixel_init=False, lr=1e-2)
+    data = _cached(aber_data, tmp_path, task)
     select = BestOnSelection(every=5)
-    _trainer(15, select).fit(task, data)
+    quiet_trainer(15, callbacks=[select]).fit(task, data)
     assert select.best_step > 0 and select.best_score > select.history[0][1]
     assert math.isclose(selection_score(task, data.select_dataloader(), "miou"), select.best_score)
 
 
-def test_best_on_selection_without_a_selection_set_says_how_to_get_one(shared_data, tmp_path):
-    task = _task()
+def test_best_on_selection_without_a_selection_set_says_how_to_get_one(
+    aber_data, make_task, quiet_trainer
+):
+    task = make_task()
     data = CachedFeatureDataModule(
-        _aber(shared_data), FeatureCache(task.model), steps_per_epoch=2, pool_size=8, log=None
+        _aber(aber_data), FeatureCache(task.model), steps_per_epoch=2, pool_size=8, log=None
     )
     with pytest.raises(ConfigError, match="select_fraction"):
-        _trainer(2, BestOnSelection(every=1)).fit(task, data)
+        quiet_trainer(2, callbacks=[BestOnSelection(every=1)]).fit(task, data)
     with pytest.raises(ConfigError, match="every"):
         BestOnSelection(every=0)
 
