@@ -10,12 +10,16 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import BandMismatchError, RasterReadError, SensorError
 from dinogeo.models.backbone import create_backbone
 from dinogeo.models.card import WeightCard
 from dinogeo.models.card_imagery import CardImage, apply_card_stats, resolve_sensor
 from tests.data.card_imagery import data as fx
+
+#: the test files hold a subset of the sensor's bands, named in file order
+FILE_IMAGERY = ImagerySpec(bands=fx.FILE_BANDS)
 
 CARD_BANDS = ["B08", "B04", "B03"]  # not the file's order: reads must reorder
 MEAN, STD = [0.3, 0.1, 0.08], [0.12, 0.06, 0.05]
@@ -41,8 +45,8 @@ def _file(path, window=None):
 
 def test_two_dates_read_in_card_order_and_normalisation(tiny, shared_data):
     backbone, card = tiny
-    d1 = CardImage(shared_data / fx.DATE1, card, bands=fx.FILE_BANDS)
-    d2 = CardImage(shared_data / fx.DATE2, card, bands=fx.FILE_BANDS)
+    d1 = CardImage(shared_data / fx.DATE1, card, FILE_IMAGERY)
+    d2 = CardImage(shared_data / fx.DATE2, card, FILE_IMAGERY)
     assert d1.band_names == CARD_BANDS and list(d1.sensor.band_names) == CARD_BANDS
     assert d1.same_grid(d2) and d2.aligned_to(d1) is d2
     whole = Window(0, 0, d1.width, d1.height)
@@ -77,7 +81,7 @@ def test_file_holding_exactly_the_card_bands(shared_data):
         scale=1e-4,
     )  # fmt: skip
     image = CardImage(shared_data / fx.DATE2, card)
-    explicit = CardImage(shared_data / fx.DATE2, card, bands=fx.FILE_BANDS)
+    explicit = CardImage(shared_data / fx.DATE2, card, FILE_IMAGERY)
     w = Window(10, 20, 48, 40)
     for a, b in zip(image.read_normalized(w), explicit.read_normalized(w), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -85,9 +89,9 @@ def test_file_holding_exactly_the_card_bands(shared_data):
 
 def test_second_date_on_a_shifted_grid_aligns_exactly(tiny, shared_data, tmp_path):
     _, card = tiny
-    d1 = CardImage(shared_data / fx.DATE1, card, bands=fx.FILE_BANDS)
+    d1 = CardImage(shared_data / fx.DATE1, card, FILE_IMAGERY)
     moved = fx.write_shifted(shared_data / fx.DATE1, tmp_path / "shifted.tif")
-    other = CardImage(moved, card, bands=fx.FILE_BANDS)
+    other = CardImage(moved, card, FILE_IMAGERY)
     assert not other.same_grid(d1)
     aligned = other.aligned_to(d1)
     assert aligned.same_grid(d1) and aligned.bounds == d1.bounds
@@ -115,9 +119,9 @@ def test_second_date_on_a_shifted_grid_aligns_exactly(tiny, shared_data, tmp_pat
 
 def test_second_date_in_another_crs_aligns_within_resampling_error(tiny, shared_data, tmp_path):
     _, card = tiny
-    d2 = CardImage(shared_data / fx.DATE2, card, bands=fx.FILE_BANDS)
+    d2 = CardImage(shared_data / fx.DATE2, card, FILE_IMAGERY)
     moved = fx.write_reprojected(shared_data / fx.DATE2, tmp_path / "utm36s.tif")
-    other = CardImage(moved, card, bands=fx.FILE_BANDS)
+    other = CardImage(moved, card, FILE_IMAGERY)
     assert other.crs != d2.crs and not other.same_grid(d2)
     aligned = other.aligned_to(d2)
     whole = Window(0, 0, d2.width, d2.height)
@@ -158,8 +162,8 @@ def test_errors_name_the_file_and_the_fix(tiny, shared_data):
         CardImage(path, card)  # 10 unnamed bands of a 12-band sensor
     assert path.name in str(err.value)
     with pytest.raises(BandMismatchError, match="lacks") as err:
-        CardImage(path, card, bands=["B01", "B02", "B03", "B05", "B06", "B07", "B8A",
-                                           "B09", "B11", "B12"])  # fmt: skip
+        without = ["B01", "B02", "B03", "B05", "B06", "B07", "B8A", "B09", "B11", "B12"]
+        CardImage(path, card, ImagerySpec(bands=without))
     assert path.name in str(err.value) and "['B08', 'B04', 'B03']" in str(err.value)
 
 
@@ -169,13 +173,13 @@ def test_zarr_date_reads_the_same_and_refuses_to_warp(tiny, shared_data, tmp_pat
     _, card = tiny
     tif = shared_data / fx.DATE2
     store = ingest([tif], tmp_path / "a.zarr", scheduler="synchronous", progress=False)
-    z = CardImage(store, card, bands=fx.FILE_BANDS)
-    t = CardImage(tif, card, bands=fx.FILE_BANDS)
+    z = CardImage(store, card, FILE_IMAGERY)
+    t = CardImage(tif, card, FILE_IMAGERY)
     assert z.same_grid(t)
     w = Window(-4, 30, 64, 48)
     for a, b in zip(z.read_normalized(w), t.read_normalized(w), strict=True):
         np.testing.assert_array_equal(a, b)
-    moved = CardImage(fx.write_shifted(tif, tmp_path / "s.tif"), card, bands=fx.FILE_BANDS)
+    moved = CardImage(fx.write_shifted(tif, tmp_path / "s.tif"), card, FILE_IMAGERY)
     assert moved.aligned_to(z).same_grid(t)  # a file warps onto a zarr date's grid
     with pytest.raises(RasterReadError, match="zarr raster .* cannot be resampled") as err:
         z.aligned_to(moved)

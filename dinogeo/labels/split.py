@@ -14,7 +14,34 @@ from rasterio.windows import Window
 
 from dinogeo.errors import ConfigError
 
-__all__ = ["BlockSplit", "block_split", "chip_windows"]
+__all__ = ["BlockSplit", "ChipSplit", "block_split", "chip_windows"]
+
+
+@dataclass(frozen=True)
+class ChipSplit:
+    """How a run cuts scenes into chips and splits them by spatial blocks (one record).
+
+    Args:
+        chip_size: chip side in pixels.
+        block_size: spatial block side in pixels.
+        val_fraction: share of the blocks (weighted) held out for validation.
+        seed: seed of the block split.
+        select_fraction: share of the training area, by whole blocks, held out as a selection
+            set (choosing a training length or checkpoint without the validation blocks); 0: none.
+
+    Raises:
+        ConfigError: ``select_fraction`` outside [0, 1).
+    """
+
+    chip_size: int = 64
+    block_size: int = 128
+    val_fraction: float = 0.2
+    seed: int = 0
+    select_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.select_fraction < 1.0:
+            raise ConfigError(f"select_fraction must be in [0, 1), got {self.select_fraction}")
 
 
 @dataclass(frozen=True)

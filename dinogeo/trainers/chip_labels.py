@@ -21,7 +21,7 @@ from dinogeo.labels.vectors import IGNORE_INDEX, VectorLabels, rasterize_labels,
 from dinogeo.models.task_card import TaskCard
 from dinogeo.trainers.imagery import ImageReader
 
-__all__ = ["Labels", "open_labels"]
+__all__ = ["Labels"]
 
 
 class Labels:
@@ -96,20 +96,3 @@ class Labels:
             labelled: np.ndarray = labels != IGNORE_INDEX
             return labelled
         return np.isfinite(labels)
-
-
-def open_labels(
-    path: str | Path | LabelSource,
-    task: TaskCard,
-    reader: ImageReader,
-    *,
-    field: str | None = None,
-    layer: str | None = None,
-    point_radius: float = 0.0,
-    crs: str | None = None,
-    keys: LabelKeys | None = None,
-) -> Labels:
-    """Open labels for one image (see :class:`Labels`)."""
-    return Labels(
-        path, task, reader, field=field, layer=layer, point_radius=point_radius, crs=crs, keys=keys
-    )

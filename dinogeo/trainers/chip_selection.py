@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from rasterio.windows import Window
 
-from dinogeo.labels.split import BlockSplit, block_split, chip_windows
+from dinogeo.labels.split import BlockSplit, ChipSplit, block_split, chip_windows
 from dinogeo.trainers.chip_dataset import Chip
 from dinogeo.trainers.chip_labels import Labels
 from dinogeo.trainers.imagery import Scene, scene_grid, scene_valid
@@ -21,21 +21,21 @@ from dinogeo.trainers.imagery import Scene, scene_grid, scene_valid
 __all__ = ["hold_out_blocks", "select_chips"]
 
 
-def hold_out_blocks(
-    chips: list[Chip], *, block_size: int, fraction: float, chip_size: int, seed: int
-) -> tuple[list[Chip], list[Chip]]:
+def hold_out_blocks(chips: list[Chip], split: ChipSplit) -> tuple[list[Chip], list[Chip]]:
     """Split training chips by whole blocks into (fitting chips, selection chips).
 
     Chips never cross a block border (:func:`~dinogeo.labels.split.chip_windows`), so the two
-    sets share no pixel. Blocks are drawn in a seeded order until ``fraction`` of the chips is
-    held out (at least one block stays for fitting); of a held-out block only the chips on a
-    ``chip_size`` grid are kept (a selection set needs no overlapping chips).
+    sets share no pixel. Blocks of ``split.block_size`` are drawn in an order seeded by
+    ``split.seed`` until ``split.select_fraction`` of the chips is held out (at least one block
+    stays for fitting); of a held-out block only the chips on a ``split.chip_size`` grid are
+    kept (a selection set needs no overlapping chips).
     """
+    block_size, chip_size, fraction = split.block_size, split.chip_size, split.select_fraction
     blocks: dict[tuple[int, int, int], list[Chip]] = {}
     for chip in chips:
         blocks.setdefault(_block(chip, block_size), []).append(chip)
     keys = sorted(blocks)
-    order = [keys[i] for i in np.random.default_rng((seed, 1)).permutation(len(keys))]
+    order = [keys[i] for i in np.random.default_rng((split.seed, 1)).permutation(len(keys))]
     held: set[tuple[int, int, int]] = set()
     count = 0
     for key in order:
@@ -68,22 +68,31 @@ def _block(chip: Chip, block_size: int) -> tuple[int, int, int]:
 def select_chips(
     readers: Sequence[Scene],
     labels: Sequence[Labels],
+    split: ChipSplit,
     *,
-    chip_size: int,
-    block_size: int,
-    val_fraction: float,
     min_labelled: int,
     train_stride: int,
-    seed: int,
     all_to_val: bool = False,
     split_by: str = "labelled",
     splits_out: list[BlockSplit] | None = None,
 ) -> tuple[list[Chip], list[Chip]]:
     """Split each scene into blocks and pick chips with labels over valid imagery.
 
+    Args:
+        readers: one scene per label set.
+        labels: the labels of each scene.
+        split: chip and block sizes, validation share and seed (``select_fraction`` is
+            :func:`hold_out_blocks`'s).
+        min_labelled: labelled pixels over valid imagery a chip (and a block) needs.
+        train_stride: stride of training chip positions inside a block.
+        all_to_val: every block is a validation block (validation labels, evaluation).
+        split_by: what the validation share counts: ``"labelled"`` or ``"positive"`` pixels.
+        splits_out: receives each scene's :class:`~dinogeo.labels.split.BlockSplit`.
+
     Returns:
         ``(train chips, validation chips)``; validation chips do not overlap (stride = chip).
     """
+    chip_size, block_size = split.chip_size, split.block_size
     train: list[Chip] = []
     val: list[Chip] = []
     for scene, (reader, lab) in enumerate(zip(readers, labels, strict=True)):
@@ -110,23 +119,23 @@ def select_chips(
             else:
                 weights[b] = core.sum()
             masks[b] = (padded, ok)
-        split = block_split(
+        blocks = block_split(
             grid.width,
             grid.height,
             block_size=block_size,
-            val_fraction=val_fraction,
-            seed=seed,
+            val_fraction=split.val_fraction,
+            seed=split.seed,
             weights=weights,
         )
         if splits_out is not None:
-            splits_out.append(split)
-        for b in split.blocks("all"):
+            splits_out.append(blocks)
+        for b in blocks.blocks("all"):
             if counts[b] < min_labelled:
                 continue
-            is_val = all_to_val or b in split.val_blocks
+            is_val = all_to_val or b in blocks.val_blocks
             stride = chip_size if is_val else train_stride
             padded, ok = masks[b]
-            for w in chip_windows(split.block_window(b), chip_size, stride):
+            for w in chip_windows(blocks.block_window(b), chip_size, stride):
                 r, c = int(w.row_off - padded.row_off), int(w.col_off - padded.col_off)
                 if ok[r : r + chip_size, c : c + chip_size].sum() >= min_labelled:
                     (val if is_val else train).append(Chip(scene, w))

@@ -13,6 +13,7 @@ change mask) triples, resampling date 2 onto date 1's grid when grids differ.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,13 @@ from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.labels.independence import check_independent
 from dinogeo.labels.sources import LabelKeys, parse_label_source
-from dinogeo.labels.split import BlockSplit
+from dinogeo.labels.split import BlockSplit, ChipSplit
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.card import WeightCard
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.base import resolve_backbone
 from dinogeo.trainers.chip_dataset import Chip, LabeledChipDataset
-from dinogeo.trainers.chip_labels import Labels, open_labels
+from dinogeo.trainers.chip_labels import Labels
 from dinogeo.trainers.chip_selection import hold_out_blocks, select_chips
 from dinogeo.trainers.imagery import ImageReader, Scene, scene_grid
 
@@ -143,8 +144,8 @@ class LabeledChipDataModule(LightningDataModule):
             raise ConfigError(f"split_by must be 'labelled' or 'positive', got {split_by!r}")
         if split_by == "positive" and self.task_card.is_classification:
             raise ConfigError("split_by: positive is for regression targets; use 'labelled'")
-        if not 0.0 <= select_fraction < 1.0:
-            raise ConfigError(f"select_fraction must be in [0, 1), got {select_fraction}")
+        #: chip and block sizes, validation and selection shares, seed
+        self.chip_split = ChipSplit(chip_size, block_size, val_fraction, seed, select_fraction)
         self.train_set: LabeledChipDataset | None = None
         self.val_set: LabeledChipDataset | None = None
         self.select_set: LabeledChipDataset | None = None
@@ -180,7 +181,7 @@ class LabeledChipDataModule(LightningDataModule):
                 path, layer=hp["label_layer"], keys=LabelKeys.prefixed(CONFIG_PREFIX)
             )
         field = hp.get("val_label_field") if validation else None
-        return open_labels(
+        return Labels(
             source,
             self.task_card,
             reader,
@@ -230,27 +231,19 @@ class LabeledChipDataModule(LightningDataModule):
             self._labels(lab, scene_grid(r)) for (_, lab), r in zip(pairs, readers, strict=True)
         ]
         val_sep = self._validation_sources([lab for _, lab in pairs])
+        split = self.chip_split
         train, val = select_chips(
             readers,
             labels,
-            chip_size=hp["chip_size"],
-            block_size=hp["block_size"],
-            val_fraction=0.0 if val_sep else hp["val_fraction"],
+            replace(split, val_fraction=0.0) if val_sep else split,
             min_labelled=hp["min_labelled"],
             split_by=hp["split_by"],
-            train_stride=hp["train_stride"] or max(1, hp["chip_size"] // 4),
-            seed=hp["seed"],
+            train_stride=hp["train_stride"] or max(1, split.chip_size // 4),
             splits_out=self.splits,
         )
         _check_nonempty(train, "training", pairs, hp)
-        if hp.get("select_fraction"):
-            train, select = hold_out_blocks(
-                train,
-                block_size=hp["block_size"],
-                fraction=hp["select_fraction"],
-                chip_size=hp["chip_size"],
-                seed=hp["seed"],
-            )
+        if split.select_fraction:
+            train, select = hold_out_blocks(train, split)
             self.select_set = LabeledChipDataset(readers, labels, select)
         self.train_set = LabeledChipDataset(readers, labels, train, augment=hp["augment"])
         if val_sep:
@@ -273,12 +266,9 @@ class LabeledChipDataModule(LightningDataModule):
             _, val = select_chips(
                 readers,
                 vlabels,
-                chip_size=hp["chip_size"],
-                block_size=hp["block_size"],
-                val_fraction=0.0,
+                replace(split, val_fraction=0.0),
                 min_labelled=1,
-                train_stride=hp["chip_size"],
-                seed=hp["seed"],
+                train_stride=split.chip_size,
                 all_to_val=True,
             )
             self.val_set = LabeledChipDataset(readers, vlabels, val)

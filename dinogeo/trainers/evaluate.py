@@ -17,11 +17,12 @@ from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
 from dinogeo.labels.independence import check_independent
 from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
+from dinogeo.labels.split import ChipSplit
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.bundle import ModelBundle, load_bundle
 from dinogeo.models.task_card import TaskCard
 from dinogeo.trainers.chip_dataset import LabeledChipDataset
-from dinogeo.trainers.chip_labels import open_labels
+from dinogeo.trainers.chip_labels import Labels
 from dinogeo.trainers.chip_selection import select_chips
 from dinogeo.trainers.imagery import ImageReader, Scene
 from dinogeo.trainers.metrics import TaskMetrics
@@ -104,7 +105,7 @@ def evaluate_bundle(
         reader = (first, open_image(image2).aligned_to(first))
     keys = LabelKeys(labels="labels", layer="label_layer", field="label_field", crs="label_crs")
     source = parse_label_source(labels, layer=label_layer, keys=keys)
-    lab = open_labels(
+    lab = Labels(
         source,
         bundle.task,
         first,
@@ -114,16 +115,9 @@ def evaluate_bundle(
         keys=keys,
     )
     _warn_if_training_labels(bundle, source)
+    whole = ChipSplit(chip_size=chip_size, block_size=chip_size, val_fraction=0.0)
     _, chips = select_chips(
-        [reader],
-        [lab],
-        chip_size=chip_size,
-        block_size=chip_size,
-        val_fraction=0.0,
-        min_labelled=1,
-        train_stride=chip_size,
-        seed=0,
-        all_to_val=True,
+        [reader], [lab], whole, min_labelled=1, train_stride=chip_size, all_to_val=True
     )
     if not chips:
         raise NoValidDataError(

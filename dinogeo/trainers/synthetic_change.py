@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, NoValidDataError
-from dinogeo.labels.split import block_split
+from dinogeo.labels.split import ChipSplit, block_split
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.base import resolve_backbone
 from dinogeo.trainers.datamodule import fixed_loader
@@ -265,8 +265,8 @@ class SyntheticChangeDataModule(LightningDataModule):
             )
         if not images:
             raise ConfigError("data.images is empty: list at least one real image")
-        if not 0.0 <= select_fraction < 1.0:
-            raise ConfigError(f"select_fraction must be in [0, 1), got {select_fraction}")
+        #: chip and block sizes, validation and selection shares, seed
+        self.chip_split = ChipSplit(chip_size, block_size, val_fraction, seed, select_fraction)
         self.train_set: SyntheticChangeDataset | None = None
         self.val_set: SyntheticChangeDataset | None = None
         self.select_set: SyntheticChangeDataset | None = None
@@ -285,9 +285,10 @@ class SyntheticChangeDataModule(LightningDataModule):
         def reader(path: str) -> ImageReader:
             return ImageReader(path, card, self.imagery)
 
+        split = self.chip_split
         train = [reader(p) for p in hp["images"]]
         common = {
-            "chip_size": hp["chip_size"],
+            "chip_size": split.chip_size,
             "patch_min": hp["patch_min"],
             "patch_max": hp["patch_max"],
             "max_patches": hp["max_patches"],
@@ -302,36 +303,36 @@ class SyntheticChangeDataModule(LightningDataModule):
                 block_split(
                     r.width,
                     r.height,
-                    block_size=hp["block_size"],
-                    val_fraction=hp["val_fraction"],
-                    seed=hp["seed"],
+                    block_size=split.block_size,
+                    val_fraction=split.val_fraction,
+                    seed=split.seed,
                 )
                 for r in train
             ]
             train_regions = [s.mask("train") for s in splits]
             val_regions = [s.mask("val") for s in splits]
-        if hp.get("select_fraction"):
+        if split.select_fraction:
             held = [
                 block_split(
                     r.width,
                     r.height,
-                    block_size=hp["block_size"],
-                    val_fraction=hp["select_fraction"],
-                    seed=hp["seed"] + 1,
-                    weights=_block_sums(region, hp["block_size"]),
+                    block_size=split.block_size,
+                    val_fraction=split.select_fraction,
+                    seed=split.seed + 1,
+                    weights=_block_sums(region, split.block_size),
                 ).mask("val")
                 for r, region in zip(train, train_regions, strict=True)
             ]
             select_regions = [region & h for region, h in zip(train_regions, held, strict=True)]
             train_regions = [region & ~h for region, h in zip(train_regions, held, strict=True)]
             self.select_set = SyntheticChangeDataset(
-                train, select_regions, length=hp["val_chips"], seed=hp["seed"] + 1, **common
+                train, select_regions, length=hp["val_chips"], seed=split.seed + 1, **common
             )
         self.train_set = SyntheticChangeDataset(
             train, train_regions, length=hp["chips_per_epoch"], **common
         )
         self.val_set = SyntheticChangeDataset(
-            val, val_regions, length=hp["val_chips"], seed=hp["seed"], **common
+            val, val_regions, length=hp["val_chips"], seed=split.seed, **common
         )
 
     def train_dataloader(self) -> DataLoader[LabeledSample]:

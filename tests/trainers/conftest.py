@@ -80,24 +80,46 @@ def localised():
     return localise
 
 
-@pytest.fixture
-def aber_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
-    """Labelled chips of the Aberystwyth crop (32 px chips in 128 px blocks); keywords override."""
+#: labelled scenes of the tests: 32 px chips in 128 px blocks
+SCENES: dict[str, dict[str, Any]] = {
+    "aber": {
+        "image": ABER_IMAGE,
+        "labels": ABER_LABELS,
+        "task": "land_cover_aberystwyth",
+        "train_stride": 32,
+        "batch_size": 4,
+        **ABER_IMAGERY.to_dict(),
+    },
+    "swiss": {
+        "image": f"{SWISS}/ref-img.tif",
+        "labels": f"{SWISS}/chm_0.5m_on_ref-img_grid_derived.tif",
+        "task": "canopy_height",
+        **RGB_IMAGERY.to_dict(),
+    },
+}
+
+
+def _scene(shared: Path, name: str) -> Callable[..., LabeledChipDataModule]:
+    """Labelled chips of one of :data:`SCENES`; keywords override."""
 
     def make(**extra: Any) -> LabeledChipDataModule:
-        args: dict[str, Any] = {
-            "image": str(shared_data / ABER_IMAGE),
-            "labels": str(shared_data / ABER_LABELS),
-            "task": "land_cover_aberystwyth",
-            "chip_size": 32,
-            "block_size": 128,
-            "train_stride": 32,
-            "batch_size": 4,
-            **ABER_IMAGERY.to_dict(),
-        }
+        args = {**SCENES[name], "chip_size": 32, "block_size": 128}
+        args["image"], args["labels"] = str(shared / args["image"]), str(shared / args["labels"])
         return LabeledChipDataModule(**{**args, **extra})
 
     return make
+
+
+@pytest.fixture
+def aber_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
+    """Labelled chips of the Aberystwyth crop; keywords override."""
+    return _scene(shared_data, "aber")
+
+
+@pytest.fixture
+def swiss_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
+    """Canopy heights on the SWISSIMAGE crop; keywords override."""
+    return _scene(shared_data, "swiss")
 
 
 @pytest.fixture
@@ -112,24 +134,6 @@ def aber_change_data(shared_data: Path) -> Callable[..., SyntheticChangeDataModu
             **ABER_IMAGERY.to_dict(),
         }
         return SyntheticChangeDataModule(**{**args, **extra})
-
-    return make
-
-
-@pytest.fixture
-def swiss_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
-    """Canopy heights on the SWISSIMAGE crop (32 px chips in 128 px blocks); keywords override."""
-
-    def make(**extra: Any) -> LabeledChipDataModule:
-        args: dict[str, Any] = {
-            "image": str(shared_data / SWISS / "ref-img.tif"),
-            "labels": str(shared_data / SWISS / "chm_0.5m_on_ref-img_grid_derived.tif"),
-            "task": "canopy_height",
-            "chip_size": 32,
-            "block_size": 128,
-            **RGB_IMAGERY.to_dict(),
-        }
-        return LabeledChipDataModule(**{**args, **extra})
 
     return make
 

@@ -10,6 +10,7 @@ from lightning.pytorch import Callback
 
 from dinogeo.cli.main import main
 from dinogeo.errors import ConfigError
+from dinogeo.labels.split import ChipSplit
 from dinogeo.models.bundle import load_bundle
 from dinogeo.trainers.chip_selection import hold_out_blocks
 from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
@@ -65,7 +66,9 @@ def test_hold_out_blocks_keeps_one_block_for_fitting(aber_data):
     data = _aber(aber_data)
     data.setup("fit")
     chips = data.train_set.chips
-    fit, select = hold_out_blocks(chips, block_size=64, fraction=0.99, chip_size=32, seed=0)
+    fit, select = hold_out_blocks(
+        chips, ChipSplit(chip_size=32, block_size=64, select_fraction=0.99)
+    )
     assert fit and select
     with pytest.raises(ConfigError, match="select_fraction"):
         _aber(aber_data, select_fraction=1.0)
