@@ -141,12 +141,14 @@ def test_sensor_resolution_and_card_stats(tiny, shared_data):
     _, card = tiny
     spec = resolve_sensor(card)
     assert spec is not None and spec.name == "sentinel2_l2a" and spec.scale == 1e-3
-    assert resolve_sensor(card, "sentinel2_l2a").scale == 1e-4  # a named sensor's own scale
-    assert resolve_sensor(card, "sentinel2_l2a", scale=2.0, offset=-0.1).offset == -0.1
+    named = ImagerySpec(sensor="sentinel2_l2a")
+    assert resolve_sensor(card, named).scale == 1e-4  # a named sensor's own scale
+    scaled = ImagerySpec(sensor="sentinel2_l2a", scale=2.0, offset=-0.1)
+    assert resolve_sensor(card, scaled).offset == -0.1
     other = WeightCard(**{**card.__dict__, "sensor": "my_drone"})
     assert resolve_sensor(other) is None  # the reader infers a generic sensor
     with pytest.raises(SensorError, match="my_drone"):
-        resolve_sensor(card, "my_drone")
+        resolve_sensor(card, ImagerySpec(sensor="my_drone"))
     stats = apply_card_stats(load_sensor("sentinel2_l2a"), card)
     assert [stats.bands[stats.index(b)].mean for b in CARD_BANDS] == MEAN
     with pytest.raises(SensorError, match="B08"):

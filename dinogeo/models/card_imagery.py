@@ -44,30 +44,25 @@ from dinogeo.models.card import WeightCard, check_bands
 __all__ = ["CardImage", "apply_card_stats", "resolve_sensor"]
 
 
-def resolve_sensor(
-    card: WeightCard,
-    sensor: str | Path | Sensor | None = None,
-    *,
-    scale: float | None = None,
-    offset: float | None = None,
-) -> Sensor | None:
+def resolve_sensor(card: WeightCard, imagery: ImagerySpec | None = None) -> Sensor | None:
     """Return the sensor describing an image read for ``card``, with scale/offset overrides.
 
     Args:
         card: the backbone's weight card.
-        sensor: the image's sensor (shipped name, YAML path or spec); None uses the card's
-            sensor together with the card's scale and offset.
-        scale: override of the DN-to-reflectance scale (e.g. 1e-3 for x1000 products).
-        offset: override of the offset.
+        imagery: the image's sensor (shipped name or YAML path) and the overrides of its
+            DN-to-reflectance ``scale`` (e.g. 1e-3 for x1000 products) and ``offset``; without a
+            sensor the card's sensor applies together with the card's scale and offset.
 
     Returns:
-        The sensor spec, or None when ``sensor`` is None and the card's sensor is not shipped
+        The sensor spec, or None when no sensor is given and the card's sensor is not shipped
         (the reader then infers a generic sensor from the file, and the card's scale and offset
         apply).
 
     Raises:
-        SensorError: ``sensor`` is unknown.
+        SensorError: the sensor is unknown.
     """
+    imagery = imagery or ImagerySpec()
+    sensor, scale, offset = imagery.sensor, imagery.scale, imagery.offset
     if sensor is None:
         scale = card.scale if scale is None else scale
         offset = card.offset if offset is None else offset
@@ -140,7 +135,7 @@ class CardImage:
         scale, offset = imagery.scale, imagery.offset
         self.path = Path(path)
         self.card = card
-        self._spec = resolve_sensor(card, sensor, scale=scale, offset=offset)
+        self._spec = resolve_sensor(card, imagery)
         # bands=None: ask for the card's bands directly (only those are read from disk); this
         # also reads a file holding exactly the card's bands in card order
         self._layout = list(bands) if bands is not None else list(card.band_names)

@@ -23,11 +23,7 @@ from dinogeo.errors import ConfigError
 from dinogeo.progress import lightning_callback
 from dinogeo.trainers.base import DEFAULT_IMAGERY, DenseTask
 
-__all__ = ["LINKED", "FitCLI", "fit"]
-
-#: what the model takes from the data module: its task card (an argument) and its imagery (the
-#: :class:`~dinogeo.data.imagery_spec.ImagerySpec` the built data module holds)
-LINKED = ("task", "imagery")
+__all__ = ["FitCLI", "fit"]
 
 
 class FitCLI(LightningCLI):

@@ -25,17 +25,23 @@ def test_every_config_is_tested():
     }
 
 
-def _fit(localise, name, shared, tmp_path, tiny, extra=()):
-    cfg = localise(name, shared, tmp_path)
-    bundle = tmp_path / f"{name}.safetensors"
-    status = main(["fit", "--config", str(cfg), *tiny, "--bundle_path", str(bundle), *extra])
-    assert status == 0 and bundle.is_file()
-    return load_bundle(bundle), bundle
+@pytest.fixture
+def fitted(localised, shared_data, tmp_path, tiny):
+    """``dinogeo fit`` of a tiny shipped config with extra options: (loaded bundle, its path)."""
+
+    def run(name, *extra):
+        cfg = localised(name, shared_data, tmp_path)
+        bundle = tmp_path / f"{name}.safetensors"
+        status = main(["fit", "--config", str(cfg), *tiny, "--bundle_path", str(bundle), *extra])
+        assert status == 0 and bundle.is_file()
+        return load_bundle(bundle), bundle
+
+    return run
 
 
 @pytest.mark.slow
-def test_fit_land_cover_aberystwyth_then_validate(localised, shared_data, tmp_path, tiny, capsys):
-    bundle, path = _fit(localised, "land_cover_aberystwyth", shared_data, tmp_path, tiny)
+def test_fit_land_cover_aberystwyth_then_validate(fitted, shared_data, tmp_path, capsys):
+    bundle, path = fitted("land_cover_aberystwyth")
     assert bundle.task.name == "land_cover_aberystwyth" and bundle.card.scale == pytest.approx(1e-3)
     assert bundle.card.band_names[0] == "B02" and bundle.head.decoder == "dpt"
     assert bundle.training_config["data"]["train_chips"] > 0
@@ -80,30 +86,16 @@ def test_fit_land_cover_aberystwyth_then_validate(localised, shared_data, tmp_pa
 
 
 @pytest.mark.slow
-def test_fit_land_cover_nc_polygons_with_points(localised, shared_data, tmp_path, tiny):
-    bundle, _ = _fit(
-        localised,
-        "land_cover_nc_polygons",
-        shared_data,
-        tmp_path,
-        tiny,
-        ["--data.init_args.block_size", "64"],
-    )
+def test_fit_land_cover_nc_polygons_with_points(fitted):
+    bundle, _ = fitted("land_cover_nc_polygons", "--data.init_args.block_size", "64")
     assert bundle.card.band_names == ["B1", "B2", "B3", "B4", "B5", "B7"]
     assert bundle.training_config["data"]["val_chips"] > 0  # chips holding the 1996 points
     assert bundle.predict_batch(torch.zeros(2, 6, 32, 32)).shape == (2, 7, 32, 32)
 
 
 @pytest.mark.slow
-def test_fit_canopy_height_swiss(localised, shared_data, tmp_path, tiny):
-    bundle, path = _fit(
-        localised,
-        "canopy_height_swiss",
-        shared_data,
-        tmp_path,
-        tiny,
-        ["--model.init_args.bins", "32"],
-    )
+def test_fit_canopy_height_swiss(fitted, tmp_path):
+    bundle, path = fitted("canopy_height_swiss", "--model.init_args.bins", "32")
     assert bundle.head.type == "height" and bundle.head.bins == 32
     heights = bundle.predict_batch(torch.randn(1, 3, 32, 32))
     assert heights.shape == (1, 1, 32, 32) and heights.min() >= 0 and heights.max() <= 96
@@ -120,7 +112,7 @@ def test_fit_canopy_height_swiss(localised, shared_data, tmp_path, tiny):
 
 
 @pytest.mark.slow
-def test_fit_change_synthetic(localised, shared_data, tmp_path, tiny):
+def test_fit_change_synthetic(fitted):
     extra = [
         "--data.init_args.patch_max",
         "12",
@@ -129,14 +121,14 @@ def test_fit_change_synthetic(localised, shared_data, tmp_path, tiny):
         "--data.init_args.chips_per_epoch",
         "4",
     ]
-    bundle, _ = _fit(localised, "change_synthetic", shared_data, tmp_path, tiny, extra)
+    bundle, _ = fitted("change_synthetic", *extra)
     x = torch.randn(1, 10, 32, 32)
     prob = bundle.predict_batch(x, x + 1)
     assert prob.shape == (1, 2, 32, 32) and bundle.num_inputs == 2
 
 
 @pytest.mark.slow
-def test_fit_change_pairs_on_another_grid(localised, shared_data, tmp_path, tiny):
+def test_fit_change_pairs_on_another_grid(fitted, shared_data, tmp_path):
     triple = label_data.write_change_triple(tmp_path / "pairs", shared_data)
     extra = [
         "--data.init_args.date1",
@@ -148,7 +140,7 @@ def test_fit_change_pairs_on_another_grid(localised, shared_data, tmp_path, tiny
         "--data.init_args.block_size",
         "64",
     ]
-    bundle, path = _fit(localised, "change_pairs", shared_data, tmp_path, tiny, extra)
+    bundle, path = fitted("change_pairs", *extra)
     card = bundle.card
     first = ImageReader(triple["date1"], card)
     second = ImageReader(triple["date2"], card)

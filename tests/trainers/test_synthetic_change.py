@@ -6,23 +6,9 @@ import torch
 
 from dinogeo.trainers import SyntheticChangeDataModule
 
-ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
-BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 
-
-def _datamodule(shared_data) -> SyntheticChangeDataModule:
-    dm = SyntheticChangeDataModule(
-        images=[str(shared_data / ABER)],
-        sensor="sentinel2_l2a",
-        bands=BANDS,
-        scale=1e-3,
-        offset=0.0,
-        chip_size=32,
-        patch_min=6,
-        patch_max=12,
-        chips_per_epoch=8,
-        val_chips=4,
-    )
+def _datamodule(aber_change_data) -> SyntheticChangeDataModule:
+    dm = aber_change_data(patch_min=6, patch_max=12, chips_per_epoch=8, val_chips=4)
     dm.setup("fit")
     return dm
 
@@ -31,10 +17,10 @@ def _draw(dataset, n=3):
     return [dataset[i] for i in range(n)]
 
 
-def test_pairs_differ_exactly_where_the_mask_says(shared_data):
+def test_pairs_differ_exactly_where_the_mask_says(aber_change_data):
     """Outside the mask date 2 is date 1 under a per-band gain and offset (the no-change
     nuisance); inside it holds pasted content that no such map explains."""
-    dm = _datamodule(shared_data)
+    dm = _datamodule(aber_change_data)
     for sample in _draw(dm.train_set, 4) + _draw(dm.val_set, 4):
         mask = sample["mask"].bool()
         assert mask.any() and not mask.all()
@@ -48,8 +34,8 @@ def test_pairs_differ_exactly_where_the_mask_says(shared_data):
         assert max(pasted) > 1e-2
 
 
-def test_training_pairs_follow_torch_seed_and_validation_pairs_are_fixed(shared_data):
-    dm = _datamodule(shared_data)
+def test_training_pairs_follow_torch_seed_and_validation_pairs_are_fixed(aber_change_data):
+    dm = _datamodule(aber_change_data)
     torch.manual_seed(3)
     first = _draw(dm.train_set)
     torch.manual_seed(3)
