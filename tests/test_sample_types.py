@@ -14,8 +14,7 @@ from dinogeo.data.opener import open_source
 from dinogeo.data.sample_types import ChipBatch, ChipSample, GeoSample, LabeledSample
 from dinogeo.data.samplers import GridChipSampler
 from dinogeo.trainers.feature_cache import CachedFeatureDataModule, FeatureCache
-from dinogeo.trainers.synthetic_change import SyntheticChangeDataModule
-from tests.trainers.test_feature_cache import ABER, COMMON, _aber, _task
+from tests.trainers.conftest import aber_pairs, head, scene_chips
 
 
 def _matches(value: object, hint: object) -> bool:
@@ -59,14 +58,14 @@ def test_chip_samples_and_batches(shared_data):
 
 
 def test_labelled_samples_and_batches(shared_data):
-    data = _aber(shared_data)
+    data = scene_chips(shared_data, "aber")
     data.setup("fit")
     check(data.train_set[0], LabeledSample)
     assert "image" in data.train_set[0]
     batch = next(iter(data.train_dataloader()))
     check(batch, LabeledSample)
     assert batch["image"].shape == (4, 10, 32, 32) and batch["mask"].dtype == torch.int64
-    cache = FeatureCache(_task().model)
+    cache = FeatureCache(head().model)
     cached = CachedFeatureDataModule(data, cache, pool_size=4, batch_size=2, log=None)
     cached.setup("fit")
     feats = next(iter(cached.train_dataloader()))
@@ -75,10 +74,7 @@ def test_labelled_samples_and_batches(shared_data):
 
 
 def test_change_samples(shared_data):
-    dm = SyntheticChangeDataModule(
-        images=[str(shared_data / ABER / "sen2_20210527_aber_10band_crop.tif")],
-        chip_size=32, patch_min=6, patch_max=12, chips_per_epoch=4, val_chips=2, **COMMON,
-    )  # fmt: skip
+    dm = aber_pairs(shared_data, patch_min=6, patch_max=12, chips_per_epoch=4, val_chips=2)
     dm.setup("fit")
     sample = dm.train_set[0]
     check(sample, LabeledSample)

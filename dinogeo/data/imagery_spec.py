@@ -4,7 +4,8 @@
 architecture name; its weight card fixes band order and normalisation), the imagery's sensor,
 the file's bands and the scale/offset overrides. A data module builds it from its flat options
 (``data.init_args.sensor``...) and ``dinogeo fit`` links it into the model once; image readers,
-evaluation and change pairs take it whole instead of four loose keyword arguments.
+evaluation, change pairs and the pretraining data take it whole instead of four loose keyword
+arguments.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class ImagerySpec:
 
     Args:
         backbone: backbone file or registered architecture name (random initialisation; the
-            weight card is then made from ``sensor``).
+            weight card is then made from ``sensor``); None where the reader is given the
+            weight card itself, or no backbone is involved yet (pretraining data).
         sensor: the imagery's sensor (shipped name or YAML path); None: the weight card's, with
             the card's scale and offset.
         bands: the file's band names in file order, when it holds a subset of the sensor.
@@ -33,7 +35,7 @@ class ImagerySpec:
         offset: override of the sensor's offset.
     """
 
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str | None = None
     sensor: str | None = None
     bands: Sequence[str] | None = None
     scale: float | None = None

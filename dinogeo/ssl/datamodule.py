@@ -35,6 +35,7 @@ from dinogeo.data.archive import AUTO as SENSOR_AUTO
 from dinogeo.data.archive import Archive, scan_archive
 from dinogeo.data.chip_grid import AUTO, chip_grids, describe_grids, parse_chip_align
 from dinogeo.data.dataset import ChipDataset
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.samplers import RandomChipSampler
 from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import Source
@@ -258,9 +259,9 @@ class SSLDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self._scan_args: dict[str, Any] = dict(
-            sensor=sensor, bands=bands, scale=scale, offset=offset, strict=strict
-        )
+        #: how the archive is read: sensor (or ``auto``), bands and scale/offset overrides
+        self.imagery = ImagerySpec(sensor=sensor, bands=bands, scale=scale, offset=offset)
+        self.strict = strict
         self._archive: Archive | None = None
         sizes = (
             [(e.global_size, e.local_size, e.gram_size) for e in self.crop_mix.entries]
@@ -310,16 +311,20 @@ class SSLDataModule(pl.LightningDataModule):
             self._archive = scan_archive(
                 self.sources_arg,
                 self.index_arg,
+                self.imagery.sensor or SENSOR_AUTO,
+                self.imagery.bands,
+                scale=self.imagery.scale,
+                offset=self.imagery.offset,
+                strict=self.strict,
                 chip_size=self.chip_size,
                 min_valid=min_valid,
-                **self._scan_args,
             )
         return self._archive
 
     @property
     def sensor(self) -> Sensor:
         """The run's sensor, restricted to the selected bands (what the backbone reads)."""
-        base, bands = self.archive.sensor, self._scan_args["bands"]
+        base, bands = self.archive.sensor, self.imagery.band_list
         return base.select(bands) if bands else base
 
     @property

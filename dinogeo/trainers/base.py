@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dinogeo.data.imagery_spec import ImagerySpec
+from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.data.sensors import load_sensor
 from dinogeo.errors import ConfigError
@@ -42,7 +42,7 @@ __all__ = ["CachedFeatures", "DenseTask", "resolve_backbone"]
 type CachedFeatures = list[Tensor] | tuple[list[Tensor], list[Tensor]]
 
 #: the default imagery of a task: the tiny test architecture on the weight card's sensor
-DEFAULT_IMAGERY = ImagerySpec()
+DEFAULT_IMAGERY = ImagerySpec(backbone=DEFAULT_BACKBONE)
 
 
 def resolve_backbone(imagery: ImagerySpec) -> tuple[Backbone, WeightCard]:
@@ -62,6 +62,11 @@ def resolve_backbone(imagery: ImagerySpec) -> tuple[Backbone, WeightCard]:
         CheckpointError: an unreadable backbone file.
     """
     backbone, sensor = imagery.backbone, imagery.sensor
+    if backbone is None:
+        raise ConfigError(
+            "no backbone given: set data.init_args.backbone to a backbone file from "
+            f"'dinogeo pretrain' or one of {list_archs()}"
+        )
     path = Path(backbone)
     if path.suffix or path.exists():
         return load_backbone(path)
@@ -309,7 +314,7 @@ class DenseTask(LightningModule):
         if not path or self.global_rank != 0:
             return
         ref = None
-        backbone = Path(self.imagery.backbone)
+        backbone = Path(self.imagery.backbone or "")  # set: configure_models loaded it
         if self.hparams["bundle_backbone_ref"]:
             if self.hparams["unfreeze_last_blocks"] or not backbone.is_file():
                 raise ConfigError(

@@ -91,12 +91,12 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random ViT backbone file for Landsat 7 ETM+ (6 bands), as dinogeo saves them."""
     import torch
 
-    from dinogeo.data.imagery_spec import ImagerySpec
+    from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
     from dinogeo.models import save_backbone
     from dinogeo.trainers.base import resolve_backbone
 
     torch.manual_seed(0)
-    backbone, card = resolve_backbone(ImagerySpec(sensor="landsat7_etm"))
+    backbone, card = resolve_backbone(ImagerySpec(DEFAULT_BACKBONE, "landsat7_etm"))
     path = tmp_path_factory.mktemp("backbone") / "tiny_landsat7.safetensors"
     save_backbone(path, backbone, card)
     return path

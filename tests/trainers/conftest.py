@@ -1,6 +1,7 @@
 """Shared fixtures of the head trainer tests: shipped configs made tiny, real scenes, tasks."""
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import yaml
 from lightning.pytorch import Trainer, seed_everything
 
 from dinogeo._paths import config_text
-from dinogeo.data.imagery_spec import ImagerySpec
+from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
 from dinogeo.trainers.base import DenseTask
 from dinogeo.trainers.canopy_height import CanopyHeightTask
 from dinogeo.trainers.change import ChangeTask
@@ -23,10 +24,10 @@ ABER_IMAGE = f"{ABER}/sen2_20210527_aber_10band_crop.tif"
 ABER_LABELS = f"{ABER}/sen2_20210527_aber_cls_crop.tif"
 S2_BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
 #: how the Aberystwyth crop is read, on the tiny test backbone
-ABER_IMAGERY = ImagerySpec(sensor="sentinel2_l2a", bands=S2_BANDS, scale=1e-3, offset=0.0)
+ABER_IMAGERY = ImagerySpec(DEFAULT_BACKBONE, "sentinel2_l2a", S2_BANDS, scale=1e-3, offset=0.0)
 #: SWISSIMAGE RGB with a lidar canopy height model on its grid
 SWISS = "swissimage-lidar-chm-detectree"
-RGB_IMAGERY = ImagerySpec(sensor="rgb_uint8")
+RGB_IMAGERY = ImagerySpec(DEFAULT_BACKBONE, "rgb_uint8")
 #: the task card each trainer is tested with
 TASK_CARDS = {
     LandCoverTask: "land_cover_aberystwyth",
@@ -99,55 +100,53 @@ SCENES: dict[str, dict[str, Any]] = {
 }
 
 
-def _scene(shared: Path, name: str) -> Callable[..., LabeledChipDataModule]:
-    """Labelled chips of one of :data:`SCENES`; keywords override."""
+def scene_chips(shared: Path, name: str, **extra: Any) -> LabeledChipDataModule:
+    """Labelled chips of one of :data:`SCENES` (32 px chips in 128 px blocks); keywords override."""
+    args = {**SCENES[name], "chip_size": 32, "block_size": 128}
+    args["image"], args["labels"] = str(shared / args["image"]), str(shared / args["labels"])
+    return LabeledChipDataModule(**{**args, **extra})
 
-    def make(**extra: Any) -> LabeledChipDataModule:
-        args = {**SCENES[name], "chip_size": 32, "block_size": 128}
-        args["image"], args["labels"] = str(shared / args["image"]), str(shared / args["labels"])
-        return LabeledChipDataModule(**{**args, **extra})
 
-    return make
+def aber_pairs(shared: Path, **extra: Any) -> SyntheticChangeDataModule:
+    """Synthetic change pairs pasted into the Aberystwyth crop (32 px chips); keywords override."""
+    args: dict[str, Any] = {
+        "images": [str(shared / ABER_IMAGE)],
+        "task": "change",
+        "chip_size": 32,
+        **ABER_IMAGERY.to_dict(),
+    }
+    return SyntheticChangeDataModule(**{**args, **extra})
+
+
+def head(cls: type[DenseTask] = LandCoverTask, **extra: Any) -> DenseTask:
+    """A head of ``cls`` (8 features) on the Aberystwyth imagery, seeded; keywords override."""
+    seed_everything(0, verbose=False)
+    args: dict[str, Any] = {"task": TASK_CARDS[cls], "imagery": ABER_IMAGERY, "features": 8}
+    return cls(**{**args, **extra})
 
 
 @pytest.fixture
 def aber_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
     """Labelled chips of the Aberystwyth crop; keywords override."""
-    return _scene(shared_data, "aber")
+    return partial(scene_chips, shared_data, "aber")
 
 
 @pytest.fixture
 def swiss_data(shared_data: Path) -> Callable[..., LabeledChipDataModule]:
     """Canopy heights on the SWISSIMAGE crop; keywords override."""
-    return _scene(shared_data, "swiss")
+    return partial(scene_chips, shared_data, "swiss")
 
 
 @pytest.fixture
 def aber_change_data(shared_data: Path) -> Callable[..., SyntheticChangeDataModule]:
-    """Synthetic change pairs pasted into the Aberystwyth crop (32 px chips); keywords override."""
-
-    def make(**extra: Any) -> SyntheticChangeDataModule:
-        args: dict[str, Any] = {
-            "images": [str(shared_data / ABER_IMAGE)],
-            "task": "change",
-            "chip_size": 32,
-            **ABER_IMAGERY.to_dict(),
-        }
-        return SyntheticChangeDataModule(**{**args, **extra})
-
-    return make
+    """Synthetic change pairs of the Aberystwyth crop; keywords override."""
+    return partial(aber_pairs, shared_data)
 
 
 @pytest.fixture
 def make_task() -> Callable[..., DenseTask]:
-    """A seeded head of ``cls`` (8 features) on the Aberystwyth imagery; keywords override."""
-
-    def make(cls: type[DenseTask] = LandCoverTask, **extra: Any) -> DenseTask:
-        seed_everything(0, verbose=False)
-        args: dict[str, Any] = {"task": TASK_CARDS[cls], "imagery": ABER_IMAGERY, "features": 8}
-        return cls(**{**args, **extra})
-
-    return make
+    """Seeded heads on the Aberystwyth imagery (:func:`head`)."""
+    return head
 
 
 @pytest.fixture
