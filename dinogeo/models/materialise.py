@@ -10,6 +10,8 @@ for the EMA and Gram teachers). These primitives keep it to the weights themselv
   (``load_state_dict(assign=True)``), so tensors memory-mapped from a checkpoint
   (``torch.load(mmap=True)``, safetensors) become the weights without a copy; only tensors whose
   dtype differs are converted, and the computed buffers (RoPE periods, the zero k bias) are made;
+* :func:`materialise_empty` gives a meta module (FSDP-sharded or not) uninitialised storage on a
+  device, to be filled by a state dict load (:func:`check_weights` checks such a state first);
 * :func:`shared_copy` returns a structural copy whose parameters and buffers share storage with
   the original (the EMA and Gram teachers start equal to the student), and :func:`unshare` gives
   such a copy its own storage once it is about to diverge. Moving a module to an accelerator
@@ -29,7 +31,15 @@ from torch import Tensor, nn
 from dinogeo.errors import CheckpointError
 from dinogeo.models.backbone import Backbone, create_backbone
 
-__all__ = ["assign_weights", "meta_backbone", "shared_copy", "shares_storage", "unshare"]
+__all__ = [
+    "assign_weights",
+    "check_weights",
+    "materialise_empty",
+    "meta_backbone",
+    "shared_copy",
+    "shares_storage",
+    "unshare",
+]
 
 
 def meta_backbone(arch: str, in_chans: int = 3, **kwargs: Any) -> Backbone:
@@ -39,6 +49,42 @@ def meta_backbone(arch: str, in_chans: int = 3, **kwargs: Any) -> Backbone:
     """
     with torch.device("meta"):
         return create_backbone(arch, in_chans, **kwargs)
+
+
+def check_weights(module: nn.Module, state: Mapping[str, Tensor], *, source: str) -> None:
+    """Check that ``state`` has exactly ``module``'s parameter and persistent buffer names and shapes.
+
+    The module may be on the meta device or FSDP-sharded (a DTensor's shape is the full shape).
+
+    Raises:
+        CheckpointError: naming ``source``, for missing or unexpected keys or another shape.
+    """
+    own = module.state_dict(keep_vars=True)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not fit the model: missing {missing[:6]}, unexpected "
+            f"{unexpected[:6]}; use a checkpoint of the same architecture and bands"
+        )
+    for key, target in own.items():
+        value = state[key]
+        if tuple(value.shape) != tuple(target.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(value.shape)} but the model expects "
+                f"{tuple(target.shape)}; use a checkpoint of the same architecture and bands"
+            )
+
+
+def materialise_empty(module: nn.Module, device: torch.device) -> None:
+    """Give a meta (or FSDP-sharded meta) module uninitialised storage on ``device``.
+
+    Parameters and persistent buffers are left to be filled (a state dict load or a copy); the
+    computed non-persistent buffers (RoPE periods, the zero k bias) are computed here. Under
+    FSDP each rank allocates its own shards only.
+    """
+    module.to_empty(device=device)
+    reinit_non_persistent_buffers(module)
 
 
 def assign_weights(module: nn.Module, state: Mapping[str, Tensor], *, source: str) -> None:
@@ -58,21 +104,10 @@ def assign_weights(module: nn.Module, state: Mapping[str, Tensor], *, source: st
         CheckpointError: if keys or shapes differ from the module's.
     """
     own = module.state_dict(keep_vars=True)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} does not fit the model: missing {missing[:6]}, unexpected "
-            f"{unexpected[:6]}; use a checkpoint of the same architecture and bands"
-        )
+    check_weights(module, state, source=source)
     typed: dict[str, Tensor] = {}
     for key, target in own.items():
         value = state[key]
-        if tuple(value.shape) != tuple(target.shape):
-            raise CheckpointError(
-                f"{source}: {key} has shape {tuple(value.shape)} but the model expects "
-                f"{tuple(target.shape)}; use a checkpoint of the same architecture and bands"
-            )
         typed[key] = value if value.dtype == target.dtype else value.to(target.dtype)
     module.load_state_dict(typed, strict=True, assign=True)
     for sub in module.modules():

@@ -1,14 +1,14 @@
-"""Teacher exponential moving average with fused foreach kernels."""
+"""Teacher exponential moving average with fused foreach kernels, and the hard copy (momentum 0)."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.grad_clip import local_shard
 
-__all__ = ["ema_update"]
+__all__ = ["copy_weights", "ema_update"]
 
 
 @torch.no_grad()
@@ -44,3 +44,26 @@ def ema_update(teacher_params: list[Tensor], student_params: list[Tensor], momen
     students = [local_shard(s.detach()) for s in student_params]
     torch._foreach_mul_(teachers, momentum)
     torch._foreach_add_(teachers, students, alpha=1.0 - momentum)
+
+
+@torch.no_grad()
+def copy_weights(target: nn.Module, source: nn.Module) -> None:
+    """Copy ``source``'s parameters and buffers into ``target`` (the same architecture).
+
+    Parameters are copied shard by shard under FSDP, where both modules have the same local
+    layout; ``target`` may hold uninitialised storage (fresh from ``to_empty``). Tensors that already share
+    the source's storage (a :func:`~dinogeo.models.materialise.shared_copy`) are left as they are.
+    """
+    pairs = [
+        (mine, theirs)
+        for mine, theirs in zip(target.parameters(), source.parameters(), strict=True)
+        # FSDP: compare the local shards (a DTensor wrapper has no storage of its own)
+        if local_shard(mine).data_ptr() != local_shard(theirs).data_ptr()
+    ]
+    if pairs:  # a copy, not ``ema_update`` with momentum 0: 0 * NaN of fresh storage is NaN
+        torch._foreach_copy_(
+            [local_shard(m.detach()) for m, _ in pairs], [local_shard(t.detach()) for _, t in pairs]
+        )
+    for mine, theirs in zip(target.buffers(), source.buffers(), strict=False):
+        if mine.shape == theirs.shape and mine.data_ptr() != theirs.data_ptr():
+            mine.copy_(theirs)

@@ -26,8 +26,7 @@ from dinogeo.errors import CheckpointError
 from dinogeo.models.backbone import Backbone
 from dinogeo.models.init_weights import backbone_file_state
 from dinogeo.models.materialise import shared_copy
-from dinogeo.ssl.ema import ema_update
-from dinogeo.ssl.grad_clip import local_shard
+from dinogeo.ssl.ema import copy_weights
 from dinogeo.ssl.gram_loss import resize_token_grid
 
 __all__ = ["GramTeacher", "load_backbone_weights"]
@@ -116,26 +115,19 @@ class GramTeacher(nn.Module):
     def copy_from(self, source: nn.Module) -> None:
         """Hard-copy ``source``'s weights (the EMA teacher backbone or the initial weights).
 
-        Parameters are copied tensor by tensor (``ema_update`` with momentum 0), which also
-        works on FSDP shards, where both copies have the same local layout. Tensors that already
-        share the source's storage (a :func:`~dinogeo.models.materialise.shared_copy`) are
-        left as they are.
+        See :func:`~dinogeo.ssl.ema.copy_weights` (also on FSDP shards; tensors already shared
+        with the source are left as they are).
         """
-        pairs = [
-            (mine, theirs)
-            for mine, theirs in zip(self.backbone.parameters(), source.parameters(), strict=True)
-            # FSDP: compare the local shards (a DTensor wrapper has no storage of its own)
-            if local_shard(mine).data_ptr() != local_shard(theirs).data_ptr()
-        ]
-        ema_update([m for m, _ in pairs], [t for _, t in pairs], 0.0)
-        for mine, theirs in zip(self.backbone.buffers(), source.buffers()):
-            if mine.shape == theirs.shape and mine.data_ptr() != theirs.data_ptr():
-                mine.copy_(theirs)
+        copy_weights(self.backbone, source)
         self.initialised.fill_(True)
 
     def load_file(self, path: str | Path, band_names: Sequence[str] | None = None) -> None:
         """Load the teacher from a checkpoint file (see :func:`load_backbone_weights`)."""
         load_backbone_weights(path, self.backbone, band_names=band_names)
+        self.initialised.fill_(True)
+
+    def mark_loaded(self) -> None:
+        """Record that the backbone's weights were filled from outside (a broadcast file load)."""
         self.initialised.fill_(True)
 
     def should_update(self, step: int) -> bool:

@@ -24,11 +24,18 @@ from dinogeo.errors import CheckpointError, ConfigError
 from dinogeo.models.backbone import Backbone, create_backbone
 from dinogeo.models.card import WeightCard
 from dinogeo.models.init_weights import backbone_file_state
-from dinogeo.models.materialise import assign_weights, meta_backbone, shared_copy, unshare
+from dinogeo.models.materialise import (
+    assign_weights,
+    materialise_empty,
+    meta_backbone,
+    shared_copy,
+    unshare,
+)
 from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.dino_head import build_head
 from dinogeo.ssl.dino_loss import DINOLoss
-from dinogeo.ssl.ema import ema_update
+from dinogeo.ssl.ema import copy_weights, ema_update
+from dinogeo.ssl.fsdp_load import load_from_rank0, read_on_rank0
 from dinogeo.ssl.fsdp import SSLFSDPStrategy, full_state_dict
 from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
@@ -150,16 +157,22 @@ class SSLTask(StepScheduledTask):
             raise ConfigError(
                 "init.official_checkpoint and init.backbone are both set: choose one start point"
             )
-        backbone = _initial_backbone(
-            arch,
-            in_chans,
-            self.init_cfg,
-            self.band_names,
-            img_size=img_size,
-            drop_path_rate=drop_path_rate,
-            rope_rescale_coords=rope_rescale_coords,
+        kwargs: dict[str, Any] = {
+            "img_size": img_size,
+            "drop_path_rate": drop_path_rate,
+            "rope_rescale_coords": rope_rescale_coords,
             **dict(backbone_kwargs or {}),
+        }
+        # init.load_on_rank0: the backbones stay on the meta device; configure_model fills them
+        start = self.init_cfg.official_checkpoint or self.init_cfg.backbone
+        self._deferred_start = bool(start) and self.init_cfg.load_on_rank0
+        self._deferred_gram = bool(self.gram_cfg.enabled and self.gram_cfg.ckpt) and (
+            self.init_cfg.load_on_rank0
         )
+        if self._deferred_start:
+            backbone = meta_backbone(arch, in_chans, **kwargs)
+        else:
+            backbone = _initial_backbone(arch, in_chans, self.init_cfg, self.band_names, **kwargs)
         dim = backbone.embed_dim
         self.student = nn.ModuleDict(
             {
@@ -177,15 +190,16 @@ class SSLTask(StepScheduledTask):
         self.gram_teacher: GramTeacher | None = None
         if self.gram_cfg.enabled:
             self.gram_teacher = GramTeacher(
-                backbone,
+                meta_backbone(arch, in_chans, **kwargs) if self._deferred_gram else backbone,
                 first_update=self.gram_cfg.first_update,
                 update_frequency=self.gram_cfg.update_frequency,
                 max_updates=self.gram_cfg.max_updates,
                 share=not self.gram_cfg.ckpt,
             )
-            if self.gram_cfg.ckpt:
+            deferred = self._deferred_start or self._deferred_gram  # configure_model loads
+            if self.gram_cfg.ckpt and not deferred:
                 self.gram_teacher.load_file(self.gram_cfg.ckpt, band_names=self.band_names)
-            elif self.gram_cfg.from_initial:
+            elif self.gram_cfg.from_initial and not deferred:
                 self.gram_teacher.copy_from(backbone)  # shared: marks it initialised, no copy
         self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
         self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
@@ -246,11 +260,61 @@ class SSLTask(StepScheduledTask):
         strategy it does nothing.
         """
         strategy = self._trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, SSLFSDPStrategy):
+        if self._deferred_start or self._deferred_gram:
+            self._load_deferred(strategy)
+        elif isinstance(strategy, SSLFSDPStrategy):
             strategy.shard(self)
             # fully_shard copies each parameter's shard into its own storage: the teachers no
             # longer share the student's weights (their constant buffers, RoPE periods, may)
             self._shared = False
+
+    def _load_deferred(self, strategy: Any) -> None:
+        """Fill the meta backbones (``init.load_on_rank0``): read on rank 0, shard, broadcast.
+
+        See :mod:`dinogeo.ssl.fsdp_load`. The start file gives the student's weights; the EMA
+        teacher (and the Gram teacher unless it has a file of its own) are copied from the
+        student shard by shard, as the recipe starts them equal.
+        """
+        student, teacher = self.student_backbone, self.teacher_backbone
+        gram = self.gram_teacher
+        copies = [teacher] if gram is None or self._deferred_gram else [teacher, gram.backbone]
+        in_chans = student.in_chans
+        hint = (
+            f" (the {self.arch!r} backbone with {in_chans} bands; the run's model.arch and "
+            "data.bands must match the checkpoint)"
+        )
+        state: dict[str, Tensor] = {}
+        gram_state: dict[str, Tensor] = {}
+        if self._deferred_start:
+            official = self.init_cfg.official_checkpoint
+            path = official or self.init_cfg.backbone or ""
+            bands = self.band_names if official else None
+            state = read_on_rank0(path, self.arch, [student, *copies], band_names=bands, hint=hint)
+        if self._deferred_gram and gram is not None:
+            gram_path = self.gram_cfg.ckpt or ""
+            gram_state = read_on_rank0(
+                gram_path, self.arch, [gram.backbone], band_names=self.band_names, hint=hint
+            )
+        if isinstance(strategy, SSLFSDPStrategy):
+            strategy.shard(self)
+        device = strategy.root_device if strategy is not None else torch.device("cpu")
+        for backbone in (student, teacher, gram.backbone if gram is not None else None):
+            if backbone is not None and any(t.is_meta for t in backbone.parameters()):
+                materialise_empty(backbone, device)
+        if self._deferred_start:
+            load_from_rank0(student, state)
+            state.clear()  # rank 0: drop the mapping of the file
+            for backbone in copies:
+                copy_weights(backbone, student)
+            if gram is not None and not self._deferred_gram and self.gram_cfg.from_initial:
+                gram.mark_loaded()
+        if self._deferred_gram and gram is not None:
+            load_from_rank0(gram.backbone, gram_state)
+            gram_state.clear()
+            gram.mark_loaded()
+        if self._deferred_start or isinstance(strategy, SSLFSDPStrategy):
+            self._shared = False  # the teachers were copied, not shared (or FSDP separated them)
+        self._deferred_start = self._deferred_gram = False
 
     def forward(self, x: Tensor) -> Tensor:
         """Teacher cls features of a normalised batch ``(B, C, H, W)``."""

@@ -177,11 +177,17 @@ class InitConfig:
             (patch embedding expanded to the run's bands by name), heads freshly initialised.
         backbone: a dinogeo backbone (``.safetensors``) to start from instead.
         head_warmup_steps: steps during which only the heads train (frozen backbone).
+        load_on_rank0: keep the backbones on the meta device (no memory) until training sets
+            the model up (Lightning's ``configure_model``), then read the start file (and
+            ``gram.ckpt``) on global rank 0 only and broadcast its tensors; under FSDP
+            (configs/ssl/fsdp.yaml sets it) each rank then holds only its shards and the
+            other ranks never open the file. Until then the task has no weights.
     """
 
     official_checkpoint: str | None = None
     backbone: str | None = None
     head_warmup_steps: int = 0
+    load_on_rank0: bool = False
 
 
 def coerce[T](cls: type[T], value: Any) -> T:
