@@ -40,6 +40,7 @@ import argparse
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: main before the meta-device / mmap / shared-teacher loading (the "old" path)
 OLD_REF = "3ac2aa4"
-CONFIG = ROOT / "configs" / "ssl" / "continue_official.yaml"
+#: in the tree under test (the old tree's own config: its code does not know later options)
+CONFIG = Path("configs") / "ssl" / "continue_official.yaml"
+FSDP_CONFIG = Path("configs") / "ssl" / "fsdp.yaml"
 #: a real Sentinel-2 scene (10 bands, SR x1000, 512 x 512: holds the config's 448-px chips)
 SCENE = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
 #: width, depth, heads of the benchmarked architectures
@@ -89,11 +92,21 @@ def _barrier(sync: Path, name: str, rank: int, ranks: int) -> None:
         time.sleep(0.2)
 
 
-def child(ckpt: str, index: str, arch: str, workdir: str, rank: int = 0, ranks: int = 1) -> None:
+def child(
+    ckpt: str,
+    index: str,
+    arch: str,
+    workdir: str,
+    rank: int = 0,
+    ranks: int = 1,
+    fsdp: str = "",
+) -> None:
     """Build the continue_official setup in this process and print its memory as JSON.
 
     With ``ranks > 1`` (processes started together, as the ranks of one node), the share of the
-    checkpoint's mapped pages is read while every rank holds its setup.
+    checkpoint's mapped pages is read while every rank holds its setup. With ``fsdp`` (``"every"``
+    or ``"rank0"``), this process is one gloo rank of ``configs/ssl/fsdp.yaml`` layered over the
+    config and runs Lightning's setup up to the first step (:func:`_fsdp_child`).
     """
     import gc
 
@@ -110,7 +123,11 @@ def child(ckpt: str, index: str, arch: str, workdir: str, rank: int = 0, ranks: 
     gc.collect()
     baseline = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    config = yaml.safe_load(CONFIG.read_text())
+    tree = Path(dinogeo.__file__).resolve().parent.parent
+    config = yaml.safe_load((tree / CONFIG).read_text())
+    if fsdp:
+        _fsdp_child(config, ckpt, index, arch, workdir, fsdp == "rank0", baseline)
+        return
     config["model"]["arch"] = arch
     config["model"]["init"]["official_checkpoint"] = ckpt
     config["model"]["export_path"] = None
@@ -163,6 +180,89 @@ def child(ckpt: str, index: str, arch: str, workdir: str, rank: int = 0, ranks: 
     print("RESULT " + json.dumps(out))
 
 
+def _fsdp_child(
+    config: dict,
+    ckpt: str,
+    index: str,
+    arch: str,
+    workdir: str,
+    rank0: bool,
+    baseline: int,
+) -> None:
+    """One gloo rank of the FSDP setup (``fsdp.yaml``'s strategy, 2 CPU processes).
+
+    ``trainer.fit`` runs up to ``on_fit_start`` (the task built, sharded by ``configure_model``
+    and loaded; the optimizer built); a callback then reads every local shard once, records the
+    peak RSS and the mapping of the checkpoint, and stops before the first step.
+    ``rank0``: ``model.init.load_on_rank0`` (fsdp.yaml's default), else today's path (every
+    rank builds the full backbone from its own mapping of the file, then shards it).
+    """
+    import lightning.pytorch as pl
+    import torch
+    import yaml
+    from torch.distributed.tensor import DTensor
+
+    from dinogeo.config import build_cli
+    from dinogeo.ssl.datamodule import SSLDataModule
+    from dinogeo.ssl.module import SSLTask
+    from dinogeo.ssl.pretrain import PretrainCLI
+
+    fsdp = yaml.safe_load((ROOT / FSDP_CONFIG).read_text())
+    config["model"]["arch"] = arch
+    config["model"]["init"]["official_checkpoint"] = ckpt
+    config["model"]["init"]["load_on_rank0"] = rank0 and fsdp["model"]["init"]["load_on_rank0"]
+    config["model"]["export_path"] = None
+    config["model"]["loss"]["koleo_group_size"] = fsdp["model"]["loss"]["koleo_group_size"]
+    config["data"].update(fsdp["data"])
+    config["data"]["index"] = index
+    config["data"]["sensor"] = "sentinel2_sr_x1000"
+    config["data"]["num_workers"] = 0
+    strategy = fsdp["trainer"]["strategy"]
+    strategy["init_args"]["process_group_backend"] = "gloo"
+    config["trainer"].update(
+        accelerator="cpu", devices=2, num_nodes=1, strategy=strategy, default_root_dir=workdir,
+        logger=False, callbacks=[], enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    record: dict = {}
+
+    class Measure(pl.Callback):
+        def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            total = shards = 0.0
+            with torch.no_grad():
+                for name, tensor in (*pl_module.named_parameters(), *pl_module.named_buffers()):
+                    local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+                    value = float(local.float().sum()) if local.is_floating_point() else 0.0
+                    if "backbone." in name:
+                        total += value
+                        shards += local.numel() * local.element_size()
+            record.update(setup_peak=_status("VmHWM"), checksum=total, shard_bytes=shards)
+            trainer.should_stop = True
+
+    opened: list[str] = []
+
+    def audit(event: str, args: tuple) -> None:  # every Python-level open of the checkpoint
+        if event == "open" and isinstance(args[0], str | Path) and Path(ckpt).name in str(args[0]):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(audit)
+
+    t0 = time.perf_counter()
+    cli = build_cli(
+        PretrainCLI,
+        config,
+        model_class=SSLTask,
+        datamodule_class=SSLDataModule,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "dinogeo pretrain"},
+    )
+    cli.trainer.callbacks.append(Measure())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    out = {"baseline": baseline, "seconds": time.perf_counter() - t0, "opened": len(opened)}
+    print("RESULT " + json.dumps({**out, **record}))
+
+
 # ----------------------------------------------------------------------------- parent
 def _write_checkpoint(path: Path, arch: str) -> None:
     spec = importlib.util.spec_from_file_location(
@@ -198,20 +298,40 @@ def _old_tree(dest: Path) -> Path:
     return dest
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _measure(
-    tree: Path, ckpt: Path, index: Path, arch: str, workdir: Path, ranks: int = 1
+    tree: Path, ckpt: Path, index: Path, arch: str, workdir: Path, ranks: int = 1, fsdp: str = ""
 ) -> list[dict]:
-    """Run ``ranks`` child processes together on ``tree``'s code; their results, by rank."""
+    """Run ``ranks`` child processes together on ``tree``'s code; their results, by rank.
+
+    ``fsdp``: the children are the gloo ranks of one FSDP run (``"every"`` or ``"rank0"``).
+    """
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+    if fsdp:
+        env.update(
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(ranks),
+            NODE_RANK="0", GLOO_SOCKET_IFNAME="lo",
+        )  # fmt: skip
     (workdir / "sync").mkdir(parents=True, exist_ok=True)
     procs = []
     for rank in range(ranks):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(ckpt), str(index)]
         cmd += ["--arch", arch, "--workdir", str(workdir / str(rank))]
         cmd += ["--rank", str(rank), "--ranks", str(ranks)]
+        if fsdp:
+            cmd += ["--fsdp-child", fsdp]
         procs.append(
             subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                cmd,
+                env={**env, "LOCAL_RANK": str(rank)} if fsdp else env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         )
     results = []
@@ -237,9 +357,20 @@ def main() -> int:
         help="also set up the new code in this many processes at once, as the ranks of one node "
         "(0: skip)",
     )
+    parser.add_argument(
+        "--fsdp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also set up configs/ssl/fsdp.yaml on 2 gloo CPU ranks, the checkpoint read on "
+        "every rank (today) and on rank 0 only (init.load_on_rank0)",
+    )
+    parser.add_argument("--fsdp-child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.arch, args.workdir, args.rank, args.ranks)
+        child(
+            args.child[0], args.child[1], args.arch, args.workdir, args.rank, args.ranks,
+            fsdp=args.fsdp_child,
+        )  # fmt: skip
         return 0
 
     with tempfile.TemporaryDirectory(prefix="dinogeo-load-memory-") as tmp:
@@ -259,6 +390,12 @@ def main() -> int:
         node = []
         if args.ranks > 1:
             node = _measure(ROOT, ckpt, index, args.arch, work / "runs_node", args.ranks)
+        sharded = {}
+        if args.fsdp:
+            for mode in ("every", "rank0"):
+                sharded[mode] = _measure(
+                    ROOT, ckpt, index, args.arch, work / f"runs_fsdp_{mode}", 2, fsdp=mode
+                )
 
     def ratio(result: dict, key: str) -> float:
         return (result[key] - result["baseline"]) / size
@@ -295,6 +432,32 @@ def main() -> int:
             f"ratio {per_rank}; each rank's share (Pss) of the mapped checkpoint {shares}; node "
             f"host memory = {physical / size:.2f} x checkpoint (the old path's copies are private "
             f"memory: {len(node)} x {ratio(old, 'setup_peak'):.2f} = {old_node:.2f}, computed)"
+        )
+    if sharded:
+        print(
+            "FSDP (configs/ssl/fsdp.yaml over the config, 2 gloo CPU ranks, Lightning's setup up "
+            "to the first step: sharded student, EMA and Gram teachers and heads, every local "
+            "shard read once), peak host RSS per rank minus its baseline, / checkpoint size:"
+        )
+        for mode, label in (
+            ("every", "today, every rank reads the file and builds the full backbone"),
+            ("rank0", "init.load_on_rank0: rank 0 reads, broadcast into meta-built shards"),
+        ):
+            ranks = sharded[mode]
+            shards = ranks[0]["shard_bytes"] / size
+            print(f"fsdp, {label} ({ranks[0]['seconds']:.0f} s):")
+            for rank, res in enumerate(ranks):
+                print(
+                    f"  rank {rank}: ratio = {ratio(res, 'setup_peak'):.2f}  (its backbone shards "
+                    f"{res['shard_bytes'] / size:.2f}; opened the checkpoint: "
+                    f"{'yes' if res['opened'] else 'no'})"
+                )
+            print(f"  shards of the 3 backbones per rank = {shards:.2f} x checkpoint")
+        a, b = (sum(r["checksum"] for r in sharded[m]) for m in ("every", "rank0"))
+        equal = abs(a - b) <= 1e-6 * max(1.0, abs(a))
+        print(
+            f"fsdp weights read (sum over the ranks' backbone shards and buffers): today {a:.9g}, "
+            f"rank-0 load {b:.9g}, {'equal' if equal else 'DIFFERENT'}"
         )
     same = abs(old["checksum"] - new["checksum"]) <= 1e-6 * max(1.0, abs(old["checksum"]))
     print(

@@ -143,7 +143,9 @@ def test_rank0_load_equals_a_one_process_load(nodes):
     big = "student.backbone.vit.blocks.0.mlp.fc1.weight"
     assert ranks[0]["local"][big].numel() * WORLD == full[big].numel()
     # the teachers hold their own shards, equal to the student's
-    assert full["teacher.dino_head.last_layer.weight"].equal(full["student.dino_head.last_layer.weight"])
+    assert full["teacher.dino_head.last_layer.weight"].equal(
+        full["student.dino_head.last_layer.weight"]
+    )
 
 
 @pytest.mark.distributed
