@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -247,6 +248,17 @@ def _fsdp_child(
 
     sys.addaudithook(audit)
 
+    base = {field: _status(field) for field in ("RssFile", "RssAnon")}
+    peaks = dict(base)
+    done = threading.Event()
+
+    def sample() -> None:  # the largest file-backed and anonymous RSS seen, every 10 ms
+        while not done.wait(0.01):
+            for field in peaks:
+                peaks[field] = max(peaks[field], _status(field))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t0 = time.perf_counter()
     cli = build_cli(
         PretrainCLI,
@@ -259,7 +271,12 @@ def _fsdp_child(
     )
     cli.trainer.callbacks.append(Measure())
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    done.set()
+    sampler.join()
     out = {"baseline": baseline, "seconds": time.perf_counter() - t0, "opened": len(opened)}
+    out.update(
+        file_peak=peaks["RssFile"] - base["RssFile"], anon_peak=peaks["RssAnon"] - base["RssAnon"]
+    )
     print("RESULT " + json.dumps({**out, **record}))
 
 
@@ -449,7 +466,9 @@ def main() -> int:
             for rank, res in enumerate(ranks):
                 print(
                     f"  rank {rank}: ratio = {ratio(res, 'setup_peak'):.2f}  (its backbone shards "
-                    f"{res['shard_bytes'] / size:.2f}; opened the checkpoint: "
+                    f"{res['shard_bytes'] / size:.2f}; largest growth, sampled every 10 ms, of "
+                    f"its mapped-file RSS {res['file_peak'] / size:.2f} and anonymous RSS "
+                    f"{res['anon_peak'] / size:.2f}; opened the checkpoint: "
                     f"{'yes' if res['opened'] else 'no'})"
                 )
             print(f"  shards of the 3 backbones per rank = {shards:.2f} x checkpoint")

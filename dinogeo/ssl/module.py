@@ -35,8 +35,8 @@ from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.dino_head import build_head
 from dinogeo.ssl.dino_loss import DINOLoss
 from dinogeo.ssl.ema import copy_weights, ema_update
-from dinogeo.ssl.fsdp_load import load_from_rank0, read_on_rank0
 from dinogeo.ssl.fsdp import SSLFSDPStrategy, full_state_dict
+from dinogeo.ssl.fsdp_load import load_from_rank0, read_on_rank0
 from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
 from dinogeo.ssl.koleo_loss import koleo_group_ranks
