@@ -31,7 +31,17 @@ Each rank's share of them is its proportional set size (Pss) of the mapping, rea
 ``/proc/self/smaps`` while all ranks hold their setup; the node's host memory is the ranks'
 private setup memory plus those shares.
 
+``--fsdp`` (default; ``--no-fsdp`` skips it) then runs ``configs/ssl/fsdp.yaml`` layered over the
+config on 2 gloo CPU ranks, Lightning's setup up to the first step (sharded student, teachers and
+heads), twice: as before (every rank maps the file and builds the full backbone, then shards it)
+and with ``model.init.load_on_rank0`` (rank 0 reads, the tensors are broadcast into backbones
+built on the meta device and sharded). It prints each rank's ``ratio`` (peak RSS minus its
+baseline, / checkpoint size), its shards' size, the sampled growth of its mapped-file and
+anonymous RSS, and whether it opened the checkpoint (an audit hook on ``open``). On CPU ranks
+the shards are host memory; on GPUs they would be device memory (not measured here).
+
 Run: .venv/bin/python bench/load_memory.py [--arch vit_large_patch16_dinov3_qkvb] [--ranks 2]
+    [--no-fsdp]
 """
 
 from __future__ import annotations
