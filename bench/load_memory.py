@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: main before the meta-device / mmap / shared-teacher loading (the "old" path)
@@ -103,6 +104,24 @@ def _barrier(sync: Path, name: str, rank: int, ranks: int) -> None:
         time.sleep(0.2)
 
 
+def _pretrain_cli(config: dict) -> Any:
+    """What ``dinogeo pretrain`` builds from ``config`` (the LightningCLI, not run)."""
+    from dinogeo.config import build_cli
+    from dinogeo.ssl.datamodule import SSLDataModule
+    from dinogeo.ssl.module import SSLTask
+    from dinogeo.ssl.pretrain import PretrainCLI
+
+    return build_cli(
+        PretrainCLI,
+        config,
+        model_class=SSLTask,
+        datamodule_class=SSLDataModule,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "dinogeo pretrain"},
+    )
+
+
 def child(
     ckpt: str,
     index: str,
@@ -126,10 +145,10 @@ def child(
 
     torch.set_num_threads(1)
     import dinogeo
-    from dinogeo.config import build_cli
-    from dinogeo.ssl.datamodule import SSLDataModule
-    from dinogeo.ssl.module import SSLTask
-    from dinogeo.ssl.pretrain import PretrainCLI
+    import dinogeo.config
+    import dinogeo.ssl.datamodule
+    import dinogeo.ssl.module
+    import dinogeo.ssl.pretrain  # noqa: F401  (imported before the baseline: not counted)
 
     gc.collect()
     baseline = _status("VmRSS")
@@ -149,15 +168,7 @@ def child(
         accelerator="cpu", default_root_dir=workdir, logger=False, callbacks=[]
     )
     t0 = time.perf_counter()
-    cli = build_cli(
-        PretrainCLI,
-        config,
-        model_class=SSLTask,
-        datamodule_class=SSLDataModule,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "dinogeo pretrain"},
-    )
+    cli = _pretrain_cli(config)
     model = cli.model
     built = time.perf_counter() - t0
     total = 0.0  # of the three backbones (the heads are random draws)
@@ -213,11 +224,6 @@ def _fsdp_child(
     import yaml
     from torch.distributed.tensor import DTensor
 
-    from dinogeo.config import build_cli
-    from dinogeo.ssl.datamodule import SSLDataModule
-    from dinogeo.ssl.module import SSLTask
-    from dinogeo.ssl.pretrain import PretrainCLI
-
     fsdp = yaml.safe_load((ROOT / FSDP_CONFIG).read_text())
     config["model"]["arch"] = arch
     config["model"]["init"]["official_checkpoint"] = ckpt
@@ -270,15 +276,7 @@ def _fsdp_child(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    cli = build_cli(
-        PretrainCLI,
-        config,
-        model_class=SSLTask,
-        datamodule_class=SSLDataModule,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "dinogeo pretrain"},
-    )
+    cli = _pretrain_cli(config)
     cli.trainer.callbacks.append(Measure())
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     done.set()
