@@ -9,26 +9,35 @@ vectorised operation per step instead of one small operation per crop:
 * resampling: antialiased bicubic exactly as ``F.interpolate(..., mode="bicubic",
   antialias=True)`` computes it (Keys cubic ``a = -0.5``, support widened by the down-scaling
   factor), as per-crop tap indices and weights applied by gathers, so every crop has its own box;
-* D4: the flips are folded into the tap order, the transposes are a per-crop ``where``;
-* band jitter, grayscale, Gaussian blur (per-crop sigma, 9 shifted multiply-adds per axis) and
-  solarisation as per-crop masked tensor operations.
+* D4: the flips are folded into the tap order, the transposes are a per-crop ``where`` (on
+  CPU each crop is flipped and transposed once, when it is written to the output);
+* band jitter and grayscale as one per-crop band-mixing matrix and offset (a single batched
+  matrix product), Gaussian blur (per-crop sigma, 9 shifted multiply-adds per axis) and
+  solarisation on the crops that draw them.
 
 It runs on whatever device the images are on; random draws come from a ``torch.Generator`` on
-that device.
+that device, all drawn for the whole batch at once. On CPU the crops are resampled (PyTorch's
+own antialiased kernel, straight into the output) and distorted a cache-sized group at a time,
+so every crop is read and written while it is still in cache; on accelerators in one piece.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
-from dinogeo.ssl.augment import MultiCropAugmentation, _d4
+from dinogeo.ssl.augment import MultiCropAugmentation
 
 __all__ = ["BatchedMultiCrop", "d4_parts", "random_boxes", "resample_boxes"]
+
+# ``F.interpolate(mode="bicubic", antialias=True)``'s kernel, called with ``out=`` (contiguous)
+_aa_bicubic: Callable[..., Tensor] = torch._C._nn._upsample_bicubic2d_aa
 
 # D4 element e (e % 4 quarter turns, then a horizontal flip if e >= 4) of a resampled crop R,
 # written as transpose^t(flip_rows^r(flip_cols^c(R))): the flips fold into the tap order.
@@ -180,19 +189,26 @@ def d4_parts(element: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return parts[0], parts[1], parts[2]
 
 
-def _resample_each(
-    images: Tensor, source: Tensor, boxes: Tensor, size: int, element: Tensor
-) -> Tensor:
-    """The per-crop path: ``F.interpolate`` and the D4 element on each box in turn."""
-    crops = []
-    rows = zip(source.tolist(), boxes.tolist(), element.tolist(), strict=True)
-    for b, (top, left, h, w), e in rows:
-        crop = images[b : b + 1, :, top : top + h, left : left + w]
-        crop = F.interpolate(
-            crop, size=(size, size), mode="bicubic", align_corners=False, antialias=True
-        )
-        crops.append(_d4(crop[0], e) if e else crop[0])
-    return torch.stack(crops)
+def _resample_each(out: Tensor, images: Tensor, source: Tensor, boxes: Tensor) -> Tensor:
+    """PyTorch's antialiased bicubic kernel on each box, written straight into ``out[i]``."""
+    size = out.shape[-1]
+    c = images.shape[1]
+    strides = images.stride()
+    base = images.storage_offset()
+    for i, (b, (top, left, h, w)) in enumerate(zip(source.tolist(), boxes.tolist(), strict=True)):
+        offset = base + b * strides[0] + top * strides[2] + left * strides[3]
+        crop = images.as_strided((1, c, h, w), strides, offset)
+        _aa_bicubic(crop, [size, size], False, None, None, out=out[i : i + 1])
+    return out
+
+
+def _d4_into(out: Tensor, crops: Tensor, element: Tensor) -> Tensor:
+    """``out[i] = D4 element[i] of crops[i]`` (flips, then a transposed write)."""
+    transpose, flip_rows, flip_cols = (p.tolist() for p in d4_parts(element))
+    for i, (t, fr, fc) in enumerate(zip(transpose, flip_rows, flip_cols, strict=True)):
+        dims = [d for d, on in ((-2, fr), (-1, fc)) if on]
+        (out[i].transpose(-1, -2) if t else out[i]).copy_(crops[i].flip(dims) if dims else crops[i])
+    return out
 
 
 def resample_boxes(
@@ -230,7 +246,10 @@ def resample_boxes(
     if method not in ("auto", "gather", "each"):
         raise ConfigError(f"resample_boxes: method must be auto, gather or each, got {method!r}.")
     if method == "each" or (method == "auto" and images.device.type == "cpu"):
-        return _resample_each(images, source, boxes, size, element)
+        crops = _resample_each(
+            images.new_empty(n, images.shape[1], size, size), images, source, boxes
+        )
+        return _d4_into(torch.empty_like(crops), crops, element)
     transpose, flip_rows, flip_cols = d4_parts(element)
     rows = _taps(boxes[:, 0], boxes[:, 2], size, flip_rows)
     cols = _taps(boxes[:, 1], boxes[:, 3], size, flip_cols)
@@ -257,6 +276,30 @@ def _blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     return out
 
 
+def _on_chosen(x: Tensor, chosen: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Apply ``fn(crops, index)`` to the crops where ``chosen`` (in place, or all at once)."""
+    index = chosen.nonzero().flatten()
+    if index.numel() == x.shape[0]:
+        return fn(x, index)
+    if index.numel():
+        x.index_copy_(0, index, fn(x[index], index))
+    return x
+
+
+class _Distortion(NamedTuple):
+    """Photometric draws of a group of crops (one row per crop)."""
+
+    mix: Tensor  # (n, C, C): grayscale @ saturation, applied after the contrast
+    factor: Tensor  # (n, C): contrast factors (1 without jitter)
+    offset: Tensor  # (n, C): brightness offsets (0 without jitter)
+    blur: Tensor  # (n,) bool
+    sigma: Tensor  # (n,)
+    solarize: Tensor  # (n,) bool
+
+    def rows(self, part: slice) -> _Distortion:
+        return _Distortion(*(t[part] for t in self))
+
+
 class BatchedMultiCrop:
     """The multi-crop augmentation of a :class:`MultiCropAugmentation`, batched on a device.
 
@@ -280,66 +323,106 @@ class BatchedMultiCrop:
             return torch.zeros(n, dtype=torch.long, device=gen.device)
         return torch.randint(0, 8, (n,), generator=gen, device=gen.device)
 
-    def _jitter(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        """Band jitter and grayscale, as ``MultiCropAugmentation._jitter`` on every crop, in place.
+    def _draw(
+        self, n: int, c: int, blur_p: Tensor, solarize: Tensor, gen: torch.Generator
+    ) -> _Distortion:
+        """Draw the photometric distortions of ``n`` crops as ``MultiCropAugmentation`` does.
 
-        Offset ``o`` then contrast ``f`` about the band mean ``m`` is the per-band affine map
-        ``f x + (1 - f) m + o``; crops without jitter get ``f = 1, o = 0, s = 1`` (exact identity).
+        Band jitter (probability ``jitter_p``): offset ``o`` and contrast ``f`` about the band
+        mean ``m`` (``f x + (1 - f) m + o``), then the saturation ``s`` about the mean over
+        bands; grayscale (``grayscale_p``) replaces the bands by their mean. Saturation and
+        grayscale are linear over bands, so they form one ``(C, C)`` matrix per crop; crops
+        without jitter get ``f = 1, o = 0, s = 1`` (exact identity). Blur with probability
+        ``blur_p[i]`` and sigma ``U(blur_sigma)``; solarisation where ``solarize`` and with
+        probability ``solarize_p``.
         """
         a = self.augment
-        n, c = x.shape[:2]
+        device = gen.device
+        eye = torch.eye(c, device=device)
+        factor, offset = torch.ones(n, c, device=device), torch.zeros(n, c, device=device)
+        mix = eye.expand(n, c, c)
         if a.jitter_p > 0:
-            on = _bernoulli(n, a.jitter_p, gen)[:, None, None, None]
-            offset = _uniform((n, c, 1, 1), -a.brightness, a.brightness, gen).to(x.dtype)
-            factor = 1 + _uniform((n, c, 1, 1), -a.contrast, a.contrast, gen).to(x.dtype)
-            sat = 1 + _uniform((n, 1, 1, 1), -a.saturation, a.saturation, gen).to(x.dtype)
-            factor = torch.where(on, factor, 1)
-            shift = torch.where(on, (1 - factor) * x.mean(dim=(-2, -1), keepdim=True) + offset, 0)
-            x.mul_(factor).add_(shift)
-            sat = torch.where(on, sat, 1)
-            gray = x.mean(dim=1, keepdim=True).mul_(1 - sat)
-            x.mul_(sat).add_(gray)
+            on = _bernoulli(n, a.jitter_p, gen)[:, None]
+            offset = torch.where(on, _uniform((n, c), -a.brightness, a.brightness, gen), 0)
+            factor = torch.where(on, 1 + _uniform((n, c), -a.contrast, a.contrast, gen), 1)
+            sat = torch.where(on, 1 + _uniform((n, 1), -a.saturation, a.saturation, gen), 1)
+            mix = sat[:, :, None] * eye + (1 - sat[:, :, None]) / c
         if a.grayscale_p > 0:
-            chosen = _bernoulli(n, a.grayscale_p, gen).nonzero().flatten()
-            if chosen.numel():
-                gray = x[chosen].mean(dim=1, keepdim=True).expand(-1, c, -1, -1)
-                x.index_copy_(0, chosen, gray)
-        return x
-
-    def _blur(self, x: Tensor, p: Tensor, gen: torch.Generator) -> Tensor:
-        """Blur crop ``i`` with probability ``p[i]`` and sigma ``U(blur_sigma)``, in place."""
-        a = self.augment
-        n = x.shape[0]
-        on = torch.rand(n, generator=gen, device=gen.device) < p
+            gray = _bernoulli(n, a.grayscale_p, gen)[:, None, None]
+            mix = torch.where(gray, torch.full_like(mix, 1 / c) @ mix, mix)
+        blur = torch.rand(n, generator=gen, device=device) < blur_p
         sigma = _uniform((n,), a.blur_sigma[0], a.blur_sigma[1], gen)
-        chosen = on.nonzero().flatten()
-        if chosen.numel():
-            x.index_copy_(0, chosen, _blur(x[chosen], sigma[chosen], a.blur_kernel))
-        return x
+        solar = solarize & _bernoulli(n, a.solarize_p, gen)
+        return _Distortion(mix, factor, offset, blur, sigma, solar)
 
-    def _solarize(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        """Solarise each crop with probability ``solarize_p``, in place."""
+    def _threshold(self, c: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Per-band solarisation threshold ``(1, C, 1, 1)`` (one value or one per band)."""
         a = self.augment
-        if a.solarize_p <= 0:
-            return x
-        t = torch.as_tensor(a.solarize_threshold, dtype=x.dtype, device=x.device).reshape(-1)
-        if t.shape[0] not in (1, x.shape[1]):
+        t = torch.as_tensor(a.solarize_threshold, dtype=dtype, device=device).reshape(-1)
+        if t.shape[0] not in (1, c):
             raise ConfigError(
                 f"MultiCropAugmentation: solarize_threshold has {t.shape[0]} values for "
-                f"{x.shape[1]} bands; give one value or one per band."
+                f"{c} bands; give one value or one per band."
             )
-        t = t.view(1, -1, 1, 1)
-        chosen = _bernoulli(x.shape[0], a.solarize_p, gen).nonzero().flatten()
-        if chosen.numel():
-            y = x[chosen]
-            x.index_copy_(0, chosen, torch.where(y >= t, 2 * t - y, y))
-        return x
+        return t.view(1, -1, 1, 1)
+
+    def _distort(self, x: Tensor, d: _Distortion, t: Tensor) -> Tensor:
+        """Jitter and grayscale, blur and solarise the crops ``x`` ``(k, C, S, S)``.
+
+        Returns the distorted crops (``x`` itself, changed in place, when there is no jitter).
+        """
+        a = self.augment
+        k, c = x.shape[:2]
+        if a.jitter_p > 0 or a.grayscale_p > 0:
+            flat = x.reshape(k, c, -1)
+            shift = (1 - d.factor) * flat.mean(dim=-1) + d.offset
+            bias = torch.bmm(d.mix, shift[:, :, None]).to(x.dtype)
+            matrix = (d.mix * d.factor[:, None, :]).to(x.dtype)
+            x = torch.baddbmm(bias, matrix, flat).view(x.shape)
+        x = _on_chosen(x, d.blur, lambda z, i: _blur(z, d.sigma[i], a.blur_kernel))
+        return _on_chosen(x, d.solarize, lambda z, _: torch.where(z >= t, 2 * t - z, z))
+
+    def _crops(
+        self,
+        images: Tensor,
+        geometry: tuple[Tensor, Tensor, Tensor],
+        size: int,
+        distortion: _Distortion | None,
+    ) -> Tensor:
+        """Resample the boxes (``source``, ``boxes``, ``element``) to ``size`` and distort them.
+
+        On CPU a cache-sized group of crops at a time: each box is resampled into a scratch
+        group, distorted there (the photometric operations and the blur commute with D4 on
+        square crops) and written once to the output with its D4 element; elsewhere in one
+        piece, with D4 folded into the resampling taps.
+        """
+        source, boxes, element = geometry
+        n, c = boxes.shape[0], images.shape[1]
+        out = images.new_empty(n, c, size, size)
+        each = self.resample == "each" or (self.resample == "auto" and images.device.type == "cpu")
+        threshold = self._threshold(c, images.dtype, images.device)
+        step = _chunk(images.device, c * size * size, budget=1 << 20)
+        scratch = images.new_empty(min(step, n), c, size, size) if each else None
+        for i in range(0, n, step):
+            part = slice(i, i + step)
+            if scratch is not None:
+                crops = _resample_each(
+                    scratch[: len(boxes[part])], images, source[part], boxes[part]
+                )
+            else:
+                crops = resample_boxes(
+                    images, boxes[part], size, element[part], source[part], self.resample
+                )
+            if distortion is not None:
+                crops = self._distort(crops, distortion.rows(part), threshold)
+            if scratch is not None:
+                _d4_into(out[part], crops, element[part])
+            else:
+                out[part] = crops
+        return out
 
     def __call__(self, images: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
         """Augment a batch of normalised chips.
-
-        On CPU the batch is processed a few images at a time so the intermediate tensors stay
-        in cache; on accelerators in one piece.
 
         Args:
             images: Float ``(B, C, H, W)`` on the training device, normalised per band.
@@ -356,43 +439,28 @@ class BatchedMultiCrop:
                 f"{tuple(images.shape)}; normalise the chips first."
             )
         a = self.augment
-        b, c = images.shape[:2]
-        sides = [images.shape[-1], a.global_size, a.global_size, a.gram_size or 0]
-        per_image = c * (sum(side * side for side in sides) + a.n_local * a.local_size**2)
-        step = _chunk(images.device, per_image, budget=1 << 21)
-        parts = [self._augment(images[i : i + step], gen) for i in range(0, b, step)]
-        out = dict(parts[0])
-        for key in out:
-            n_crops = out[key].shape[0] // min(step, b)
-            if len(parts) > 1 and n_crops:
-                chunks = [p[key].view(n_crops, -1, *p[key].shape[1:]) for p in parts]
-                out[key] = torch.cat(chunks, dim=1).flatten(0, 1)
-        return out
-
-    def _augment(self, images: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
-        a = self.augment
-        b, _, height, width = images.shape
+        b, c, height, width = images.shape
         device = images.device
+        self._threshold(c, images.dtype, device)  # bad thresholds fail before any work
         out: dict[str, Tensor] = {}
-        boxes = random_boxes(2 * b, height, width, a.global_scale, a.ratio, gen)
-        element = self._elements(2 * b, gen)
-        source = torch.arange(b, device=device).repeat(2)
-        crops = resample_boxes(images, boxes, a.global_size, element, source, self.resample)
+        n = 2 * b
+        boxes = random_boxes(n, height, width, a.global_scale, a.ratio, gen)
+        geometry = (torch.arange(b, device=device).repeat(2), boxes, self._elements(n, gen))
+        blur_p = torch.tensor(a.blur_p[:2], device=device).repeat_interleave(b)
+        second = torch.arange(n, device=device) >= b  # solarisation: global crop 2 only
+        distortion = self._draw(n, c, blur_p, second, gen)
+        out["global"] = self._crops(images, geometry, a.global_size, distortion)
         if a.gram_size is not None:
-            out["gram"] = resample_boxes(images, boxes, a.gram_size, element, source, self.resample)
-        crops = self._jitter(crops, gen)
-        p = torch.tensor(a.blur_p[:2], device=device).repeat_interleave(b)
-        crops = self._blur(crops, p, gen)
-        self._solarize(crops[b:], gen)
-        out["global"] = crops
+            out["gram"] = self._crops(images, geometry, a.gram_size, None)
         if a.n_local:
             n = a.n_local * b
             boxes = random_boxes(n, height, width, a.local_scale, a.ratio, gen)
             source = torch.arange(b, device=device).repeat(a.n_local)
-            element = self._elements(n, gen)
-            crops = resample_boxes(images, boxes, a.local_size, element, source, self.resample)
-            p = torch.full((n,), a.blur_p[2], device=device)
-            out["local"] = self._blur(self._jitter(crops, gen), p, gen)
+            geometry = (source, boxes, self._elements(n, gen))
+            blur_p = torch.full((n,), a.blur_p[2], device=device)
+            no = torch.zeros(n, dtype=torch.bool, device=device)
+            distortion = self._draw(n, c, blur_p, no, gen)
+            out["local"] = self._crops(images, geometry, a.local_size, distortion)
         else:
-            out["local"] = images.new_zeros(0, images.shape[1], 0, 0)
+            out["local"] = images.new_zeros(0, c, 0, 0)
         return out

@@ -88,7 +88,7 @@ def normalize_raw(batch: RawBatch) -> Tensor:
     """Normalised float32 chips ``(B, C, h, w)`` of a raw batch, invalid pixels set to 0."""
     raw: Tensor = batch["raw"]
     if batch.get("raw_uint16"):
-        raw = raw.to(torch.int32).bitwise_and_(0xFFFF)
+        raw = raw.view(torch.uint16)  # the int16 bit pattern read back as uint16
     affine: Tensor = batch["affine"].to(raw.device, torch.float32)
     image = raw.to(torch.float32, copy=True).mul_(affine[:, 0, :, None, None])
     image.add_(affine[:, 1, :, None, None])

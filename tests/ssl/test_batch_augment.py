@@ -18,6 +18,8 @@ from dinogeo.ssl.batch_masking import make_ibot_masks_batched
 from dinogeo.ssl.masking import make_ibot_masks
 from tests.ssl.test_ssl_augment import NO_DISTORTION
 
+_NO_BLUR = dict(blur_p_global1=0.0, blur_p_global2=0.0, blur_p_local=0.0, solarize_p=0.0)
+
 
 @pytest.mark.parametrize("method", ["gather", "each"])
 def test_resample_boxes_equals_interpolate_and_d4(method):
@@ -189,12 +191,111 @@ def test_output_shapes_crop_major_and_deterministic():
 
 
 def test_chunks_keep_crop_major_order():
-    """On CPU a big batch is augmented a few images at a time; the output stays crop-major."""
-    b, chip = 7, 400
+    """On CPU big crops are made a few at a time; every output stays crop-major."""
+    b, chip, size = 7, 320, 300
     images = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 4, chip, chip)
-    aug = MultiCropAugmentation(16, 8, 3, gram_size=32, **NO_DISTORTION)
-    assert ba._chunk(images.device, 4 * (chip * chip + 2 * 16 * 16 + 32 * 32), 1 << 21) < b
+    aug = MultiCropAugmentation(size, 8, 3, gram_size=size, **NO_DISTORTION)
+    assert ba._chunk(images.device, 4 * size * size, 1 << 20) < b  # several groups per key
     out = ba.BatchedMultiCrop(aug)(images.contiguous(), torch.Generator().manual_seed(0))
     for key, n_crops in (("global", 2), ("local", 3), ("gram", 2)):
         means = out[key].mean(dim=(1, 2, 3)).view(n_crops, b)
         torch.testing.assert_close(means, torch.arange(b, dtype=torch.float32).expand(n_crops, b))
+
+
+@pytest.mark.parametrize("flips", [True, False])
+def test_cpu_pipeline_equals_accelerator_pipeline(flips):
+    """Same draws, two orders: CPU (resample, distort, then D4 on writing) and accelerator
+    (D4 in the resampling taps, then distort) give the same crops, so jitter, blur and
+    solarisation commute with D4 as the CPU path assumes."""
+    aug = MultiCropAugmentation(
+        24,
+        12,
+        3,
+        gram_size=32,
+        flips=flips,
+        jitter_p=0.7,
+        grayscale_p=0.3,
+        solarize_p=0.6,
+        blur_p_global1=0.5,
+    )
+    x = torch.randn(6, 4, 40, 36, generator=torch.Generator().manual_seed(5))
+    cpu = ba.BatchedMultiCrop(aug, "each")(x, torch.Generator().manual_seed(1))
+    acc = ba.BatchedMultiCrop(aug, "gather")(x, torch.Generator().manual_seed(1))
+    for key in ("global", "local", "gram"):
+        torch.testing.assert_close(cpu[key], acc[key], atol=5e-5, rtol=1e-5)
+    assert (
+        float(
+            (
+                cpu["global"]
+                - ba.resample_boxes(x, torch.tensor([[0, 0, 40, 36]] * 6), 24).repeat(2, 1, 1, 1)
+            )
+            .abs()
+            .mean()
+        )
+        > 0.1
+    )  # the crops are distorted
+
+
+def _jitter_reference(aug, x, gen):
+    """``MultiCropAugmentation._jitter`` on one crop, and the draws it made (same generator)."""
+    state = gen.get_state()
+    ref = aug._jitter(x, gen)
+    replay = torch.Generator().manual_seed(0)
+    replay.set_state(state)
+    c = x.shape[0]
+    on = float(torch.rand((), generator=replay)) < aug.jitter_p
+    offset = factor = None
+    sat = 1.0
+    if on:
+        offset = ((torch.rand(c, 1, 1, generator=replay) * 2 - 1) * aug.brightness).flatten()
+        factor = (1 + (torch.rand(c, 1, 1, generator=replay) * 2 - 1) * aug.contrast).flatten()
+        sat = 1 + (2 * float(torch.rand((), generator=replay)) - 1) * aug.saturation
+    gray = float(torch.rand((), generator=replay)) < aug.grayscale_p
+    return ref, on, offset, factor, sat, gray
+
+
+def test_photometric_matrix_equals_per_sample_jitter():
+    """Jitter + grayscale as one band-mixing matrix and offset == the per-sample sequence."""
+    aug = MultiCropAugmentation(16, 8, 0, jitter_p=0.7, grayscale_p=0.3, **_NO_BLUR)
+    batched = ba.BatchedMultiCrop(aug)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(40, 4, 16, 16, generator=gen) * 2 + 1
+    c = x.shape[1]
+    refs, rows = [], {"mix": [], "factor": [], "offset": []}
+    seen = set()
+    for crop in x:
+        ref, on, offset, factor, sat, gray = _jitter_reference(aug, crop, gen)
+        refs.append(ref)
+        seen.add((on, gray))
+        mix = sat * torch.eye(c) + (1 - sat) / c
+        rows["mix"].append(torch.full((c, c), 1 / c) @ mix if gray else mix)
+        rows["factor"].append(factor if on else torch.ones(c))
+        rows["offset"].append(offset if on else torch.zeros(c))
+    n = x.shape[0]
+    d = ba._Distortion(
+        *(torch.stack(rows[k]) for k in ("mix", "factor", "offset")),
+        torch.zeros(n, dtype=torch.bool),
+        torch.ones(n),
+        torch.zeros(n, dtype=torch.bool),
+    )
+    got = batched._distort(x.clone(), d, torch.zeros(1, 1, 1, 1))
+    torch.testing.assert_close(got, torch.stack(refs), atol=2e-5, rtol=1e-5)
+    assert len(seen) == 4  # jitter on/off x grayscale on/off all exercised
+
+
+def test_drawn_matrices_are_saturation_and_grayscale():
+    """The drawn matrices: saturation about the band mean (rows sum to 1), grayscale = 1/C."""
+    c, n = 4, 400
+    gen = torch.Generator().manual_seed(7)
+    plain = ba.BatchedMultiCrop(MultiCropAugmentation(16, 8, 0, jitter_p=1.0, grayscale_p=0.0))
+    d = plain._draw(n, c, torch.zeros(n), torch.zeros(n, dtype=torch.bool), gen)
+    sat = d.mix[:, 0, 0] - d.mix[:, 0, 1]
+    torch.testing.assert_close(
+        d.mix, sat[:, None, None] * torch.eye(c) + (1 - sat[:, None, None]) / c
+    )
+    assert 0.79 < float(sat.min()) and float(sat.max()) < 1.21 and float(sat.std()) > 0.08
+    assert float(d.factor.std()) > 0.15 and float(d.offset.abs().max()) <= 0.4
+    gray = ba.BatchedMultiCrop(MultiCropAugmentation(16, 8, 0, jitter_p=0.0, grayscale_p=1.0))
+    d = gray._draw(n, c, torch.zeros(n), torch.zeros(n, dtype=torch.bool), gen)
+    torch.testing.assert_close(d.mix, torch.full((n, c, c), 1 / c))
+    assert torch.equal(d.factor, torch.ones(n, c)) and torch.equal(d.offset, torch.zeros(n, c))
