@@ -37,6 +37,7 @@ from dinogeo.ssl.augment import MultiCropAugmentation
 __all__ = ["BatchedMultiCrop", "d4_parts", "random_boxes", "resample_boxes"]
 
 # ``F.interpolate(mode="bicubic", antialias=True)``'s kernel, called with ``out=`` (contiguous)
+_GROUP = 1 << 18  # elements of crops resampled and distorted together on CPU
 _aa_bicubic: Callable[..., Tensor] = torch._C._nn._upsample_bicubic2d_aa
 
 # D4 element e (e % 4 quarter turns, then a horizontal flip if e >= 4) of a resampled crop R,
@@ -401,7 +402,7 @@ class BatchedMultiCrop:
         out = images.new_empty(n, c, size, size)
         each = self.resample == "each" or (self.resample == "auto" and images.device.type == "cpu")
         threshold = self._threshold(c, images.dtype, images.device)
-        step = _chunk(images.device, c * size * size, budget=1 << 20)
+        step = _chunk(images.device, c * size * size, budget=_GROUP)
         scratch = images.new_empty(min(step, n), c, size, size) if each else None
         for i in range(0, n, step):
             part = slice(i, i + step)

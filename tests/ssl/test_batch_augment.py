@@ -195,7 +195,7 @@ def test_chunks_keep_crop_major_order():
     b, chip, size = 7, 320, 300
     images = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 4, chip, chip)
     aug = MultiCropAugmentation(size, 8, 3, gram_size=size, **NO_DISTORTION)
-    assert ba._chunk(images.device, 4 * size * size, 1 << 20) < b  # several groups per key
+    assert ba._chunk(images.device, 4 * size * size, ba._GROUP) < b  # several groups per key
     out = ba.BatchedMultiCrop(aug)(images.contiguous(), torch.Generator().manual_seed(0))
     for key, n_crops in (("global", 2), ("local", 3), ("gram", 2)):
         means = out[key].mean(dim=(1, 2, 3)).view(n_crops, b)
