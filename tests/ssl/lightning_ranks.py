@@ -24,7 +24,13 @@ from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.fsdp import SSLFSDPStrategy, full_state_dict
 from dinogeo.ssl.grad_clip import local_shard
 from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig, LossConfig, OptimConfig
+from dinogeo.ssl.task_config import (
+    DINOHeadConfig,
+    GramConfig,
+    InitConfig,
+    LossConfig,
+    OptimConfig,
+)
 
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -107,11 +113,12 @@ class Record(Callback):
         self.norms.append({k: float(v) for k, v in metrics.items() if k.startswith("grad_norm/")})
 
 
-def make_task() -> SSLTask:
+def make_task(init: InitConfig | None = None) -> SSLTask:
     """Tiny ViT, both heads, distributed KoLeo over the global batch, Gram anchoring from step 0,
-    a clipping threshold that every step exceeds (so the global norm decides the update)."""
+    a clipping threshold that every step exceeds (so the global norm decides the update);
+    random weights unless ``init`` names a start checkpoint."""
     return SSLTask(
-        arch="vit_test_patch16_dinov3", in_chans=len(BANDS), band_names=BANDS, img_size=32,
+        arch="vit_test_patch16_dinov3", in_chans=len(BANDS), band_names=BANDS, img_size=32, init=init,
         drop_path_rate=0.0, rope_rescale_coords=None, backbone_kwargs={"init_values": 0.1},
         dino_head=HEAD, ibot_head=HEAD,
         loss=LossConfig(koleo_group_size=GLOBAL_BATCH, teacher_temp_warmup_steps=2),
@@ -141,11 +148,12 @@ def fit(
     *,
     ckpt_every: int = 0,
     ckpt_path: str | None = None,
+    init: InitConfig | None = None,
 ) -> dict[str, Any]:
     """Train ``max_steps`` steps; return the losses, norms and (rank 0) the full state dict."""
     world = 1 if kind == "single" else WORLD
     torch.manual_seed(0)  # identical initial weights on every rank and in the single process
-    task = make_task()
+    task = make_task(init)
     record = Record()
     callbacks: list[Callback] = [record]
     if ckpt_every:

@@ -28,6 +28,8 @@ from dinogeo.errors import CheckpointError
 from dinogeo.ssl.fsdp import SSLFSDPStrategy, full_state_dict
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.task_config import DINOHeadConfig, GramConfig, InitConfig
+from tests.ssl import lightning_ranks as lr
+from tests.ssl.test_distributed_step import assert_same_training
 
 ARCH = "vit_test_patch16_dinov3"
 BANDS = ["B04", "B03", "B02", "B08"]
@@ -156,3 +158,30 @@ def test_a_checkpoint_that_does_not_fit_fails_on_every_rank(nodes):
         assert record["error"] is not None and NAME in record["error"]
         assert "model.arch" in record["error"]
     assert ranks[1]["opened"] == []
+
+
+def train_worker(rank: int, port: int, root: str, batches: list[dict[str, Any]]) -> None:
+    """Lightning's full step for ``lr.STEPS`` steps after the rank-0 load (file in node0 only)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank), NODE_RANK="0", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    os.chdir(Path(root) / f"node{rank}")
+    init = InitConfig(official_checkpoint=NAME, load_on_rank0=True)
+    result = lr.fit("fsdp", batches, Path(root) / "fsdp", lr.STEPS, init=init)
+    torch.save(result, Path(root) / f"train{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_training_from_the_rank0_load_equals_one_process(nodes, shared_data):
+    """The sharded start trains as the one-process start does: losses, norms, every parameter."""
+    batches = lr.global_batches(shared_data)
+    mp.spawn(train_worker, args=(free_port(), str(nodes), batches), nprocs=WORLD, join=True)
+    rank0 = torch.load(nodes / "train0.pt", weights_only=False)
+    init = InitConfig(official_checkpoint=str(nodes / "node0" / NAME))
+    single = lr.fit("single", batches, nodes / "single", lr.STEPS, init=init)
+    assert_same_training(rank0, single, atol=2e-6)
+    assert "student.backbone.local_cls_norm.weight" in single["state"]
+    assert single["losses"][-1] < single["losses"][0]
