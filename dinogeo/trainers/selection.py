@@ -7,11 +7,19 @@ out by the data module's ``select_fraction``; never the validation blocks) befor
 step and every ``every`` steps, keeps a copy of the best weights and restores them when
 training ends. Because the initial weights are scored too, the selected head is never worse on
 the selection set than its initialisation.
+
+With ``ema`` > 0 the callback keeps an exponential moving average of the trainable weights
+(updated after every optimiser step, started at the initial weights) and scores and returns that
+average instead of the raw weights of the step: the average damps the step-to-step noise of
+small batches, so the scores are steadier, the chosen step matters less and heads trained with
+different seeds end closer together (Polyak averaging). Step 0 is still the initial weights.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -75,6 +83,8 @@ class BestOnSelection(Callback):
         metric: the metric to maximise; None: ``SELECTION_METRICS`` of the task's kind
             (mIoU, change F1, R2).
         report: printer of one line per scoring (None: silent).
+        ema: decay of the moving average of the trainable weights that is scored and restored
+            (e.g. 0.95: a horizon of ~20 steps); 0: the raw weights of each scored step.
 
     Attributes:
         history: ``(step, score)`` of every scoring, step 0 being the initial weights.
@@ -82,10 +92,16 @@ class BestOnSelection(Callback):
         best_score: their score.
     """
 
-    def __init__(self, every: int = 25, metric: str | None = None, report: Any = None) -> None:
+    def __init__(
+        self, every: int = 25, metric: str | None = None, report: Any = None, ema: float = 0.0
+    ) -> None:
         if every < 1:
             raise ConfigError(f"BestOnSelection.every must be >= 1 step, got {every}")
+        if not 0.0 <= ema < 1.0:
+            raise ConfigError(f"BestOnSelection.ema must be in [0, 1) (0: no average), got {ema}")
         self.every = every
+        self.ema = ema
+        self._average: dict[str, torch.Tensor] | None = None
         self.metric = metric
         self.report = report
         self.history: list[tuple[int, float]] = []
@@ -106,24 +122,52 @@ class BestOnSelection(Callback):
             return
         assert self._loader is not None
         self.metric = self._metric(task)
-        score = selection_score(task, self._loader, self.metric)
-        self.history.append((step, score))
-        if score > self.best_score:
-            self.best_score, self.best_step = score, step
-            frozen = {name for name, p in task.named_parameters() if not p.requires_grad}
-            self._best = {
-                k: v.detach().clone() for k, v in task.state_dict().items() if k not in frozen
-            }
+        with self._averaged(task):
+            score = selection_score(task, self._loader, self.metric)
+            self.history.append((step, score))
+            if score > self.best_score:
+                self.best_score, self.best_step = score, step
+                frozen = {name for name, p in task.named_parameters() if not p.requires_grad}
+                self._best = {
+                    k: v.detach().clone() for k, v in task.state_dict().items() if k not in frozen
+                }
         if self.report is not None:
             self.report(
                 f"  step {step}: selection {self._metric(task)} {score:.4f} "
                 f"(best {self.best_score:.4f} at step {self.best_step})"
             )
 
+    @contextmanager
+    def _averaged(self, task: LightningModule) -> Iterator[None]:
+        """Within the block the task holds the averaged weights (``ema`` > 0), then its own."""
+        if self._average is None:
+            yield
+            return
+        params = dict(task.named_parameters())
+        own = {k: params[k].detach().clone() for k in self._average}
+        with torch.no_grad():
+            for k, v in self._average.items():
+                params[k].copy_(v)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in own.items():
+                    params[k].copy_(v)
+
+    def _update_average(self, task: LightningModule) -> None:
+        if self._average is None:
+            return
+        params = dict(task.named_parameters())
+        with torch.no_grad():
+            for k, v in self._average.items():
+                v.mul_(self.ema).add_(params[k].detach(), alpha=1.0 - self.ema)
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready record of the selection (stored in the model bundle's training config)."""
         return {
             "every": self.every,
+            "ema": self.ema,
             "metric": self.metric,
             "best_step": self.best_step,
             "best_score": self.best_score,
@@ -141,12 +185,18 @@ class BestOnSelection(Callback):
                 "(e.g. 0.2) so that whole training blocks are held out for it"
             )
         self.history, self.best_step, self.best_score, self._best = [], 0, -math.inf, None
+        self._average = None
+        if self.ema:
+            self._average = {
+                k: p.detach().clone() for k, p in pl_module.named_parameters() if p.requires_grad
+            }
         self._score(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any
     ) -> None:
-        """Score every ``every`` steps."""
+        """Update the weight average; score every ``every`` steps."""
+        self._update_average(pl_module)
         if trainer.global_step % self.every == 0:
             self._score(trainer, pl_module)
 

@@ -12,11 +12,16 @@ foreign image content into one date, e.g. "copy-paste" augmentations for change 
    it covers, mean absolute difference below ``min_contrast``, is drawn again).
 
 Validation pairs come from held-out images (``val_images``) or from held-out spatial blocks and
-are fixed (seeded by their index), so validation metrics are comparable between epochs.
+are fixed (seeded by their index), so validation metrics are comparable between epochs. Selection
+pairs (to choose a head's training step without the validation pairs) come from held-out blocks
+of the training images (``select_fraction``) or from other images (``select_images``): a scene of
+another place and date, so that the choice sees a shift like the one between the training and
+validation scenes, which pairs from the training scene do not show.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,6 +233,12 @@ class SyntheticChangeDataModule(LightningDataModule):
             held-out area) to choose the training length or checkpoint
             (:class:`~dinogeo.trainers.selection.BestOnSelection`) without the validation
             pairs; 0: none.
+        select_images: images of other scenes (neither training nor validation images) for the
+            fixed selection set instead of held-out training blocks: ``val_chips`` pairs, donors
+            from the same images. Excludes ``select_fraction``.
+        select_sensor: the sensor of ``select_images`` (a shipped name or a sensor YAML), read
+            with that sensor's scale and offset and the files' band descriptions; None: the
+            training images' ``sensor``, ``bands``, ``scale`` and ``offset``.
     """
 
     def __init__(
@@ -252,6 +263,8 @@ class SyntheticChangeDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         select_fraction: float = 0.0,
+        select_images: list[str] | None = None,
+        select_sensor: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -267,6 +280,19 @@ class SyntheticChangeDataModule(LightningDataModule):
             raise ConfigError("data.images is empty: list at least one real image")
         #: chip and block sizes, validation and selection shares, seed
         self.chip_split = ChipSplit(chip_size, block_size, val_fraction, seed, select_fraction)
+        if select_images and select_fraction:
+            raise ConfigError(
+                f"select_images and select_fraction ({select_fraction}) both define the "
+                "selection set: set one of them (select_fraction: 0 with select_images)"
+            )
+        if select_sensor and not select_images:
+            raise ConfigError("select_sensor is set without select_images: list the images")
+        reused = _same_files(select_images or [], [*images, *(val_images or [])])
+        if reused:
+            raise ConfigError(
+                f"select_images {reused} are also training or validation images: selection "
+                "needs other scenes (or set select_fraction to hold out training blocks)"
+            )
         self.train_set: SyntheticChangeDataset | None = None
         self.val_set: SyntheticChangeDataset | None = None
         self.select_set: SyntheticChangeDataset | None = None
@@ -282,7 +308,9 @@ class SyntheticChangeDataModule(LightningDataModule):
         hp = self.hparams
         _, card = resolve_backbone(self.imagery)
 
-        def reader(path: str) -> ImageReader:
+        def reader(path: str, sensor: str | None = None) -> ImageReader:
+            if sensor is not None:  # another sensor: its own scale, offset and band names
+                return ImageReader(path, card, ImagerySpec(sensor=sensor))
             return ImageReader(path, card, self.imagery)
 
         split = self.chip_split
@@ -328,6 +356,15 @@ class SyntheticChangeDataModule(LightningDataModule):
             self.select_set = SyntheticChangeDataset(
                 train, select_regions, length=hp["val_chips"], seed=split.seed + 1, **common
             )
+        elif hp.get("select_images"):
+            chosen = [reader(p, hp.get("select_sensor")) for p in hp["select_images"]]
+            self.select_set = SyntheticChangeDataset(
+                chosen,
+                [np.ones((r.height, r.width), dtype=bool) for r in chosen],
+                length=hp["val_chips"],
+                seed=split.seed + 1,
+                **common,
+            )
         self.train_set = SyntheticChangeDataset(
             train, train_regions, length=hp["chips_per_epoch"], **common
         )
@@ -351,7 +388,7 @@ class SyntheticChangeDataModule(LightningDataModule):
         return fixed_loader(self.val_set, self.hparams)
 
     def select_dataloader(self) -> DataLoader[LabeledSample] | None:
-        """Fixed selection pairs from the held-out training blocks (``select_fraction``)."""
+        """Fixed selection pairs (``select_fraction`` or ``select_images``), or None."""
         return None if self.select_set is None else fixed_loader(self.select_set, self.hparams)
 
 
@@ -362,3 +399,9 @@ def _block_sums(region: np.ndarray, block_size: int) -> np.ndarray:
     padded = np.zeros((rows * block_size, cols * block_size), dtype=np.int64)
     padded[:h, :w] = region
     return padded.reshape(rows, block_size, cols, block_size).sum(axis=(1, 3)).astype(float)
+
+
+def _same_files(paths: list[str], others: list[str]) -> list[str]:
+    """The entries of ``paths`` that name a file of ``others`` (resolved paths compared)."""
+    taken = {str(Path(o).resolve()) for o in others}
+    return [p for p in paths if str(Path(p).resolve()) in taken]

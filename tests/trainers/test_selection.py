@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback
+from rasterio.windows import Window
 
 from dinogeo.cli.main import main
 from dinogeo.errors import ConfigError
@@ -160,3 +161,106 @@ def test_dinogeo_fit_selects_with_a_callback_and_records_it_in_the_bundle(shared
     record = load_bundle(bundle).training_config["selection"]
     assert [step for step, _ in record["history"]] == [0, 1, 2]
     assert record["metric"] == "miou" and record["best_step"] in (0, 1, 2)
+
+
+VIRGINIA = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_20m_10band_crop.tif"
+RUFIJI = "sentinel2-timeseries-rufiji-rsgislib/SEN2_20160710_T37MEM_20m_10band.tif"
+
+
+def _change(aber_change_data, shared_data, **extra):
+    return aber_change_data(val_images=[str(shared_data / RUFIJI)], val_chips=8, **extra)
+
+
+def test_synthetic_change_selection_pairs_from_another_scene_and_sensor(
+    aber_change_data, shared_data
+):
+    data = _change(
+        aber_change_data,
+        shared_data,
+        select_images=[str(shared_data / VIRGINIA)],
+        select_sensor="sentinel2_l1c",
+    )
+    data.setup("fit")
+    # the selection pairs (and their donors) come from the Virginia L1C tile only
+    assert [str(r.path) for r in data.select_set.readers] == [str(shared_data / VIRGINIA)]
+    # read as L1C top-of-atmosphere x 10000 (scale 1e-4, its own band order), not with the
+    # training images' x 1000 scale: normalised values stay within a few std of the card's mean
+    image, valid = data.select_set.readers[0].read(Window(0, 0, 64, 64))
+    assert valid.all() and np.abs(image.mean(axis=(1, 2))).max() < 3.0
+    # the training area keeps the whole training scene (no blocks held out)
+    plain = _change(aber_change_data, shared_data)
+    plain.setup("fit")
+    assert data.train_set.anchors == plain.train_set.anchors
+    batch = next(iter(data.select_dataloader()))
+    assert batch["mask"].shape == (8, 32, 32) and batch["mask"].any()
+    again = _change(
+        aber_change_data,
+        shared_data,
+        select_images=[str(shared_data / VIRGINIA)],
+        select_sensor="sentinel2_l1c",
+    )
+    again.setup("fit")
+    assert torch.equal(next(iter(again.select_dataloader()))["image2"], batch["image2"])
+
+
+def test_synthetic_change_selection_images_refuse_the_test_scene_and_a_second_set(
+    aber_change_data, shared_data
+):
+    with pytest.raises(ConfigError, match="select_images .* also training or validation"):
+        _change(aber_change_data, shared_data, select_images=[str(shared_data / RUFIJI)])
+    with pytest.raises(ConfigError, match="select_fraction"):
+        _change(
+            aber_change_data,
+            shared_data,
+            select_images=[str(shared_data / VIRGINIA)],
+            select_fraction=0.2,
+        )
+    with pytest.raises(ConfigError, match="without select_images"):
+        _change(aber_change_data, shared_data, select_sensor="sentinel2_l1c")
+
+
+def test_best_on_selection_scores_and_keeps_the_moving_average_of_the_weights(
+    aber_data, make_task, quiet_trainer, tmp_path
+):
+    task = make_task(pixel_linear=False, pixel_init=False, lr=1e-2)
+    data = _cached(aber_data, tmp_path, task)
+    trained = [n for n, p in task.named_parameters() if p.requires_grad]
+    raw: list[dict[str, torch.Tensor]] = []
+
+    class Record(Callback):  # the raw weights before the first step and after every step
+        def on_train_start(self, trainer, module):
+            raw.append(
+                {n: p.detach().clone() for n, p in module.named_parameters() if n in trained}
+            )
+
+        def on_train_batch_end(self, trainer, module, *args):
+            raw.append(
+                {n: p.detach().clone() for n, p in module.named_parameters() if n in trained}
+            )
+
+    select = BestOnSelection(every=5, ema=0.8)
+    trainer = quiet_trainer(15, callbacks=[Record(), select])
+    trainer.fit(task, data)
+    assert [s for s, _ in select.history] == [0, 5, 10, 15]
+    average = {n: v.clone() for n, v in raw[0].items()}
+    averages = [average]
+    for weights in raw[1:]:
+        average = {n: 0.8 * average[n] + 0.2 * weights[n] for n in trained}
+        averages.append(average)
+    assert select.best_step > 0
+    state = task.state_dict()
+    kept = averages[select.best_step]
+    assert all(torch.allclose(state[n], kept[n], atol=1e-6) for n in trained)
+    # the average, not the raw weights of that step
+    assert any(not torch.allclose(state[n], raw[select.best_step][n], atol=1e-4) for n in trained)
+    # every score in the history is the average's at that step
+    for step, score in select.history:
+        with torch.no_grad():
+            for n, p in task.named_parameters():
+                if n in trained:
+                    p.copy_(averages[step][n])
+        assert math.isclose(
+            selection_score(task, data.select_dataloader(), "miou"), score, rel_tol=1e-5
+        )
+    with pytest.raises(ConfigError, match="ema"):
+        BestOnSelection(ema=1.0)
