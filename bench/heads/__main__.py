@@ -38,6 +38,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {TASKS}")
     p.add_argument("--seeds", default="0,1,2", help="head seeds (comma-separated)")
+    p.add_argument(
+        "--backbones",
+        default="pretrained,random",
+        help="which backbones to train heads on: pretrained, random (its architecture randomly "
+        "initialised) or both; groups run apart are joined by bench.heads.table",
+    )
     p.add_argument("--steps", type=int, default=300, help="training steps per head")
     p.add_argument(
         "--select-fraction",
@@ -47,6 +53,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "(0: keep the last step)",
     )
     p.add_argument("--select-every", type=int, default=25, help="steps between selection scores")
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.95,
+        help="decay of the moving average of the head weights that selection scores and keeps "
+        "(0: the raw weights of each step)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--features", type=int, default=32, help="DPT width")
     p.add_argument("--crop", type=int, default=32, help="training crop of the cached chips")
@@ -76,7 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        backbones = {PRETRAINED: args.backbone, RANDOM: random_twin(args.backbone, Path(tmp))}
+        chosen = [b for b in args.backbones.split(",") if b]
+        if not chosen or set(chosen) - {"pretrained", "random"}:
+            raise SystemExit(f"--backbones takes pretrained and/or random, got {args.backbones!r}")
+        backbones = {PRETRAINED: args.backbone} if "pretrained" in chosen else {}
+        if "random" in chosen:
+            backbones[RANDOM] = random_twin(args.backbone, Path(tmp))
         seeds = [int(s) for s in args.seeds.split(",")]
         fits = len(tasks) + ("rufiji" in tasks and "change" not in tasks)
         settings = Settings(
@@ -90,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             crop=args.crop or None,
             select_fraction=args.select_fraction,
             select_every=args.select_every,
+            ema=args.ema,
             fits_total=fits * len(backbones) * len(seeds),
         )
         rows: list[dict] = []

@@ -4,8 +4,12 @@ Date 2 is date 1 with real patches from elsewhere pasted in (the change mask) an
 radiometric jitter (not change); see ``dinogeo.trainers.synthetic_change``. The heads train on a
 fixed pool of 128 pairs of 32 pixels (drawn once, shared by the seeds and the baseline) with
 random flips/rotations; the 64 validation pairs come from the held-out scene and are fixed by
-seed 0. The 64 selection pairs that pick each head's best step come from blocks of the training
-scene held out of the pool. The config's 64-pixel chips cost 6x more backbone time per chip at patch 2.
+seed 0. The 64 selection pairs that pick each head's best step come from a third scene, neither
+training nor test: the Sentinel-2 L1C tile of the Virginia coast (2016-01-12, top-of-atmosphere
+reflectance x 10000, read with the ``sentinel2_l1c`` sensor), so that the choice sees a change of
+place, season and processing as the test scene does. Pairs from held-out blocks of the training
+scene (the previous choice) scored F1 0.96-0.98 at every step and could not tell the heads apart.
+The config's 64-pixel chips cost 6x more backbone time per chip at patch 2.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from .common import Settings, finetune_config, fit_seeds, head_row, linked, row,
 TITLE = "Synthetic change (held-out Rufiji scene)"
 POOL = 128
 CHIP = 32
+#: the selection scene (neither the training nor the test scene), with its sensor
+SELECT = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_20m_10band_crop.tif"
+SELECT_SENSOR = "sentinel2_l1c"
 
 
 @dataclass
@@ -57,8 +64,9 @@ def run(settings: Settings) -> tuple[list[dict], ChangeHeads]:
             "backbone": path,
             "chips_per_epoch": POOL,
             "chip_size": CHIP,
-            "select_fraction": settings.select_fraction,
         }
+        if settings.select_fraction:
+            data.update(select_images=[str(settings.shared / SELECT)], select_sensor=SELECT_SENSOR)
         dm = SyntheticChangeDataModule(**data)
         args = {**model_args, **linked(data)}
         fitted.heads[label] = []

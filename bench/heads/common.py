@@ -60,6 +60,8 @@ class Settings:
     select_fraction: float = 0.2
     #: steps between two scorings of the selection set
     select_every: int = 25
+    #: decay of the moving average of the head weights that selection scores and keeps; 0: none
+    ema: float = 0.95
     started: float = field(default_factory=time.time)
     fits_done: int = 0
     fits_total: int = 1
@@ -148,7 +150,11 @@ def fit_seeds(
                 log=None,
             )
             cached.setup("fit")  # draws its pool under its own seed, restoring torch's RNG
-        select = BestOnSelection(every=settings.select_every) if settings.select_fraction else None
+        select = (
+            BestOnSelection(every=settings.select_every, ema=settings.ema)
+            if settings.select_fraction
+            else None
+        )
         trainer = Trainer(
             max_steps=settings.steps,
             accelerator="cpu",
