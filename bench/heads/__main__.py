@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             if "rufiji" in tasks:
                 done(rufiji.run(settings, heads))
     print(
-        f"\nbackbone {args.backbone} (pretrained) and the same architecture randomly initialised; "
+        f"\nbackbone {args.backbone}: heads on {' and '.join(backbones)}; "
         f"seeds {seeds}; {args.steps} steps x batch {args.batch_size} per head on cached "
         f"features; {args.threads} thread(s); total {time.time() - start:.0f} s wall, "
         f"{time.process_time():.0f} s CPU\n"
