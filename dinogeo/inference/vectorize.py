@@ -6,9 +6,12 @@ blocks to do are kept and dissolved with the pieces of the same class in the nex
 split into its parts, so only pieces sharing an edge merge), and every region is written as soon as
 it cannot grow any more: each feature is one whole connected region of one class, the same
 polygons as a polygonisation of the whole raster at once. Memory is bounded by the block and by the
-regions crossing the frontier (one block row's lower edge). Each feature carries the class value,
-the class name and its area in hectares computed in a local Lambert azimuthal equal-area CRS. The
-layer's default QGIS style goes into the GeoPackage's ``layer_styles`` table.
+regions crossing the frontier (one block row's lower edge). Such a region is kept as its per-block
+pieces and dissolved once, when no later block can reach it (re-unioning a region that spans the
+raster at every block copied it every time and grew memory with the number of blocks). Each
+feature carries the class value, the class name and its area in hectares computed in a local
+Lambert azimuthal equal-area CRS. The layer's default QGIS style goes into the GeoPackage's
+``layer_styles`` table.
 
 A minimum mapping unit (``min_mapping_unit`` pixels) merges every smaller region into its largest
 neighbour before polygonising (GDAL's sieve, 4-connected; regions touching only nodata stay). Each
@@ -166,12 +169,55 @@ class _BlockSieve:
         return np.asarray(out[r0 - a0 : r1 - a0, c0 - b0 : c1 - b0])
 
 
+def _join(groups: list[list[shapely.Geometry]], touching: list[shapely.Geometry],
+          edge: shapely.Geometry) -> list[list[shapely.Geometry]]:  # fmt: skip
+    """Attach the new pieces ``touching`` the block's top/left ``edge`` to the pending regions.
+
+    A region is a list of pieces (one per block it spans), kept apart rather than unioned: a new
+    piece joins every region whose pieces share a stretch of the edge with it (a common segment of
+    positive length: 4-connected across the edge; a shared corner point does not connect), and
+    regions it bridges merge. Unjoined new pieces start regions of their own.
+    """
+    if not touching:
+        return groups
+    flat = [p for grp in groups for p in grp]
+    owner = np.array([g for g, grp in enumerate(groups) for _ in grp], dtype=np.int64)
+    parent = list(range(len(groups) + len(touching)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if flat:
+        near = np.flatnonzero(shapely.intersects(flat, edge))
+        if near.size:
+            old_lines = shapely.intersection(np.array(flat, dtype=object)[near], edge)
+            new_lines = shapely.intersection(np.array(touching, dtype=object), edge)
+            a, b = shapely.STRtree(new_lines).query(old_lines, predicate="intersects")
+            shared = shapely.length(shapely.intersection(old_lines[a], new_lines[b])) > 0
+            for i, j in zip(a[shared], b[shared], strict=True):
+                parent[root(int(owner[near[i]]))] = root(len(groups) + int(j))
+    merged: dict[int, list[shapely.Geometry]] = {}
+    for i, grp in enumerate(groups):
+        merged.setdefault(root(i), []).extend(grp)
+    for j, p in enumerate(touching):
+        merged.setdefault(root(len(groups) + j), []).append(p)
+    return list(merged.values())
+
+
 def _regions(
     ds: rasterio.io.DatasetReader, nodata: float | None, block: int, min_pixels: int = 1
 ) -> Iterator[tuple[int, shapely.Geometry]]:
-    """Yield ``(class value, polygon in pixel coordinates)`` for every whole connected region."""
+    """Yield ``(class value, polygon in pixel coordinates)`` for every whole connected region.
+
+    A region crossing block edges is kept as its per-block pieces until no later block can reach
+    it, then dissolved once: a region spanning the raster is not re-unioned (and copied) at every
+    block, which made memory grow with the number of blocks.
+    """
     sieved = _BlockSieve(ds, nodata, min_pixels, block) if min_pixels > 1 else None
-    pending: dict[int, list[shapely.Geometry]] = {}
+    pending: dict[int, list[list[shapely.Geometry]]] = {}
     width, height = ds.width, ds.height
     for r0 in range(0, height, block):
         r1 = min(height, r0 + block)
@@ -191,36 +237,30 @@ def _regions(
             lines += [[(0, r1), (c1, r1)]] if r1 < height else []
             frontier = shapely.MultiLineString(lines)
             edge = shapely.MultiLineString([[(c0, r0), (c1, r0)], [(c0, r0), (c0, r1)]])
-            nxt: dict[int, list[shapely.Geometry]] = {}
+            nxt: dict[int, list[list[shapely.Geometry]]] = {}
             for value in sorted(set(pending) | set(new)):
                 polys = new.get(value, [])
                 hit = shapely.intersects(polys, edge) if polys else np.zeros(0, bool)
-                touching = [p for p, t in zip(polys, hit, strict=True) if t]
-                inner = [p for p, t in zip(polys, hit, strict=True) if not t]
-                old = pending.get(value, [])
-                if old and touching:
-                    near = shapely.intersects(old, edge)
-                    joined = _parts(
-                        shapely.union_all(
-                            [p for p, n in zip(old, near, strict=True) if n] + touching
-                        )
-                    )
-                    joined += [p for p, n in zip(old, near, strict=True) if not n]
-                else:
-                    joined = old + touching
-                cands = joined + inner
-                if not cands:
-                    continue
-                still = shapely.intersects(cands, frontier)
-                for p, s_ in zip(cands, still, strict=True):
-                    if s_:
-                        nxt.setdefault(value, []).append(p)
+                groups = _join(
+                    pending.get(value, []), [p for p, t in zip(polys, hit, strict=True) if t], edge
+                )
+                groups += [[p] for p, t in zip(polys, hit, strict=True) if not t]
+                for grp in groups:
+                    if lines and shapely.intersects(grp, frontier).any():
+                        nxt.setdefault(value, []).append(grp)
                     else:
-                        yield value, p
+                        for p in _dissolve(grp):
+                            yield value, p
             pending = nxt
-    for value, polys in pending.items():
-        for p in polys:
-            yield value, p
+    for value, groups in pending.items():
+        for grp in groups:
+            for p in _dissolve(grp):
+                yield value, p
+
+
+def _dissolve(pieces: list[shapely.Geometry]) -> list[shapely.Geometry]:
+    """One region's pieces as polygons (one when they are 4-connected)."""
+    return pieces if len(pieces) == 1 else _parts(shapely.union_all(pieces))
 
 
 def vectorize_classes(
