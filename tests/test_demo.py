@@ -1,22 +1,38 @@
-"""`dinogeo demo` end to end on the real NC Landsat 7 sample (short time budgets)."""
+"""`dinogeo demo` end to end on the real NC Landsat 7 sample (short step budgets)."""
 
+import contextlib
+import io
 import json
 import sqlite3
 import xml.etree.ElementTree as ET
 
+import pytest
 import rasterio
+import torch
 
 from dinogeo.cli.main import main
+from dinogeo.demo import run_demo
+from dinogeo.errors import ConfigError
+
+#: a short demo: 10 pretraining steps (two logged rows), 8 head steps (one epoch)
+STEPS = ["--pretrain-steps", "10", "--fit-steps", "8"]
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    status = main(
-        ["demo", "-o", str(out), "--pretrain-minutes", "0.15", "--fit-minutes", "0.15", "-q"]
-    )
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One short demo through the command line (seed 0): its folder and printed report."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        status = main(["demo", "-o", str(out), *STEPS, "-q"])
     assert status == 0
-    report = capsys.readouterr().out
+    return out, report.getvalue()
+
+
+def test_demo_runs_end_to_end(demo_run):
+    out, report = demo_run
     assert "validation on the 1996 points" in report
+    assert "pretraining: 10 steps" in report and "head: 8 steps" in report
 
     with (
         rasterio.open(out / "nc_landsat7_2000.tif") as scene,
@@ -47,3 +63,36 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "pretrain_curves.png").stat().st_size > 1000
     assert (out / "nc_features_pca.png").stat().st_size > 1000
     assert (out / "backbone.safetensors").is_file()
+
+
+def test_demo_metrics_repeat_with_the_seed(demo_run, tmp_path):
+    """Step budgets and seeds, not the clock: the same seed gives the same metrics, bit for bit.
+
+    The second run starts from another thread count of the caller and in another load of the
+    machine, and still matches; another seed gives another backbone and head.
+    """
+    first = json.loads((demo_run[0] / "metrics.json").read_text())
+    threads = torch.get_num_threads()
+    caller = 2 if threads == 1 else 1
+    torch.set_num_threads(caller)  # the demo runs on its own count and restores the caller's
+    try:
+        again = run_demo(tmp_path / "again", pretrain_steps=10, fit_steps=8, progress=False)
+        assert torch.get_num_threads() == caller
+    finally:
+        torch.set_num_threads(threads)
+    second = json.loads((again.out_dir / "metrics.json").read_text())
+    assert second == first
+    assert first["pretraining"]["steps"] == 10 and first["fit_steps"] == 8
+
+    other = run_demo(tmp_path / "other", pretrain_steps=10, fit_steps=8, seed=1, progress=False)
+    assert other.pretraining["dino_loss"] != first["pretraining"]["dino_loss"]
+    assert other.metrics != first["head"]
+    assert other.baseline == first["per_pixel_linear"]  # the baseline does not train with it
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"pretrain_steps": 0}, {"fit_steps": -1}, {"threads": 0}, {"max_minutes": 0}]
+)
+def test_demo_rejects_bad_budgets(tmp_path, kwargs):
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        run_demo(tmp_path, **kwargs)

@@ -43,6 +43,7 @@ __all__ = [
     "knn_accuracy",
     "mean_entropy",
     "plot_training_curves",
+    "read_metrics",
 ]
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,8 @@ class KNNProbe(pl.Callback):
             self._probe(trainer, pl_module)
 
 
-def _read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
+def read_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
+    """The ``(step, value)`` series of every metric in a ``CSVLogger`` ``metrics.csv``."""
     series: dict[str, list[tuple[int, float]]] = {}
     with csv_path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -334,7 +336,7 @@ def plot_training_curves(
         raise FileNotFoundError(
             f"{csv_path}: no such metrics file; pass the CSVLogger's metrics.csv"
         )
-    series = _read_metrics(csv_path)
+    series = read_metrics(csv_path)
     if keys is None:
         keys = {
             k: k for k in sorted(series) if k.split("/")[0] in {"loss", "health", "probe", "sched"}

@@ -73,7 +73,10 @@ class LabeledChipDataset(Dataset[LabeledSample]):
         mask = np.where(valid, mask, IGNORE_INDEX if labels.task.is_classification else np.nan)
         arrays["mask"], arrays["valid"] = mask, valid
         if self.augment:
-            arrays = _augment(arrays, np.random.default_rng())
+            # drawn from torch's generator, so that seed_everything (and the DataLoader's
+            # per-worker seeding) makes the flips, and so a run, reproducible
+            fresh = int(torch.randint(0, 2**62, ()).item())
+            arrays = _augment(arrays, np.random.default_rng(fresh))
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         if labels.task.is_classification:
             out["mask"] = out["mask"].long()
