@@ -132,10 +132,10 @@ def run_demo(
         max_minutes: optional wall-time cap on each training stage, for slow machines; a stage
             it stops before its steps makes the metrics depend on the machine's speed.
             Default: none.
-        threads: torch's CPU threads during the demo (restored after). One by default: the
-            demo's small matrices gain little from a second thread on an idle machine and lose
-            up to 25x when other processes share the cores (threads that wait for each
-            other); results are reproducible for a given thread count.
+        threads: torch's CPU threads during the demo (restored after). One by default: with
+            two, the threads wait for each other whenever another process takes a core (the
+            demo's pretraining ran 13x slower with two than with one, side by side on a shared
+            2-core machine); results are reproducible for a given thread count.
         overwrite: replace the outputs of an earlier demo run in ``out_dir``.
         progress: show progress bars.
 
