@@ -267,29 +267,15 @@ def run_demo(
         result.files["metrics"] = out / "metrics.json"
         lap("validate")
 
-        pred = predict_raster(
-            bundle,
-            scene,
-            out / "nc_landcover.tif",
-            tile=128,
-            overlap=32,
-            overwrite=True,
-            progress=progress,
-        )
+        # both read the scene in the same 128-px windows with 32 px of overlap
+        windows: dict[str, Any] = {"tile": 128, "overlap": 32, "overwrite": True}
+        pred = predict_raster(bundle, scene, out / "nc_landcover.tif", progress=progress, **windows)
         result.files["landcover"] = pred.output
         for path in pred.styles:
             result.files["qgis_style" if path.suffix == ".qml" else "gdal_sidecar"] = path
         for path in pred.vectors:
             result.files["polygons"] = path
-        emb = embed_raster(
-            backbone,
-            scene,
-            out / "nc_features.zarr",
-            tile=128,
-            overlap=32,
-            overwrite=True,
-            progress=progress,
-        )
+        emb = embed_raster(backbone, scene, out / "nc_features.zarr", progress=progress, **windows)
         result.files["features"] = emb.features
         if emb.pca_png is not None:
             result.files["features_pca"] = emb.pca_png
