@@ -182,13 +182,19 @@ def fit(
     }
 
 
-def worker(rank: int, port: int, batches: list[dict[str, Any]], out: str, runs: list) -> None:
-    """One of ``WORLD`` processes: Lightning reads its rank from the environment."""
+def join_ranks(rank: int, port: int) -> None:
+    """Make this process rank ``rank`` of ``WORLD`` gloo ranks on this host (Lightning reads the
+    environment), one thread each."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
         LOCAL_RANK=str(rank), NODE_RANK="0", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
     )  # fmt: skip
     torch.set_num_threads(1)
+
+
+def worker(rank: int, port: int, batches: list[dict[str, Any]], out: str, runs: list) -> None:
+    """One of ``WORLD`` processes: Lightning reads its rank from the environment."""
+    join_ranks(rank, port)
     results = {}
     for name, kind, kwargs in runs:
         results[name] = fit(kind, batches, Path(out) / name, **kwargs)

@@ -66,11 +66,7 @@ class StopAtStart(Callback):
 
 def worker(rank: int, port: int, root: str, arch: str) -> None:
     """One gloo rank in its own folder; only rank 0's folder holds ``start.pth``."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank), NODE_RANK="0", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
-    )  # fmt: skip
-    torch.set_num_threads(1)
+    lr.join_ranks(rank, port)
     os.chdir(Path(root) / f"node{rank}")
     opened: list[str] = []
 
@@ -162,11 +158,7 @@ def test_a_checkpoint_that_does_not_fit_fails_on_every_rank(nodes):
 
 def train_worker(rank: int, port: int, root: str, batches: list[dict[str, Any]]) -> None:
     """Lightning's full step for ``lr.STEPS`` steps after the rank-0 load (file in node0 only)."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
-        LOCAL_RANK=str(rank), NODE_RANK="0", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
-    )  # fmt: skip
-    torch.set_num_threads(1)
+    lr.join_ranks(rank, port)
     os.chdir(Path(root) / f"node{rank}")
     init = InitConfig(official_checkpoint=NAME, load_on_rank0=True)
     result = lr.fit("fsdp", batches, Path(root) / "fsdp", lr.STEPS, init=init)
