@@ -19,6 +19,9 @@ It runs on whatever device the images are on; random draws come from a ``torch.G
 that device, all drawn for the whole batch at once. On CPU the crops are resampled (PyTorch's
 own antialiased kernel, straight into the output) and distorted a cache-sized group at a time,
 so every crop is read and written while it is still in cache; on accelerators in one piece.
+Scratch buffers (the crop groups, the blur's padded input and row pass) are a
+:class:`Workspace` kept from batch to batch: fresh multi-megabyte buffers cost a page fault per
+4 KiB on every batch.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dinogeo.errors import ConfigError
@@ -39,6 +41,9 @@ __all__ = ["BatchedMultiCrop", "d4_parts", "random_boxes", "resample_boxes"]
 # ``F.interpolate(mode="bicubic", antialias=True)``'s kernel, called with ``out=`` (contiguous)
 _GROUP = 1 << 18  # elements of crops resampled and distorted together on CPU
 _aa_bicubic: Callable[..., Tensor] = torch._C._nn._upsample_bicubic2d_aa
+# ``F.pad``'s reflect and replicate kernels, called with ``out=`` (a reused buffer)
+_reflect_pad: Callable[..., Tensor] = torch._C._nn.reflection_pad2d  # type: ignore[attr-defined]
+_replicate_pad: Callable[..., Tensor] = torch._C._nn.replication_pad2d  # type: ignore[attr-defined]
 
 # D4 element e (e % 4 quarter turns, then a horizontal flip if e >= 4) of a resampled crop R,
 # written as transpose^t(flip_rows^r(flip_cols^c(R))): the flips fold into the tap order.
@@ -53,6 +58,28 @@ def _uniform(shape: tuple[int, ...], low: float, high: float, gen: torch.Generat
 
 def _bernoulli(n: int, p: float, gen: torch.Generator) -> Tensor:
     return torch.rand(n, generator=gen, device=gen.device) < p
+
+
+class Workspace:
+    """Scratch tensors kept from one batch to the next (reused, so never handed out as results).
+
+    Fresh multi-megabyte buffers cost the CPU a page fault per 4 KiB every batch (the allocator
+    hands large blocks back to the system), about as much as the work done in them.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> Tensor:
+        """A contiguous ``shape`` buffer (contents undefined), reused while it is big enough."""
+        numel = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+            buf = torch.empty(numel, dtype=dtype, device=device)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
 
 
 def random_boxes(
@@ -259,30 +286,52 @@ def resample_boxes(
     return torch.where(flip, out.permute(0, 2, 1, 3), out.permute(0, 2, 3, 1))
 
 
-def _blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
-    """Separable Gaussian blur of ``(n, C, H, W)`` with one sigma per crop (reflect padding)."""
-    height, width = x.shape[-2:]
+def _gaussian_kernels(sigma: Tensor, kernel_size: int, dtype: torch.dtype) -> Tensor:
+    """Normalised 1-D Gaussian kernels ``(n, kernel_size)``, one per sigma."""
+    coords = torch.arange(kernel_size, dtype=dtype, device=sigma.device) - kernel_size // 2
+    kernel = torch.exp(-0.5 * (coords[None, :] / sigma[:, None].to(dtype)) ** 2)
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
+def _blur(
+    x: Tensor,
+    sigma: Tensor,
+    kernel_size: int,
+    out: Tensor | None = None,
+    workspace: Workspace | None = None,
+) -> Tensor:
+    """Separable Gaussian blur of ``(n, C, H, W)`` with one sigma per crop (reflect padding).
+
+    Written to ``out`` (which may be ``x``) or a new tensor; the padded input and the row pass
+    live in ``workspace`` when given.
+    """
+    n, c, height, width = x.shape
     radius = kernel_size // 2
-    coords = torch.arange(kernel_size, dtype=x.dtype, device=x.device) - radius
-    kernel = torch.exp(-0.5 * (coords[None, :] / sigma[:, None].to(x.dtype)) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).view(-1, 1, 1, 1, kernel_size)
-    mode = "reflect" if min(height, width) > radius else "replicate"
-    padded = F.pad(x, (radius, radius, radius, radius), mode=mode)
-    rows = padded[..., :width] * kernel[..., 0]
+    kernel = _gaussian_kernels(sigma, kernel_size, x.dtype).view(-1, 1, 1, 1, kernel_size)
+    ws = workspace if workspace is not None else Workspace()
+    pad = [radius] * 4
+    padded = ws.get("blur_pad", (n, c, height + 2 * radius, width + 2 * radius), x.dtype, x.device)
+    if min(height, width) > radius:
+        _reflect_pad(x, pad, out=padded)
+    else:
+        _replicate_pad(x, pad, out=padded)
+    rows = ws.get("blur_rows", (n, c, height + 2 * radius, width), x.dtype, x.device)
+    torch.mul(padded[..., :width], kernel[..., 0], out=rows)
     for k in range(1, kernel_size):
         rows.addcmul_(padded[..., k : k + width], kernel[..., k])
-    out = rows[..., :height, :] * kernel[..., 0]
+    out = x.new_empty(x.shape) if out is None else out
+    torch.mul(rows[..., :height, :], kernel[..., 0], out=out)
     for k in range(1, kernel_size):
         out.addcmul_(rows[..., k : k + height, :], kernel[..., k])
     return out
 
 
 def _on_chosen(x: Tensor, chosen: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """Apply ``fn(crops, index)`` to the crops where ``chosen`` (in place, or all at once)."""
+    """Replace the crops of ``x`` where ``chosen`` by ``fn(crops, index)``, in place."""
     index = chosen.nonzero().flatten()
     if index.numel() == x.shape[0]:
-        return fn(x, index)
-    if index.numel():
+        x.copy_(fn(x, index))
+    elif index.numel():
         x.index_copy_(0, index, fn(x[index], index))
     return x
 
@@ -313,6 +362,7 @@ class BatchedMultiCrop:
     def __init__(self, augment: MultiCropAugmentation, resample: str = "auto") -> None:
         self.augment = augment
         self.resample = resample
+        self._workspace = Workspace()
 
     @property
     def gram_size(self) -> int | None:
@@ -367,21 +417,38 @@ class BatchedMultiCrop:
             )
         return t.view(1, -1, 1, 1)
 
-    def _distort(self, x: Tensor, d: _Distortion, t: Tensor) -> Tensor:
+    def _blur_chosen(self, x: Tensor, chosen: Tensor, sigma: Tensor) -> None:
+        """Blur the crops of ``x`` where ``chosen``, in place."""
+        index = chosen.nonzero().flatten()
+        kernel = self.augment.blur_kernel
+        if index.numel() == x.shape[0]:
+            _blur(x, sigma, kernel, out=x, workspace=self._workspace)
+        elif index.numel():
+            picked = self._workspace.get(
+                "blur_in", (index.numel(), *x.shape[1:]), x.dtype, x.device
+            )
+            torch.index_select(x, 0, index, out=picked)
+            _blur(picked, sigma[index], kernel, out=picked, workspace=self._workspace)
+            x.index_copy_(0, index, picked)
+
+    def _distort(self, x: Tensor, d: _Distortion, t: Tensor, out: Tensor | None = None) -> Tensor:
         """Jitter and grayscale, blur and solarise the crops ``x`` ``(k, C, S, S)``.
 
-        Returns the distorted crops (``x`` itself, changed in place, when there is no jitter).
+        With band jitter or grayscale the result is written to ``out`` (a scratch buffer; a new
+        tensor if ``None``), otherwise ``x`` is changed in place; the result is returned.
         """
         a = self.augment
         k, c = x.shape[:2]
+        target = x
         if a.jitter_p > 0 or a.grayscale_p > 0:
             flat = x.reshape(k, c, -1)
             shift = (1 - d.factor) * flat.mean(dim=-1) + d.offset
             bias = torch.bmm(d.mix, shift[:, :, None]).to(x.dtype)
             matrix = (d.mix * d.factor[:, None, :]).to(x.dtype)
-            x = torch.baddbmm(bias, matrix, flat).view(x.shape)
-        x = _on_chosen(x, d.blur, lambda z, i: _blur(z, d.sigma[i], a.blur_kernel))
-        return _on_chosen(x, d.solarize, lambda z, _: torch.where(z >= t, 2 * t - z, z))
+            target = x.new_empty(x.shape) if out is None else out
+            torch.baddbmm(bias, matrix, flat, out=target.view(k, c, -1))
+        self._blur_chosen(target, d.blur, d.sigma)
+        return _on_chosen(target, d.solarize, lambda z, _: torch.where(z >= t, 2 * t - z, z))
 
     def _crops(
         self,
@@ -394,8 +461,8 @@ class BatchedMultiCrop:
 
         On CPU a cache-sized group of crops at a time: each box is resampled into a scratch
         group, distorted there (the photometric operations and the blur commute with D4 on
-        square crops) and written once to the output with its D4 element; elsewhere in one
-        piece, with D4 folded into the resampling taps.
+        square crops) and written once to the output with its D4 element; the scratch buffers
+        are kept from batch to batch. Elsewhere in one piece, with D4 folded into the taps.
         """
         source, boxes, element = geometry
         n, c = boxes.shape[0], images.shape[1]
@@ -403,19 +470,22 @@ class BatchedMultiCrop:
         each = self.resample == "each" or (self.resample == "auto" and images.device.type == "cpu")
         threshold = self._threshold(c, images.dtype, images.device)
         step = _chunk(images.device, c * size * size, budget=_GROUP)
-        scratch = images.new_empty(min(step, n), c, size, size) if each else None
+        shape = (min(step, n), c, size, size)
+        ws = self._workspace
+        scratch = ws.get("crops", shape, images.dtype, images.device) if each else None
+        jittered = ws.get("jittered", shape, images.dtype, images.device) if each else None
         for i in range(0, n, step):
             part = slice(i, i + step)
+            k = out[part].shape[0]
             if scratch is not None:
-                crops = _resample_each(
-                    scratch[: len(boxes[part])], images, source[part], boxes[part]
-                )
+                crops = _resample_each(scratch[:k], images, source[part], boxes[part])
             else:
                 crops = resample_boxes(
                     images, boxes[part], size, element[part], source[part], self.resample
                 )
             if distortion is not None:
-                crops = self._distort(crops, distortion.rows(part), threshold)
+                into = None if jittered is None else jittered[:k]
+                crops = self._distort(crops, distortion.rows(part), threshold, out=into)
             if scratch is not None:
                 _d4_into(out[part], crops, element[part])
             else:
@@ -456,8 +526,8 @@ class BatchedMultiCrop:
         if a.n_local:
             n = a.n_local * b
             boxes = random_boxes(n, height, width, a.local_scale, a.ratio, gen)
-            source = torch.arange(b, device=device).repeat(a.n_local)
-            geometry = (source, boxes, self._elements(n, gen))
+            index = torch.arange(b, device=device).repeat(a.n_local)
+            geometry = (index, boxes, self._elements(n, gen))
             blur_p = torch.full((n,), a.blur_p[2], device=device)
             no = torch.zeros(n, dtype=torch.bool, device=device)
             distortion = self._draw(n, c, blur_p, no, gen)

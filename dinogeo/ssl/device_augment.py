@@ -25,7 +25,7 @@ from torch import Tensor
 from dinogeo.data.sensors import Sensor
 from dinogeo.errors import ConfigError
 from dinogeo.ssl.augment import MultiCropAugmentation
-from dinogeo.ssl.batch_augment import BatchedMultiCrop
+from dinogeo.ssl.batch_augment import BatchedMultiCrop, Workspace
 from dinogeo.ssl.batch_masking import make_ibot_masks_batched
 from dinogeo.ssl.batch_types import MultiCropBatch, RawBatch
 from dinogeo.ssl.checkpointing import sample_seed
@@ -84,15 +84,22 @@ def collate_raw(samples: list[dict[str, Any]]) -> RawBatch:
     }
 
 
-def normalize_raw(batch: RawBatch) -> Tensor:
-    """Normalised float32 chips ``(B, C, h, w)`` of a raw batch, invalid pixels set to 0."""
+def normalize_raw(batch: RawBatch, out: Tensor | None = None) -> Tensor:
+    """Normalised float32 chips ``(B, C, h, w)`` of a raw batch, invalid pixels set to 0.
+
+    Args:
+        batch: A raw batch from :func:`collate_raw`.
+        out: Optional float32 ``(B, C, h, w)`` tensor to write into (a reused buffer).
+    """
     raw: Tensor = batch["raw"]
     if batch.get("raw_uint16"):
         raw = raw.view(torch.uint16)  # the int16 bit pattern read back as uint16
     affine: Tensor = batch["affine"].to(raw.device, torch.float32)
-    image = raw.to(torch.float32, copy=True).mul_(affine[:, 0, :, None, None])
-    image.add_(affine[:, 1, :, None, None])
+    image = raw.new_empty(raw.shape, dtype=torch.float32) if out is None else out
+    image.copy_(raw).mul_(affine[:, 0, :, None, None]).add_(affine[:, 1, :, None, None])
     valid: Tensor = batch["valid"]
+    if raw.device.type == "cpu" and bool(valid.all()):
+        return image  # nothing to zero (a check on CPU only: elsewhere it would synchronise)
     return image.masked_fill_(~valid[:, None], 0.0)
 
 
@@ -114,6 +121,7 @@ class DeviceMultiCrop:
         mask_probability: float = 0.5,
     ) -> None:
         self.augments = [BatchedMultiCrop(a) for a in augments]
+        self._workspace = Workspace()
         self.patch_size = patch_size
         self.mask_ratio = mask_ratio
         self.mask_probability = mask_probability
@@ -126,7 +134,11 @@ class DeviceMultiCrop:
             ``local_crops``, optional ``gram_crops``, ``masks``, ``mask_indices``,
             ``masks_weight``, ``n_masked_patches``, ``n_masked_images``.
         """
-        images = normalize_raw(batch)
+        raw: Tensor = batch["raw"]
+        shape = tuple(raw.shape)
+        images = normalize_raw(
+            batch, self._workspace.get("images", shape, torch.float32, raw.device)
+        )
         gen = torch.Generator(device=images.device).manual_seed(int(batch["seed"]))
         crops = self.augments[int(batch["crop"])](images, gen)
         global_crops = crops["global"]

@@ -299,3 +299,53 @@ def test_drawn_matrices_are_saturation_and_grayscale():
     d = gray._draw(n, c, torch.zeros(n), torch.zeros(n, dtype=torch.bool), gen)
     torch.testing.assert_close(d.mix, torch.full((n, c, c), 1 / c))
     assert torch.equal(d.factor, torch.ones(n, c)) and torch.equal(d.offset, torch.zeros(n, c))
+
+
+def test_blur_into_a_reused_workspace_equals_a_fresh_blur():
+    """In place (``out=x``) and through a workspace left bigger by an earlier call, the blur is
+    the per-crop Gaussian; a bigger earlier call leaves no trace in a smaller one."""
+    gen = torch.Generator().manual_seed(3)
+    ws = ba.Workspace()
+    big = torch.randn(9, 4, 30, 30, generator=gen)
+    ba._blur(big, torch.full((9,), 2.0), 9, workspace=ws)
+    x = torch.randn(5, 4, 20, 20, generator=gen)
+    sigma = torch.rand(5, generator=gen) * 1.9 + 0.1
+    fresh = ba._blur(x, sigma, 9)
+    inplace = x.clone()
+    assert ba._blur(inplace, sigma, 9, out=inplace, workspace=ws) is inplace
+    torch.testing.assert_close(inplace, fresh, atol=0, rtol=0)
+    for i in range(5):
+        torch.testing.assert_close(
+            inplace[i], _gaussian_blur(x[i], 9, float(sigma[i])), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_workspace_reuses_and_regrows_buffers():
+    ws = ba.Workspace()
+    a = ws.get("x", (4, 5), torch.float32, torch.device("cpu"))
+    b = ws.get("x", (2, 3), torch.float32, torch.device("cpu"))
+    assert b.data_ptr() == a.data_ptr() and b.shape == (2, 3) and b.is_contiguous()
+    c = ws.get("x", (10, 10), torch.float32, torch.device("cpu"))
+    assert c.shape == (10, 10) and c.numel() == 100
+    d = ws.get("x", (10, 10), torch.float64, torch.device("cpu"))
+    assert d.dtype == torch.float64
+
+
+@pytest.mark.parametrize("resample", ["each", "gather"])
+def test_repeated_calls_reuse_scratch_without_changing_results(resample):
+    """One BatchedMultiCrop over batches of different sizes (its scratch buffers reused) gives
+    what a fresh one gives, and a later call never changes an earlier call's crops."""
+    aug = MultiCropAugmentation(24, 12, 3, gram_size=32, blur_p_global1=0.5, solarize_p=0.5)
+    gen = torch.Generator().manual_seed(9)
+    small = torch.randn(3, 4, 40, 40, generator=gen)
+    large = torch.randn(7, 4, 48, 44, generator=gen)
+    shared = ba.BatchedMultiCrop(aug, resample)
+    first = shared(large, torch.Generator().manual_seed(1))
+    kept = {k: v.clone() for k, v in first.items()}
+    for images, seed in ((small, 2), (large, 3)):
+        got = shared(images, torch.Generator().manual_seed(seed))
+        ref = ba.BatchedMultiCrop(aug, resample)(images, torch.Generator().manual_seed(seed))
+        for key in ref:
+            torch.testing.assert_close(got[key], ref[key], atol=0, rtol=0)
+    for key in kept:
+        assert torch.equal(first[key], kept[key])

@@ -282,3 +282,19 @@ def test_pretrain_cli_runs_both_paths(shared_data, tmp_path, monkeypatch, augmen
         assert [tuple(s) for s in calls] == [(8, 4, 96, 96)] * 3
     else:
         assert calls == []
+
+
+def test_normalize_raw_into_a_buffer_zeroes_invalid_pixels():
+    """Written into a reused buffer, with and without invalid pixels (the all-valid shortcut)."""
+    gen = torch.Generator().manual_seed(4)
+    raw = torch.randint(0, 4000, (3, 2, 6, 5), dtype=torch.int16, generator=gen)
+    affine = torch.tensor([[1e-3, 2e-3], [-1.0, 0.5]]).expand(3, 2, 2)
+    ref = raw.float() * affine[:, 0, :, None, None] + affine[:, 1, :, None, None]
+    buffer = torch.full((3, 2, 6, 5), float("nan"))
+    for valid in (torch.ones(3, 6, 5, dtype=torch.bool), torch.rand(3, 6, 5, generator=gen) > 0.3):
+        batch = {"raw": raw, "raw_uint16": False, "valid": valid, "affine": affine}
+        got = normalize_raw(batch, out=buffer)
+        assert got.data_ptr() == buffer.data_ptr()
+        torch.testing.assert_close(got, torch.where(valid[:, None], ref, 0.0))
+        torch.testing.assert_close(normalize_raw(batch), got)
+    assert not bool(valid.all())  # the second batch had invalid pixels
