@@ -349,3 +349,17 @@ def test_repeated_calls_reuse_scratch_without_changing_results(resample):
             torch.testing.assert_close(got[key], ref[key], atol=0, rtol=0)
     for key in kept:
         assert torch.equal(first[key], kept[key])
+
+
+@pytest.mark.parametrize("shape", [(20, 17), (32, 32), (33, 40), (4, 40), (3, 5)])
+def test_both_blur_kernels_equal_the_per_crop_gaussian(shape):
+    """Matrix products (sides up to ``_BLUR_MATRIX_MAX``) and shifted multiply-adds (bigger),
+    reflect and replicate padding, each equal to ``augment._gaussian_blur``."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(4, 3, *shape, generator=gen)
+    sigma = torch.rand(4, generator=gen) * 1.9 + 0.1
+    got = ba._blur(x, sigma, 9)
+    for i in range(4):
+        ref = _gaussian_blur(x[i], 9, float(sigma[i]))
+        torch.testing.assert_close(got[i], ref, atol=1e-5, rtol=1e-5)
+    assert float((got - x).abs().mean()) > 0.05  # it blurs
