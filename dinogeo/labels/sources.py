@@ -67,6 +67,7 @@ class LabelKeys:
     layer: str = "label_layer"
     field: str = "label_field"
     crs: str = "label_crs"
+    point_radius: str = "point_radius"
 
     @classmethod
     def prefixed(cls, prefix: str, *, validation: bool = False) -> LabelKeys:
@@ -77,6 +78,7 @@ class LabelKeys:
             layer=f"{prefix}{v}label_layer",
             field=f"{prefix}{v}label_field" if validation else f"{prefix}label_field",
             crs=f"{prefix}label_crs",
+            point_radius=f"{prefix}point_radius",
         )
 
 

@@ -15,8 +15,9 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from dinogeo.errors import LabelError
+from dinogeo.labels.label_spec import LabelSpec
 from dinogeo.labels.rasters import LabelRaster
-from dinogeo.labels.sources import LabelKeys, LabelSource, is_raster_source, parse_label_source
+from dinogeo.labels.sources import LabelSource, is_raster_source
 from dinogeo.labels.vectors import IGNORE_INDEX, VectorLabels, rasterize_labels, read_vector_labels
 from dinogeo.models.task_card import TaskCard
 from dinogeo.trainers.imagery import ImageReader
@@ -28,14 +29,11 @@ class Labels:
     """Labels of one image, vector or raster, read on chips of the image grid.
 
     Args:
-        path: label raster, vector file or QGIS layer source (``labels.gpkg|layername=train``).
+        path: label raster, vector file or QGIS layer source (``labels.gpkg|layername=train``),
+            or a source parsed already.
         task: the task card.
         reader: the image the labels belong to.
-        field: class attribute of vector labels.
-        layer: layer of a multi-layer vector file.
-        point_radius: disk radius of point labels in pixels.
-        crs: CRS of label coordinates stored without one (CSV tables).
-        keys: option names used in error messages.
+        spec: how the labels are read (field, layer, CRS, point radius, option names).
     """
 
     def __init__(
@@ -43,28 +41,24 @@ class Labels:
         path: str | Path | LabelSource,
         task: TaskCard,
         reader: ImageReader,
-        *,
-        field: str | None = None,
-        layer: str | None = None,
-        point_radius: float = 0.0,
-        crs: str | None = None,
-        keys: LabelKeys | None = None,
+        spec: LabelSpec | None = None,
     ) -> None:
-        keys = keys or LabelKeys()
-        self.source = (
-            path
-            if isinstance(path, LabelSource)
-            else parse_label_source(path, layer=layer, keys=keys)
-        )
+        spec = spec or LabelSpec()
+        self.spec = spec
+        self.source = path if isinstance(path, LabelSource) else spec.source(path)
         self.path = self.source.path
         self.task = task
         self.reader = reader
-        self.point_radius = point_radius
         self.vector: VectorLabels | None = None
         self.raster: LabelRaster | None = None
         if not is_raster_source(self.source):
             self.vector = read_vector_labels(
-                self.source, task, field=field, target_crs=reader.crs, crs=crs, keys=keys
+                self.source,
+                task,
+                field=spec.field,
+                target_crs=reader.crs,
+                crs=spec.crs,
+                keys=spec.keys,
             )
             bounds = self.vector.bounds
         else:
@@ -85,7 +79,7 @@ class Labels:
         width, height = int(window.width), int(window.height)
         if self.vector is not None:
             return rasterize_labels(
-                self.vector, transform, width, height, point_radius=self.point_radius
+                self.vector, transform, width, height, point_radius=self.spec.point_radius
             )
         assert self.raster is not None  # one of vector/raster is always set
         return self.raster.read(self.reader.crs, transform, width, height)

@@ -8,6 +8,13 @@ assigns whole blocks to validation and keeps the chips (inside one block) that h
 :class:`~dinogeo.trainers.chip_dataset.LabeledChipDataset`.
 :class:`~dinogeo.trainers.change_pairs.ChangePairDataModule` does the same for (date 1, date 2,
 change mask) triples, resampling date 2 onto date 1's grid when grids differ.
+
+The module is built from records it holds: the scenes' images
+(:class:`~dinogeo.trainers.imagery.SceneImages`: single images or date pairs, the one thing the
+change module changes), how they are read (:class:`~dinogeo.data.imagery_spec.ImagerySpec`),
+how the labels are read (:class:`~dinogeo.labels.label_spec.LabelSpec`, one for the training and
+one for any separate validation labels) and how scenes are cut and split
+(:class:`~dinogeo.labels.split.ChipSplit`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dinogeo.data.imagery_spec import DEFAULT_BACKBONE, ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, NoValidDataError
 from dinogeo.labels.independence import check_independent
+from dinogeo.labels.label_spec import LabelSpec
 from dinogeo.labels.sources import LabelKeys, parse_label_source
 from dinogeo.labels.split import BlockSplit, ChipSplit
 from dinogeo.labels.vectors import IGNORE_INDEX
@@ -34,7 +42,7 @@ from dinogeo.trainers.base import resolve_backbone
 from dinogeo.trainers.chip_dataset import Chip, LabeledChipDataset
 from dinogeo.trainers.chip_labels import Labels
 from dinogeo.trainers.chip_selection import hold_out_blocks, select_chips
-from dinogeo.trainers.imagery import ImageReader, Scene, scene_grid
+from dinogeo.trainers.imagery import ImageReader, SceneImages, scene_grid
 
 __all__ = ["CONFIG_PREFIX", "LabeledChipDataModule", "as_list", "fixed_loader"]
 
@@ -140,6 +148,18 @@ class LabeledChipDataModule(LightningDataModule):
                 "inside one spatial block"
             )
         self.task_card = load_task_card(task)
+        #: the scenes' images (the change data module holds date pairs instead)
+        self.scenes = SceneImages(tuple(as_list(image)))
+        #: how the training labels are read
+        self.label_spec = LabelSpec(
+            label_field, label_layer, label_crs, point_radius, LabelKeys.prefixed(CONFIG_PREFIX)
+        )
+        #: separate validation labels (none: validation blocks of the training labels)
+        self.val_labels = as_list(val_labels)
+        #: how the validation labels are read: their layer and field, the rest as training's
+        self.val_label_spec = self.label_spec.for_validation(
+            val_label_layer, val_label_field, LabelKeys.prefixed(CONFIG_PREFIX, validation=True)
+        )
         if split_by not in ("labelled", "positive"):
             raise ConfigError(f"split_by must be 'labelled' or 'positive', got {split_by!r}")
         if split_by == "positive" and self.task_card.is_classification:
@@ -157,46 +177,14 @@ class LabeledChipDataModule(LightningDataModule):
         _, card = resolve_backbone(self.imagery)
         return card
 
-    def _reader(self, path: str, card: WeightCard) -> ImageReader:
-        return ImageReader(path, card, self.imagery)
-
-    def _scene_images(self) -> list[str]:
-        """The image of each scene, on whose grid its labels and chips lie."""
-        return as_list(self.hparams["image"])
-
-    def _open_images(self, images: list[str], card: WeightCard) -> list[Scene]:
-        """One reader per scene (labels live on its grid); change data opens date pairs."""
-        return [self._reader(img, card) for img in images]
-
     def _labels(self, path: str, reader: ImageReader, *, validation: bool = False) -> Labels:
-        hp = self.hparams
-        if validation:
-            source = parse_label_source(
-                path,
-                layer=hp.get("val_label_layer"),
-                keys=LabelKeys.prefixed(CONFIG_PREFIX, validation=True),
-            )
-        else:
-            source = parse_label_source(
-                path, layer=hp["label_layer"], keys=LabelKeys.prefixed(CONFIG_PREFIX)
-            )
-        field = hp.get("val_label_field") if validation else None
-        return Labels(
-            source,
-            self.task_card,
-            reader,
-            field=field or hp["label_field"],
-            point_radius=hp["point_radius"],
-            crs=hp.get("label_crs"),
-            keys=LabelKeys.prefixed(CONFIG_PREFIX, validation=validation),
-        )
+        spec = self.val_label_spec if validation else self.label_spec
+        return Labels(path, self.task_card, reader, spec)
 
     def _validation_sources(self, train_labels: list[str]) -> list[str]:
         """The separate validation labels: ``val_labels``, or ``val_label_layer`` of the labels."""
-        hp = self.hparams
-        given = as_list(hp["val_labels"])
-        if given or not hp.get("val_label_layer"):
-            return given
+        if self.val_labels or not self.val_label_spec.layer:
+            return self.val_labels
         # one file with a training and a validation layer: drop any layer named in the URI
         return [str(parse_label_source(p).path) for p in train_labels]
 
@@ -225,8 +213,8 @@ class LabeledChipDataModule(LightningDataModule):
             return
         hp = self.hparams
         card = self.weight_card()
-        pairs = self._pair(self._scene_images(), as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
-        readers = self._open_images([img for img, _ in pairs], card)
+        pairs = self._pair(list(self.scenes.grids), as_list(hp["labels"]), f"{CONFIG_PREFIX}labels")
+        readers = self.scenes.open(card, self.imagery)
         labels = [
             self._labels(lab, scene_grid(r)) for (_, lab), r in zip(pairs, readers, strict=True)
         ]

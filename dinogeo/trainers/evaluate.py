@@ -16,7 +16,8 @@ from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.sample_types import LabeledSample
 from dinogeo.errors import ConfigError, LabelError, NoValidDataError
 from dinogeo.labels.independence import check_independent
-from dinogeo.labels.sources import LabelKeys, LabelSource, parse_label_source
+from dinogeo.labels.label_spec import LabelSpec
+from dinogeo.labels.sources import LabelSource, parse_label_source
 from dinogeo.labels.split import ChipSplit
 from dinogeo.labels.vectors import IGNORE_INDEX
 from dinogeo.models.bundle import ModelBundle, load_bundle
@@ -24,7 +25,7 @@ from dinogeo.models.task_card import TaskCard
 from dinogeo.trainers.chip_dataset import LabeledChipDataset
 from dinogeo.trainers.chip_labels import Labels
 from dinogeo.trainers.chip_selection import select_chips
-from dinogeo.trainers.imagery import ImageReader, Scene
+from dinogeo.trainers.imagery import ImageReader, SceneImages, scene_grid
 from dinogeo.trainers.metrics import TaskMetrics
 from dinogeo.trainers.validation_report import ValidationSamples, check_report, write_report
 
@@ -93,27 +94,14 @@ def evaluate_bundle(
             + ("pass --image2 (date 2)" if bundle.num_inputs == 2 else "drop --image2")
         )
 
+    # the flat options of ``dinogeo validate`` as the records the readers take
     imagery = ImagerySpec(sensor=sensor, bands=bands, scale=scale, offset=offset)
-
-    def open_image(path: str | Path) -> ImageReader:
-        assert isinstance(bundle, ModelBundle)  # narrowed above
-        return ImageReader(path, bundle.card, imagery)
-
-    first = open_image(image)
-    reader: Scene = first
-    if image2 is not None:
-        reader = (first, open_image(image2).aligned_to(first))
-    keys = LabelKeys(labels="labels", layer="label_layer", field="label_field", crs="label_crs")
-    source = parse_label_source(labels, layer=label_layer, keys=keys)
-    lab = Labels(
-        source,
-        bundle.task,
-        first,
-        field=label_field,
-        point_radius=point_radius,
-        crs=label_crs,
-        keys=keys,
-    )
+    label_spec = LabelSpec(label_field, label_layer, label_crs, point_radius)
+    second = None if image2 is None else (str(image2),)
+    reader = SceneImages((str(image),), second).open(bundle.card, imagery)[0]
+    first = scene_grid(reader)
+    source = label_spec.source(labels)
+    lab = Labels(source, bundle.task, first, label_spec)
     _warn_if_training_labels(bundle, source)
     whole = ChipSplit(chip_size=chip_size, block_size=chip_size, val_fraction=0.0)
     _, chips = select_chips(

@@ -5,21 +5,24 @@
 ``(DN * scale + offset - mean) / std`` (the image sensor's scale/offset, the card's statistics).
 :meth:`ImageReader.aligned_to` reads the same image on another image's grid (bilinear, through a
 WarpedVRT), as the second date of a change pair needs; a :data:`Scene` is one image or such a
-date pair.
+date pair, and :class:`SceneImages` the images a run's scenes are opened from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rasterio.windows import Window
 
 from dinogeo.data.imagery_spec import ImagerySpec
+from dinogeo.errors import ConfigError
 from dinogeo.models.card import WeightCard
 from dinogeo.models.card_imagery import CardImage
 
-__all__ = ["ImageReader", "Scene", "scene_grid", "scene_valid"]
+__all__ = ["ImageReader", "Scene", "SceneImages", "scene_grid", "scene_valid"]
 
 
 class ImageReader:
@@ -97,3 +100,48 @@ def scene_valid(scene: Scene, window: Window) -> np.ndarray:
         both: np.ndarray = scene[0].valid(window) & scene[1].valid(window)
         return both
     return scene.valid(window)
+
+
+@dataclass(frozen=True)
+class SceneImages:
+    """The images of a run's scenes: one image each, or date pairs.
+
+    Args:
+        grids: the image of each scene (date 1 of a pair): its grid holds the labels and chips.
+        second: date 2 of each pair (read on date 1's grid), or None for single images.
+
+    Raises:
+        ConfigError: ``second`` does not list as many images as ``grids``.
+    """
+
+    grids: tuple[str, ...]
+    second: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.second is not None and len(self.second) != len(self.grids):
+            raise ConfigError(
+                f"date 1 and date 2 must list the same number of images ({len(self.grids)} vs "
+                f"{len(self.second)})"
+            )
+
+    @classmethod
+    def pairs(
+        cls, first: Sequence[str], second: Sequence[str], keys: tuple[str, str]
+    ) -> SceneImages:
+        """Date pairs, or a :class:`ConfigError` naming the options ``keys`` when counts differ."""
+        if len(first) != len(second) or not first:
+            raise ConfigError(
+                f"{keys[0]} and {keys[1]} must list the same number of images ({len(first)} vs "
+                f"{len(second)})"
+            )
+        return cls(tuple(first), tuple(second))
+
+    def open(self, card: WeightCard, imagery: ImagerySpec) -> list[Scene]:
+        """One reader per scene, or per date with date 2 aligned to date 1's grid."""
+        if self.second is None:
+            return [ImageReader(path, card, imagery) for path in self.grids]
+        scenes: list[Scene] = []
+        for a, b in zip(self.grids, self.second, strict=True):
+            first = ImageReader(a, card, imagery)
+            scenes.append((first, ImageReader(b, card, imagery).aligned_to(first)))
+        return scenes
