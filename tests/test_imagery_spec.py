@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from dinogeo.data.archive import scan_archive
 from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.errors import ConfigError
 from dinogeo.labels.split import ChipSplit
@@ -41,3 +42,18 @@ def test_chip_split_refuses_a_selection_share_outside_zero_one():
     for bad in (1.0, -0.1):
         with pytest.raises(ConfigError, match="select_fraction must be in"):
             ChipSplit(select_fraction=bad)
+
+
+def test_scale_and_offset_overrides_reach_the_archive_sensor(shared_data):
+    """scan_archive's flat scale/offset become an ImagerySpec applied to the run's sensor."""
+    image = (
+        shared_data / "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
+    )
+    bands = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
+    base = scan_archive([image], sensor="sentinel2_l2a", bands=bands).sensor
+    over = scan_archive([image], sensor="sentinel2_l2a", bands=bands, scale=1e-3, offset=0.5)
+    assert (over.sensor.scale, over.sensor.offset) == (1e-3, 0.5) != (base.scale, base.offset)
+    assert over.sensor == ImagerySpec(scale=1e-3, offset=0.5).calibrated(base)
+    only_offset = ImagerySpec(offset=0.5).calibrated(base)
+    assert (only_offset.scale, only_offset.offset) == (base.scale, 0.5)
+    assert ImagerySpec().calibrated(base) == base

@@ -31,7 +31,6 @@ each file (from its tags or name, :func:`~dinogeo.data.naming.parse_datetime`, o
 from __future__ import annotations
 
 import csv
-import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from dinogeo.data.archive_sensor import (
     without_path,
 )
 from dinogeo.data.chips import ChipQuery
+from dinogeo.data.imagery_spec import ImagerySpec
 from dinogeo.data.index import load_index
 from dinogeo.data.index_sources import index_footprints
 from dinogeo.data.opener import open_source
@@ -240,16 +240,16 @@ def scan_archive(
     if not readable:
         unread = [Skipped(m.path, m.problem or "") for m in members] + index_skipped
         _finish(unread, 0, strict, None)
+    # the sensor is kept apart: a name, a YAML path, a Sensor or "auto" (decided here)
+    imagery = ImagerySpec(bands=bands, scale=scale, offset=offset)
+    bands = imagery.band_list
     inferred = isinstance(sensor, str) and sensor == AUTO
     if inferred:
         name, origin = choose_sensor(readable)
         base = load_sensor(name)
     else:
         base, origin = load_sensor(sensor), "given"
-    if scale is not None:
-        base = dataclasses.replace(base, scale=float(scale))
-    if offset is not None:
-        base = dataclasses.replace(base, offset=float(offset))
+    base = imagery.calibrated(base)
     if bands and len(bands) <= len(base.bands):
         _check_bands(base, bands)
     archive = Archive(sensor=base, sensor_origin=origin)

@@ -11,8 +11,10 @@ arguments.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from dinogeo.data.sensors import Sensor
 
 __all__ = ["DEFAULT_BACKBONE", "ImagerySpec"]
 
@@ -50,6 +52,14 @@ class ImagerySpec:
     def band_list(self) -> list[str] | None:
         """``bands`` as a list (None when not given)."""
         return None if self.bands is None else list(self.bands)
+
+    def calibrated(self, sensor: Sensor) -> Sensor:
+        """``sensor`` with this spec's ``scale`` and ``offset`` overrides (those given)."""
+        if self.scale is not None:
+            sensor = replace(sensor, scale=float(self.scale))
+        if self.offset is not None:
+            sensor = replace(sensor, offset=float(self.offset))
+        return sensor
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``bands`` as a list), as stored in a model bundle."""
