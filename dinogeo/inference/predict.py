@@ -36,14 +36,13 @@ from dinogeo.inference.distributed import gather_and_write, rank_and_world
 from dinogeo.inference.encode import OutputSpec, make_output_spec
 from dinogeo.inference.inputs import align_to, expand_inputs, open_for_card, window_reader
 from dinogeo.inference.model import PredictModel, load_model, make_infer, model_hash
-from dinogeo.inference.qgis import (
+from dinogeo.inference.output_stats import (
     footprint_area_km2,
-    layout_for,
     merge_output_stats,
     merge_stats,
     strip_stats,
-    write_styles,
 )
+from dinogeo.inference.qgis import layout_for, write_styles
 from dinogeo.inference.stream import StreamSpec
 from dinogeo.inference.tiling import TileGrid, shard_strips
 from dinogeo.inference.vectorize import (

@@ -42,9 +42,9 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from dinogeo.errors import ConfigError
-from dinogeo.inference.qgis import (
+from dinogeo.inference.output_stats import equal_area_crs
+from dinogeo.inference.vector_style import (
     GPKG_OPTIONS,
-    equal_area_crs,
     vector_qml,
     vector_sld,
     write_layer_style,

@@ -26,14 +26,9 @@ from rasterio.features import shapes
 from scipy import ndimage
 
 from dinogeo.inference.encode import OutputSpec
-from dinogeo.inference.qgis import (
-    equal_area_crs,
-    pseudocolor_qml,
-    raster_qml,
-    vector_qml,
-    vector_sld,
-    write_layer_style,
-)
+from dinogeo.inference.output_stats import equal_area_crs
+from dinogeo.inference.qgis import pseudocolor_qml, raster_qml
+from dinogeo.inference.vector_style import vector_qml, vector_sld, write_layer_style
 from dinogeo.models.task_card import TaskCard, TaskClass
 
 __all__ = [

@@ -31,7 +31,7 @@ import geopandas as gpd
 import numpy as np
 import pyogrio
 
-from dinogeo.inference.qgis import GPKG_OPTIONS, point_qml, write_layer_style
+from dinogeo.inference.vector_style import GPKG_OPTIONS, point_qml, write_layer_style
 from dinogeo.inference.writer import check_output_path
 from dinogeo.models.task_card import TaskCard
 

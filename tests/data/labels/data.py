@@ -217,8 +217,8 @@ def write_change_polygons(mask: Path, folder: Path) -> Path:
 
 def _qgis_style_table(gpkg: Path, layers: list[str]) -> None:
     """Add the ``layer_styles`` table QGIS writes when a style is saved in the GeoPackage."""
-    from dinogeo.inference.qgis import vector_qml, vector_sld
-    from dinogeo.inference.qgis import write_layer_style as save_style
+    from dinogeo.inference.vector_style import vector_qml, vector_sld
+    from dinogeo.inference.vector_style import write_layer_style as save_style
     from dinogeo.models.task_card import load_task_card
 
     task = load_task_card("land_cover_nc1996")
