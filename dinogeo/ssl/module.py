@@ -20,23 +20,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dinogeo.errors import CheckpointError, ConfigError
-from dinogeo.models.backbone import Backbone, create_backbone
+from dinogeo.errors import ConfigError
+from dinogeo.models.backbone import Backbone
 from dinogeo.models.card import WeightCard
-from dinogeo.models.init_weights import backbone_file_state
 from dinogeo.models.materialise import (
-    assign_weights,
-    materialise_empty,
-    meta_backbone,
     shared_copy,
     unshare,
 )
 from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.dino_head import build_head
 from dinogeo.ssl.dino_loss import DINOLoss
-from dinogeo.ssl.ema import copy_weights, ema_update
+from dinogeo.ssl.ema import ema_update
 from dinogeo.ssl.fsdp import SSLFSDPStrategy, full_state_dict
-from dinogeo.ssl.fsdp_load import load_from_rank0, read_on_rank0
 from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.ibot_loss import iBOTPatchLoss
 from dinogeo.ssl.koleo_loss import koleo_group_ranks
@@ -44,6 +39,7 @@ from dinogeo.ssl.module_export import TEACHER_PREFIX, export_teacher_backbone, t
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.param_groups import build_param_groups
 from dinogeo.ssl.schedules import Schedule
+from dinogeo.ssl.start_weights import DeferredStart, fill_deferred, start_backbones
 from dinogeo.ssl.task_base import StepScheduledTask
 from dinogeo.ssl.task_config import (
     DINOHeadConfig,
@@ -153,26 +149,17 @@ class SSLTask(StepScheduledTask):
         self.band_names = list(band_names) if band_names else None
         self.export_path = export_path
 
-        if self.init_cfg.official_checkpoint and self.init_cfg.backbone:
-            raise ConfigError(
-                "init.official_checkpoint and init.backbone are both set: choose one start point"
-            )
         kwargs: dict[str, Any] = {
             "img_size": img_size,
             "drop_path_rate": drop_path_rate,
             "rope_rescale_coords": rope_rescale_coords,
             **dict(backbone_kwargs or {}),
         }
-        # init.load_on_rank0: the backbones stay on the meta device; configure_model fills them
-        start = self.init_cfg.official_checkpoint or self.init_cfg.backbone
-        self._deferred_start = bool(start) and self.init_cfg.load_on_rank0
-        self._deferred_gram = bool(self.gram_cfg.enabled and self.gram_cfg.ckpt) and (
-            self.init_cfg.load_on_rank0
+        backbone, gram_teacher, deferred = start_backbones(
+            arch, in_chans, self.init_cfg, self.gram_cfg, self.band_names, **kwargs
         )
-        if self._deferred_start:
-            backbone = meta_backbone(arch, in_chans, **kwargs)
-        else:
-            backbone = _initial_backbone(arch, in_chans, self.init_cfg, self.band_names, **kwargs)
+        #: what configure_model still loads into meta backbones (init.load_on_rank0)
+        self._deferred: DeferredStart | None = deferred if deferred.start or deferred.gram else None
         dim = backbone.embed_dim
         self.student = nn.ModuleDict(
             {
@@ -187,20 +174,7 @@ class SSLTask(StepScheduledTask):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self._shared = True
-        self.gram_teacher: GramTeacher | None = None
-        if self.gram_cfg.enabled:
-            self.gram_teacher = GramTeacher(
-                meta_backbone(arch, in_chans, **kwargs) if self._deferred_gram else backbone,
-                first_update=self.gram_cfg.first_update,
-                update_frequency=self.gram_cfg.update_frequency,
-                max_updates=self.gram_cfg.max_updates,
-                share=not self.gram_cfg.ckpt,
-            )
-            deferred = self._deferred_start or self._deferred_gram  # configure_model loads
-            if self.gram_cfg.ckpt and not deferred:
-                self.gram_teacher.load_file(self.gram_cfg.ckpt, band_names=self.band_names)
-            elif self.gram_cfg.from_initial and not deferred:
-                self.gram_teacher.copy_from(backbone)  # shared: marks it initialised, no copy
+        self.gram_teacher: GramTeacher | None = gram_teacher
         self.dino_loss = DINOLoss(self.dino_head_cfg.out_dim, self.loss_cfg.student_temp)
         self.ibot_loss = iBOTPatchLoss(self.ibot_head_cfg.out_dim, self.loss_cfg.student_temp)
 
@@ -260,61 +234,31 @@ class SSLTask(StepScheduledTask):
         strategy it does nothing.
         """
         strategy = self._trainer.strategy if self._trainer is not None else None
-        if self._deferred_start or self._deferred_gram:
-            self._load_deferred(strategy)
+        if self._deferred is not None:
+            self._load_deferred(self._deferred, strategy)
         elif isinstance(strategy, SSLFSDPStrategy):
             strategy.shard(self)
             # fully_shard copies each parameter's shard into its own storage: the teachers no
             # longer share the student's weights (their constant buffers, RoPE periods, may)
             self._shared = False
 
-    def _load_deferred(self, strategy: Any) -> None:
+    def _load_deferred(self, plan: DeferredStart, strategy: Any) -> None:
         """Fill the meta backbones (``init.load_on_rank0``): read on rank 0, shard, broadcast.
 
-        See :mod:`dinogeo.ssl.fsdp_load`. The start file gives the student's weights; the EMA
-        teacher (and the Gram teacher unless it has a file of its own) are copied from the
-        student shard by shard, as the recipe starts them equal.
+        See :func:`~dinogeo.ssl.start_weights.fill_deferred`.
         """
-        student, teacher = self.student_backbone, self.teacher_backbone
-        gram = self.gram_teacher
-        copies = [teacher] if gram is None or self._deferred_gram else [teacher, gram.backbone]
-        in_chans = student.in_chans
-        hint = (
-            f" (the {self.arch!r} backbone with {in_chans} bands; the run's model.arch and "
-            "data.bands must match the checkpoint)"
+        fsdp = isinstance(strategy, SSLFSDPStrategy)
+        fill_deferred(
+            self.student_backbone,
+            self.teacher_backbone,
+            self.gram_teacher,
+            plan,
+            shard=(lambda: strategy.shard(self)) if fsdp else None,
+            device=strategy.root_device if strategy is not None else torch.device("cpu"),
         )
-        state: dict[str, Tensor] = {}
-        gram_state: dict[str, Tensor] = {}
-        if self._deferred_start:
-            official = self.init_cfg.official_checkpoint
-            path = official or self.init_cfg.backbone or ""
-            bands = self.band_names if official else None
-            state = read_on_rank0(path, self.arch, [student, *copies], band_names=bands, hint=hint)
-        if self._deferred_gram and gram is not None:
-            gram_path = self.gram_cfg.ckpt or ""
-            gram_state = read_on_rank0(
-                gram_path, self.arch, [gram.backbone], band_names=self.band_names, hint=hint
-            )
-        if isinstance(strategy, SSLFSDPStrategy):
-            strategy.shard(self)
-        device = strategy.root_device if strategy is not None else torch.device("cpu")
-        for backbone in (student, teacher, gram.backbone if gram is not None else None):
-            if backbone is not None and any(t.is_meta for t in backbone.parameters()):
-                materialise_empty(backbone, device)
-        if self._deferred_start:
-            load_from_rank0(student, state)
-            state.clear()  # rank 0: drop the mapping of the file
-            for backbone in copies:
-                copy_weights(backbone, student)
-            if gram is not None and not self._deferred_gram and self.gram_cfg.from_initial:
-                gram.mark_loaded()
-        if self._deferred_gram and gram is not None:
-            load_from_rank0(gram.backbone, gram_state)
-            gram_state.clear()
-            gram.mark_loaded()
-        if self._deferred_start or isinstance(strategy, SSLFSDPStrategy):
+        if plan.start or fsdp:
             self._shared = False  # the teachers were copied, not shared (or FSDP separated them)
-        self._deferred_start = self._deferred_gram = False
+        self._deferred = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Teacher cls features of a normalised batch ``(B, C, H, W)``."""
@@ -545,33 +489,3 @@ class SSLTask(StepScheduledTask):
             log.warning("no datamodule sensor: the teacher backbone was not exported to %s", path)
             return None
         return export_teacher_backbone(state, self.hparams, card, path)
-
-
-def _initial_backbone(
-    arch: str,
-    in_chans: int,
-    init: InitConfig,
-    band_names: list[str] | None,
-    **kwargs: Any,
-) -> Backbone:
-    """The student backbone: random, or built on the meta device and given a file's weights.
-
-    From a file, no random initialisation runs and the (memory-mapped) tensors become the weights
-    without a copy (:func:`~dinogeo.models.materialise.assign_weights`).
-    """
-    path = init.official_checkpoint or init.backbone
-    if not path:
-        return create_backbone(arch, in_chans, **kwargs)
-    bands = band_names if init.official_checkpoint else None
-    state = backbone_file_state(path, arch, band_names=bands)
-    backbone = meta_backbone(arch, in_chans, **kwargs)
-    if any(k.startswith("local_cls_norm.") for k in state):
-        backbone.add_local_cls_norm()  # the 7B / SAT ViT-L norm of local crops' cls tokens
-    try:
-        assign_weights(backbone, state, source=str(path))
-    except CheckpointError as err:
-        raise CheckpointError(
-            f"{err} (the {arch!r} backbone with {in_chans} bands; the run's model.arch and "
-            "data.bands must match the checkpoint)"
-        ) from err
-    return backbone
