@@ -15,6 +15,7 @@ from rasterio.windows import Window
 
 from dinogeo.data.opener import open_source
 from dinogeo.errors import NoValidDataError
+from dinogeo.labels.label_spec import LabelSpec
 from dinogeo.labels.vectors import IGNORE_INDEX, rasterize_labels, read_vector_labels
 from dinogeo.models.task_card import load_task_card
 from dinogeo.trainers.metrics import TaskMetrics
@@ -100,13 +101,14 @@ def pixel_baseline(
         NoValidDataError: no labelled pixel over valid imagery in one of the label files.
     """
     card = load_task_card(task)
+    spec = LabelSpec(field=field, point_radius=point_radius)
     src = open_source(image, sensor=sensor)
     pixels, valid = src.read_normalized(Window(0, 0, src.width, src.height))
 
     def burn(path: str | Path) -> np.ndarray:
-        vec = read_vector_labels(path, card, field=field, target_crs=src.crs)
+        vec = read_vector_labels(path, card, field=spec.field, target_crs=src.crs)
         return rasterize_labels(
-            vec, src.transform, src.width, src.height, point_radius=point_radius
+            vec, src.transform, src.width, src.height, point_radius=spec.point_radius
         )
 
     x, y = _labelled_pixels(pixels, valid, burn(train_labels))
