@@ -11,7 +11,7 @@ arguments.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from dinogeo.data.sensors import Sensor
@@ -55,11 +55,7 @@ class ImagerySpec:
 
     def calibrated(self, sensor: Sensor) -> Sensor:
         """``sensor`` with this spec's ``scale`` and ``offset`` overrides (those given)."""
-        if self.scale is not None:
-            sensor = replace(sensor, scale=float(self.scale))
-        if self.offset is not None:
-            sensor = replace(sensor, offset=float(self.offset))
-        return sensor
+        return sensor.with_scaling(self.scale, self.offset)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``bands`` as a list), as stored in a model bundle."""
