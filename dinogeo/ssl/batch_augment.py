@@ -226,11 +226,13 @@ def _resample_each(out: Tensor, images: Tensor, source: Tensor, boxes: Tensor) -
     size = out.shape[-1]
     c = images.shape[1]
     strides = images.stride()
-    base = images.storage_offset()
-    for i, (b, (top, left, h, w)) in enumerate(zip(source.tolist(), boxes.tolist(), strict=True)):
-        offset = base + b * strides[0] + top * strides[2] + left * strides[3]
+    step = torch.tensor([strides[0], strides[2], strides[3]], device=boxes.device)
+    where = torch.stack([source, boxes[:, 0], boxes[:, 1]], dim=1)
+    offsets = ((where * step).sum(dim=1) + images.storage_offset()).tolist()
+    sides = boxes[:, 2:].tolist()
+    for offset, (h, w), target in zip(offsets, sides, out.split(1), strict=True):
         crop = images.as_strided((1, c, h, w), strides, offset)
-        _aa_bicubic(crop, [size, size], False, None, None, out=out[i : i + 1])
+        _aa_bicubic(crop, [size, size], False, None, None, out=target)
     return out
 
 

@@ -3,8 +3,8 @@
 The same process as :class:`~dinogeo.ssl.masking.BlockMaskGenerator`, run on every masked crop
 in parallel: each round, every crop that still needs patches tries up to 10 rectangles (area
 ``U(min_num_patches, limit)``, log-uniform aspect, uniform position; a try counts if it fits
-strictly inside the grid and adds between 1 and ``limit`` new patches, counted with an integral
-image) and keeps its first valid try; a crop with no valid try stops adding rectangles. The
+strictly inside the grid and adds between 1 and ``limit`` new patches, counted as a product of
+the try's row and column spans with the mask) and keeps its first valid try; a crop with no valid try stops adding rectangles. The
 remainder is then filled with uniformly chosen unmasked patches, so every count is exact, and
 the crop order is shuffled as :func:`~dinogeo.ssl.masking.make_ibot_masks` does.
 """
@@ -37,9 +37,9 @@ def _block_masks(
     mask = torch.zeros(n, height, width, dtype=torch.bool, device=device)
     count = torch.zeros(n, dtype=torch.long, device=device)
     active = counts > 0
-    ys = torch.arange(height, device=device).view(1, 1, height, 1)
-    xs = torch.arange(width, device=device).view(1, 1, 1, width)
-    rows = torch.arange(n, device=device)[:, None]
+    ys = torch.arange(height, device=device)
+    xs = torch.arange(width, device=device)
+    crops = torch.arange(n, device=device)
     while bool(active.any()):
         limit = torch.clamp(counts - count, max=max_num).to(torch.float32)[:, None]
         u = torch.rand(n, 10, 4, generator=gen, device=device)
@@ -51,23 +51,18 @@ def _block_masks(
         h, w = torch.where(fits, h, 1), torch.where(fits, w, 1)
         top = (u[..., 2] * (height - h + 1)).long().clamp(max=height - h)
         left = (u[..., 3] * (width - w + 1)).long().clamp(max=width - w)
-        integral = torch.zeros(n, height + 1, width + 1, dtype=torch.long, device=device)
-        integral[:, 1:, 1:] = mask.long().cumsum(1).cumsum(2)
-        covered = (
-            integral[rows, top + h, left + w]
-            - integral[rows, top, left + w]
-            - integral[rows, top + h, left]
-            + integral[rows, top, left]
-        )
-        new = h * w - covered
+        # the rows and columns each try spans, (n, 10, h) and (n, 10, w) as 0/1
+        in_rows = ((ys >= top[..., None]) & (ys < (top + h)[..., None])).to(torch.float32)
+        in_cols = ((xs >= left[..., None]) & (xs < (left + w)[..., None])).to(torch.float32)
+        # masked patches under each try (small integers: exact in float32)
+        covered = (torch.bmm(in_rows, mask.to(torch.float32)) * in_cols).sum(dim=-1)
+        new = h * w - covered.long()
         ok = fits & (new > 0) & (new <= limit.long()) & active[:, None]
         found = ok.any(dim=1)
-        first = ok.long().argmax(dim=1, keepdim=True)
-        pick = [t.gather(1, first) for t in (top, left, h, w)]
-        top1, left1, h1, w1 = (t.view(n, 1, 1, 1) for t in pick)
-        block = (ys >= top1) & (ys < top1 + h1) & (xs >= left1) & (xs < left1 + w1)
-        mask |= block[:, 0] & found[:, None, None]
-        count = count + torch.where(found, new.gather(1, first).squeeze(1), 0)
+        first = ok.long().argmax(dim=1)
+        block = in_rows[crops, first][:, :, None] * in_cols[crops, first][:, None, :] > 0
+        mask |= block & found[:, None, None]
+        count = count + torch.where(found, new[crops, first], 0)
         active = found & (count < counts)
     # exact count: fill the remainder with uniformly chosen unmasked patches
     flat = mask.view(n, -1)
