@@ -327,13 +327,13 @@ def _blur_matrix(kernel: Tensor, length: int, reflect: bool) -> Tensor:
     )
 
 
-def _blur_matrices(
-    x: Tensor, sigma: Tensor, kernel_size: int, out: Tensor, workspace: Workspace
-) -> Tensor:
-    """:func:`_blur` as two batched matrix products (faster on small crops, same sums)."""
+def _blur_matrices(x: Tensor, kernel: Tensor, out: Tensor, workspace: Workspace) -> Tensor:
+    """:func:`_blur` with kernels ``(n, K)`` as two batched matrix products (same sums).
+
+    Faster than shifted multiply-adds on small crops.
+    """
     n, c, height, width = x.shape
-    kernel = _gaussian_kernels(sigma, kernel_size, x.dtype)
-    reflect = min(height, width) > kernel_size // 2
+    reflect = min(height, width) > kernel.shape[1] // 2
     rows = workspace.get("blur_rows", (n, c * height, width), x.dtype, x.device)
     torch.bmm(x.reshape(n, c * height, width), _blur_matrix(kernel, width, reflect).mT, out=rows)
     column = _blur_matrix(kernel, height, reflect)[:, None]
@@ -346,19 +346,26 @@ def _blur(
     kernel_size: int,
     out: Tensor | None = None,
     workspace: Workspace | None = None,
+    keep: Tensor | None = None,
 ) -> Tensor:
     """Separable Gaussian blur of ``(n, C, H, W)`` with one sigma per crop (reflect padding).
 
     Written to ``out`` (which may be ``x``) or a new tensor; the padded input and the row pass
-    live in ``workspace`` when given.
+    live in ``workspace`` when given. Crops where ``keep`` (bool ``(n,)``) get a one-tap kernel
+    (1 at the centre, 0 elsewhere): they come out exactly as they went in.
     """
     n, c, height, width = x.shape
     radius = kernel_size // 2
     ws = workspace if workspace is not None else Workspace()
     out = x.new_empty(x.shape) if out is None else out
+    kernel = _gaussian_kernels(sigma, kernel_size, x.dtype)
+    if keep is not None:
+        one_tap = torch.zeros(kernel_size, dtype=x.dtype, device=x.device)
+        one_tap[radius] = 1.0
+        kernel = torch.where(keep[:, None], one_tap, kernel)
     if max(height, width) <= _BLUR_MATRIX_MAX:
-        return _blur_matrices(x, sigma, kernel_size, out, ws)
-    kernel = _gaussian_kernels(sigma, kernel_size, x.dtype).view(-1, 1, 1, 1, kernel_size)
+        return _blur_matrices(x, kernel, out, ws)
+    kernel = kernel.view(-1, 1, 1, 1, kernel_size)
     pad = [radius] * 4
     padded = ws.get("blur_pad", (n, c, height + 2 * radius, width + 2 * radius), x.dtype, x.device)
     if min(height, width) > radius:
@@ -470,8 +477,11 @@ class BatchedMultiCrop:
         """Blur the crops of ``x`` where ``chosen``, in place."""
         index = chosen.nonzero().flatten()
         kernel = self.augment.blur_kernel
-        if index.numel() == x.shape[0]:
-            _blur(x, sigma, kernel, out=x, workspace=self._workspace)
+        if 4 * index.numel() >= 3 * x.shape[0]:
+            # mostly blurred: the whole group in place, the others through a one-tap kernel
+            # (cheaper than gathering and scattering the blurred crops)
+            keep = None if index.numel() == x.shape[0] else ~chosen
+            _blur(x, sigma, kernel, out=x, workspace=self._workspace, keep=keep)
         elif index.numel():
             picked = self._workspace.get(
                 "blur_in", (index.numel(), *x.shape[1:]), x.dtype, x.device

@@ -363,3 +363,22 @@ def test_both_blur_kernels_equal_the_per_crop_gaussian(shape):
         ref = _gaussian_blur(x[i], 9, float(sigma[i]))
         torch.testing.assert_close(got[i], ref, atol=1e-5, rtol=1e-5)
     assert float((got - x).abs().mean()) > 0.05  # it blurs
+
+
+@pytest.mark.parametrize("side", [20, 40])
+def test_blur_keep_passes_crops_through_exactly(side):
+    """``keep``: those crops come out bit for bit as they went in (both blur kernels), the
+    others blurred as without ``keep``; a mostly blurred group takes that path in place."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(6, 4, side, side, generator=gen)
+    sigma = torch.rand(6, generator=gen) * 1.9 + 0.1
+    keep = torch.tensor([True, False, False, True, False, False])
+    got = ba._blur(x, sigma, 9, keep=keep)
+    assert torch.equal(got[keep], x[keep])
+    torch.testing.assert_close(got[~keep], ba._blur(x[~keep], sigma[~keep], 9), atol=0, rtol=0)
+    batched = ba.BatchedMultiCrop(MultiCropAugmentation(side, 8, 0))
+    y = x.clone()
+    batched._blur_chosen(y, ~torch.tensor([False, True, False, False, False, False]), sigma)
+    assert torch.equal(y[1], x[1])
+    torch.testing.assert_close(y[0], _gaussian_blur(x[0], 9, float(sigma[0])), atol=1e-5, rtol=1e-5)
+    assert float((y[0] - x[0]).abs().mean()) > 0.05
