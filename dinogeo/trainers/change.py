@@ -33,7 +33,9 @@ class ChangeTask(DenseTask):
         pixel_init: when the head has its per-pixel linear term (``pixel_linear``, on
             ``[date 1, date 2, |date 1 - date 2|]``), start it at the per-pixel softmax
             regression fitted on up to 65536 pixels of 64 training pairs (balanced classes) and
-            the rest of the head's output at 0.
+            the rest of the head's output at 0. The pairs are the first of the data module's
+            fixed training pool when it has one (``CachedFeatureDataModule.train_pool``), so
+            that every seed starts at the same classifier.
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
@@ -71,7 +73,11 @@ class ChangeTask(DenseTask):
         """
         if stage != "fit" or self._trainer is None:
             return
-        dataset = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        # a fixed pool of training pairs (a feature cache's) when there is one: synthetic
+        # training pairs are drawn afresh under the seed, which made each seed start elsewhere
+        pool = getattr(getattr(datamodule, "train_pool", None), "samples", None)
+        dataset = pool or getattr(datamodule, "train_set", None)
         if self._pixel_init and self.model.pixel_linear is not None and dataset is not None:
             count = min(len(dataset), PIXEL_INIT_PAIRS)
             samples = [dataset[i] for i in range(count)]
