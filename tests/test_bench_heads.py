@@ -52,3 +52,18 @@ def test_wide_table_puts_the_three_methods_side_by_side():
         "| T | miou 0.750 ± 0.000, accuracy 0.850 ± 0.000 | miou 0.820 ± 0.020, accuracy "
         "0.900 ± 0.000 | miou 0.710 ± 0.010, accuracy 0.800 ± 0.000 |"
     )
+
+
+def test_a_loss_beyond_the_std_is_said_so():
+    """A loss larger than both std was printed 'within the seeds' std' (the sign was kept)."""
+    swapped = [
+        {
+            **r,
+            "method": {"pretrained": "random init", "random init": "pretrained"}.get(
+                r["method"], r["method"]
+            ),
+        }
+        for r in _rows()
+    ]
+    text = verdicts(swapped, "pretrained", "random init")
+    assert "pretrained loses (by more than the seeds' std)" in text

@@ -99,7 +99,7 @@ def verdicts(rows: list[dict], pretrained: str, random: str) -> str:
         base = next((m for name, m in methods.items() if name.startswith("per-pixel")), None)
         text = f"{task}: {key} pretrained {pm:.3f} ± {ps:.3f} vs random {rm:.3f} ± {rs:.3f}"
         text += f" -> pretrained {'wins' if pm > rm else 'loses'}"
-        text += f" ({'by more than' if pm - rm > max(ps, rs) else 'within'} the seeds' std)"
+        text += f" ({'by more than' if abs(pm - rm) > max(ps, rs) else 'within'} the seeds' std)"
         if base is not None:
             bm = base["stats"][key][0]
             text += f"; baseline {bm:.3f}: pretrained {'>=' if pm >= bm else '<'}, random {'>=' if rm >= bm else '<'}"
