@@ -92,6 +92,10 @@ def worker(rank: int, port: int, root: str, arch: str) -> None:
         error = str(err)
     out = {**stop.record, "opened": opened, "meta_before": meta_before, "error": error}
     torch.save(out, Path(root) / f"rank{rank}.pt")
+    # the record is on disk: leave at once. After a failed fit Lightning leaves the gloo group up,
+    # and its threads torn down by the interpreter's exit can abort the process ("terminate called
+    # without an active exception") after the test's outcome was written.
+    os._exit(0)
 
 
 def free_port() -> int:
