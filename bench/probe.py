@@ -40,6 +40,7 @@ from dinogeo._paths import shared_data_dir
 from dinogeo.data.opener import open_source
 from dinogeo.data.sensors import load_sensor
 from dinogeo.models.backbone import Backbone
+from dinogeo.ssl.augment import Photometric
 from dinogeo.ssl.datamodule import SSLDataModule
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.module_step import ssl_losses
@@ -68,7 +69,11 @@ def pretraining_sources(shared: Path) -> list[str]:
 
 
 def make_datamodule(
-    shared: Path, batch_size: int, sources: list[str], num_workers: int = 0
+    shared: Path,
+    batch_size: int,
+    sources: list[str],
+    num_workers: int = 0,
+    photometric: Photometric | None = None,
 ) -> SSLDataModule:
     return SSLDataModule(
         sources=sources,
@@ -86,6 +91,7 @@ def make_datamodule(
         n_local=4,
         patch_size=PATCH,
         seed=0,
+        photometric=photometric,
     )
 
 
@@ -280,8 +286,12 @@ def pretrain(
     initial = copy.deepcopy(task.teacher_backbone)
     trainer = cpu_trainer(args.out, minutes=args.minutes, steps=args.steps)
     start = time.perf_counter()
+    photometric = Photometric.spectral() if args.photometric == "spectral" else Photometric()
     trainer.fit(
-        task, make_datamodule(shared_data_dir(), args.batch_size, sources, args.loader_workers)
+        task,
+        make_datamodule(
+            shared_data_dir(), args.batch_size, sources, args.loader_workers, photometric
+        ),
     )
     print(f"pretrained {trainer.global_step} steps in {(time.perf_counter() - start) / 60:.1f} min")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +356,13 @@ def main() -> None:
         "--weights", type=Path, default=None, help="skip pretraining: probe these teacher weights"
     )
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--photometric",
+        choices=("recipe", "spectral"),
+        default="spectral",
+        help="photometric distortions while pretraining: 'spectral' (no band jitter, no band "
+        "mean: the spectrum is left as it is) or the recipe's",
+    )
     parser.add_argument(
         "--loader-workers", type=int, default=1, help="DataLoader workers while pretraining"
     )

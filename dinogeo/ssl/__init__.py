@@ -1,6 +1,6 @@
 """The DINOv3 self-supervised recipe: heads, losses, masking, augmentation and optimisation."""
 
-from dinogeo.ssl.augment import MultiCropAugmentation
+from dinogeo.ssl.augment import MultiCropAugmentation, Photometric
 from dinogeo.ssl.collate import collate_multicrop
 from dinogeo.ssl.crop_mix import CropMix, CropMixEntry
 from dinogeo.ssl.dino_head import DINOHead
@@ -22,6 +22,7 @@ __all__ = [
     "DINOHead",
     "DINOLoss",
     "MultiCropAugmentation",
+    "Photometric",
     "build_param_groups",
     "cancel_last_layer_gradients",
     "clip_gradients_per_module",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +18,44 @@ from torch import Tensor
 
 from dinogeo.errors import ConfigError
 
-__all__ = ["MultiCropAugmentation", "random_resized_crop_box"]
+__all__ = ["MultiCropAugmentation", "Photometric", "random_resized_crop_box"]
 
 Box = tuple[int, int, int, int]  # top, left, height, width
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """The photometric distortions of the multi-crop augmentation (``data.photometric``).
+
+    The defaults are the DINOv3 recipe's, carried over to normalised bands (see
+    :class:`MultiCropAugmentation` for what each does). On multispectral imagery, where the
+    spectrum is what separates the classes, the band jitter and the band mean ("grayscale")
+    teach the backbone to ignore exactly that: ``Photometric.spectral()`` keeps blur and
+    solarisation and turns them off (docs/pretraining.md, "Photometric augmentation").
+    """
+
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    grayscale_p: float = 0.2
+    blur_kernel: int = 9
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_p_global1: float = 0.0
+    blur_p_global2: float = 0.9
+    blur_p_local: float = 0.5
+    solarize_p: float = 0.2
+
+    @classmethod
+    def spectral(cls) -> Photometric:
+        """The recipe's distortions without the band jitter and the band mean."""
+        return cls(jitter_p=0.0, grayscale_p=0.0)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`MultiCropAugmentation`."""
+        out = asdict(self)
+        out["blur_sigma"] = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
+        return out
 
 
 def _rand(generator: torch.Generator | None) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from dinogeo.data.samplers import RandomChipSampler
 from dinogeo.data.sensors import Sensor
 from dinogeo.data.source import Source
 from dinogeo.errors import ConfigError
-from dinogeo.ssl.augment import MultiCropAugmentation
+from dinogeo.ssl.augment import MultiCropAugmentation, Photometric
 from dinogeo.ssl.batch_types import MultiCropBatch
 from dinogeo.ssl.checkpointing import ResumableSampler, SeededRNG, sample_seed
 from dinogeo.ssl.collate import collate_multicrop
@@ -190,6 +191,8 @@ class SSLDataModule(pl.LightningDataModule):
             resume. When given, it replaces ``global_size``, ``local_size`` and ``gram_size``;
             the chips are cut at the largest Gram/global size of the mix, so every entry
             crops the same ground regions at its own resolution. ``None``: one size.
+        photometric: the photometric distortions (:class:`~dinogeo.ssl.augment.Photometric`,
+            e.g. ``--data.photometric.grayscale_p 0``); ``None``: the recipe's.
     """
 
     def __init__(
@@ -223,10 +226,13 @@ class SSLDataModule(pl.LightningDataModule):
         probe_chip_size: int = 32,
         crop_mix: list[CropMixEntry] | None = None,
         augment_on: str = "device",
+        photometric: Photometric | None = None,
     ) -> None:
         super().__init__()
         # plain dicts in the hyperparameters: checkpoints stay loadable with weights_only=True
-        self.save_hyperparameters(ignore=["crop_mix"])
+        self.save_hyperparameters(ignore=["crop_mix", "photometric"])
+        self.photometric = photometric or Photometric()
+        self.hparams["photometric"] = asdict(self.photometric)
         self.crop_mix = CropMix(crop_mix, patch_size) if crop_mix is not None else None
         self.hparams["crop_mix"] = self.crop_mix.to_config() if self.crop_mix else None
         if not sources and not index:
@@ -277,6 +283,7 @@ class SSLDataModule(pl.LightningDataModule):
                 local_scale=local_scale,
                 gram_size=gram,
                 flips=flips,
+                **self.photometric.kwargs(),
             )
             for g, loc, gram in sizes
         ]
