@@ -60,6 +60,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="decay of the moving average of the head weights that selection scores and keeps "
         "(0: the raw weights of each step)",
     )
+    p.add_argument(
+        "--feature-linear",
+        choices=("config", "on", "off"),
+        default="config",
+        help="land-cover and canopy heads with the linear probe of the frozen features inside, "
+        "started with the bands at their joint linear probe (LP-FT); config: as each task's "
+        "config in configs/finetune says",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--features", type=int, default=32, help="DPT width")
     p.add_argument("--crop", type=int, default=32, help="training crop of the cached chips")
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             select_fraction=args.select_fraction,
             select_every=args.select_every,
             ema=args.ema,
+            feature_linear=None if args.feature_linear == "config" else args.feature_linear == "on",
             fits_total=fits * len(backbones) * len(seeds),
         )
         rows: list[dict] = []

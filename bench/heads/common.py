@@ -62,6 +62,9 @@ class Settings:
     select_every: int = 25
     #: decay of the moving average of the head weights that selection scores and keeps; 0: none
     ema: float = 0.95
+    #: land-cover and canopy heads with the linear probe of the features inside (``feature_linear``);
+    #: None: as the task's config says
+    feature_linear: bool | None = None
     started: float = field(default_factory=time.time)
     fits_done: int = 0
     fits_total: int = 1
@@ -200,6 +203,8 @@ def fit_chip_heads(
         data.setdefault("train_stride", TRAIN_STRIDE)
         dm = LabeledChipDataModule(**data)
         args = {**model_args, "features": settings.features, **linked(data)}
+        if settings.feature_linear is not None:
+            args["feature_linear"] = settings.feature_linear
         for seed, task, cached in fit_seeds(settings, title, label, task_cls, args, dm):
             yield label, seed, task, cached
 

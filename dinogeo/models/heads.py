@@ -18,6 +18,10 @@ concatenated with the upsampled decoder output before the last layers. With 16-p
 Optional ``pixel_linear``: a per-pixel linear map of the input bands added to the output logits,
 so the head contains the per-pixel linear classifier on the raw bands (and a trainer can start it
 at that classifier's fit: see ``LandCoverTask``'s ``pixel_init``).
+Optional ``feature_linear`` (segmentation and height): a linear map of the decoder layers'
+features (a 1x1 convolution at token resolution, bilinearly upsampled) added to the output, so
+the head also contains the linear probe of the frozen features; with ``pixel_init`` the trainer
+starts the two linear terms at the joint linear probe of bands and features (LP-FT).
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class HeadConfig:
         max_height: centre of the highest bin, metres.
         pixel_linear: add a per-pixel linear map of the input bands (1x1 convolution) to the
             outputs (False in bundles written before it existed).
+        feature_linear: add a linear map of the decoder layers' features (1x1 convolution at
+            token resolution, bilinearly upsampled) to the outputs: the linear probe of the
+            backbone inside the head (segmentation and height heads; False in older bundles).
     """
 
     type: str
@@ -88,6 +95,7 @@ class HeadConfig:
     min_height: float = 1e-3
     max_height: float = 96.0
     pixel_linear: bool = False
+    feature_linear: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in HEAD_TYPES:
@@ -98,6 +106,12 @@ class HeadConfig:
             raise ConfigError(
                 "num_outputs and features must be positive and image_skip >= 0, got "
                 f"{self.num_outputs}, {self.features}, {self.image_skip}"
+            )
+        if self.feature_linear and self.type == "change":
+            raise ConfigError(
+                "feature_linear is for segmentation and height heads: a change head's features "
+                "are fused by learned layers, so there is no frozen feature to probe; set "
+                "feature_linear: false"
             )
         self.layer_indices = [int(i) for i in self.layer_indices]
 
@@ -184,6 +198,12 @@ class DenseModel(nn.Module):
             for param in linear.parameters():
                 nn.init.zeros_(param)  # starts as no term at all
             self.pixel_linear = linear
+        self.feature_linear: nn.Conv2d | None = None
+        if config.feature_linear:
+            probe = nn.Conv2d(width * len(self.layers), self.decoder_outputs, 1)
+            for param in probe.parameters():
+                nn.init.zeros_(param)  # starts as no term at all
+            self.feature_linear = probe
 
     @property
     def decoder_outputs(self) -> int:
@@ -237,6 +257,40 @@ class DenseModel(nn.Module):
             out = self.skip(out, image)
         if self.pixel_linear is not None:
             out = out + self.pixel_linear(image if pixels is None else pixels)
+        if self.feature_linear is not None:
+            probe = self.feature_linear(torch.cat(feats, dim=1))
+            out = out + F.interpolate(probe, size=size, mode="bilinear", align_corners=False)
+        return out
+
+    def pixel_features(self, images: Tensor, index: Tensor) -> Tensor:
+        """The decoder layers' features, bilinearly upsampled to the pixels, at ``index``.
+
+        What :attr:`feature_linear` sees at each pixel (a linear map commutes with the
+        upsampling), for fitting it as a linear probe.
+
+        Args:
+            images: normalised chips (N, C, H, W).
+            index: flat indices into the N * H * W pixels.
+
+        Returns:
+            (len(index), F) features, F = width x decoder layers, in the order of ``index``.
+        """
+        n, _, h, w = images.shape
+        chip = torch.div(index, h * w, rounding_mode="floor")
+        out: Tensor | None = None
+        for i in torch.unique(chip).tolist():
+            rows = torch.nonzero(chip == i).ravel()
+            padded, _, _ = self._pad(images[i : i + 1])
+            with torch.no_grad():
+                tokens = torch.cat(self.encode(padded), dim=1)
+                size = (int(padded.shape[-2]), int(padded.shape[-1]))
+                up = F.interpolate(tokens, size=size, mode="bilinear", align_corners=False)
+            flat = up[0, :, :h, :w].reshape(up.shape[1], -1)
+            if out is None:
+                out = torch.zeros(len(index), up.shape[1], dtype=up.dtype)
+            out[rows] = flat[:, index[rows] - i * h * w].T
+        if out is None:
+            raise ConfigError("pixel_features: no pixel index given")
         return out
 
     def forward(self, x: Tensor, features: list[Tensor] | None = None) -> Tensor:

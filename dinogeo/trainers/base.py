@@ -40,6 +40,8 @@ __all__ = ["CachedFeatures", "DenseTask", "resolve_backbone"]
 #: backbone features a batch may carry (the feature cache): one list of maps per image, or one
 #: per date for change pairs
 type CachedFeatures = list[Tensor] | tuple[list[Tensor], list[Tensor]]
+#: (mean, std) of the standardised features a joint linear probe was fitted on
+type FeatureScaling = tuple[Tensor, Tensor]
 
 #: the default imagery of a task: the tiny test architecture on the weight card's sensor
 DEFAULT_IMAGERY = ImagerySpec(backbone=DEFAULT_BACKBONE)
@@ -104,6 +106,10 @@ class DenseTask(LightningModule):
             backbone-feature head).
         pixel_linear: add a per-pixel linear map of the input bands to the outputs (the
             per-pixel linear classifier, inside the head).
+        feature_linear: add a linear map of the decoder layers' features to the outputs (the
+            linear probe of the backbone, inside the head; segmentation and height). With the
+            tasks' ``pixel_init`` both linear terms start at the joint linear probe of bands and
+            features, and the rest of the head learns the residual (LP-FT).
         unfreeze_last_blocks: number of final backbone blocks to train (0: frozen backbone).
         lr: learning rate of the head.
         backbone_lr: learning rate of unfrozen backbone blocks.
@@ -125,6 +131,7 @@ class DenseTask(LightningModule):
         features: int = 128,
         image_skip: int = 16,
         pixel_linear: bool = True,
+        feature_linear: bool = False,
         unfreeze_last_blocks: int = 0,
         lr: float = 1e-3,
         backbone_lr: float = 1e-5,
@@ -164,6 +171,7 @@ class DenseTask(LightningModule):
             features=hp["features"],
             image_skip=hp["image_skip"],
             pixel_linear=bool(hp.get("pixel_linear", False)),
+            feature_linear=bool(hp.get("feature_linear", False)),
         )
 
     def configure_models(self) -> None:
@@ -180,11 +188,37 @@ class DenseTask(LightningModule):
         """Set up training and validation metrics."""
         self.val_metrics = TaskMetrics(self.task_card)
 
-    def start_pixel_linear(self, fitted: torch.nn.Linear) -> None:
-        """Start the per-pixel linear term at ``fitted`` and the rest of the head's output at 0.
+    def probe_inputs(self, images: Tensor, index: Tensor) -> tuple[Tensor, FeatureScaling | None]:
+        """The inputs of the head's linear terms at some pixels: bands, then features.
+
+        Args:
+            images: normalised training chips (N, C, H, W).
+            index: flat indices into their N * H * W pixels.
+
+        Returns:
+            ``(x, scaling)``: x is (len(index), C) pixels, followed by the standardised features
+            of :meth:`DenseModel.pixel_features` when the head has ``feature_linear``; scaling
+            (their mean and std) is what :meth:`start_pixel_linear` needs to undo it.
+        """
+        x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])[index]
+        if self.model.feature_linear is None:
+            return x, None
+        feats = self.model.pixel_features(images, index).float()
+        mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+        return torch.cat([x, (feats - mean) / std], dim=1), (mean, std)
+
+    def start_pixel_linear(
+        self, fitted: torch.nn.Linear, scaling: FeatureScaling | None = None
+    ) -> None:
+        """Start the head's linear terms at ``fitted`` and the rest of its output at 0.
 
         The untrained head then predicts exactly what ``fitted`` does and training learns the
         residual (see the tasks' ``pixel_init``).
+
+        Args:
+            fitted: a linear layer on the per-pixel bands, or on :meth:`probe_inputs` (bands,
+                then standardised features) when the head has ``feature_linear``.
+            scaling: the features' (mean, std) from :meth:`probe_inputs`.
 
         Raises:
             ConfigError: the head has no per-pixel linear term.
@@ -193,10 +227,20 @@ class DenseTask(LightningModule):
         if layer is None:
             raise ConfigError("the head has no per-pixel linear term: set pixel_linear: true")
         out = self.model.output_layer()
+        bands = layer.weight.shape[1]
+        weight, bias = fitted.weight.detach(), fitted.bias.detach()
         with torch.no_grad():
-            layer.weight.copy_(fitted.weight[:, :, None, None])
-            if layer.bias is not None and fitted.bias is not None:
-                layer.bias.copy_(fitted.bias)
+            layer.weight.copy_(weight[:, :bands, None, None])
+            probe = self.model.feature_linear
+            if probe is not None and scaling is not None:
+                mean, std = scaling
+                on_features = weight[:, bands:] / std
+                probe.weight.copy_(on_features[:, :, None, None])
+                if probe.bias is not None:
+                    probe.bias.zero_()
+                bias = bias - on_features @ mean
+            if layer.bias is not None:
+                layer.bias.copy_(bias)
             out.weight.zero_()
             if out.bias is not None:
                 out.bias.zero_()

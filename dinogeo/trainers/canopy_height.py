@@ -99,7 +99,8 @@ class CanopyHeightTask(DenseTask):
             on up to 32768 pixels of 64 training chips, unweighted so that its probabilities
             stay calibrated: its soft-argmax is a per-pixel estimate of the height) and the rest
             of the head's output at 0; this replaces ``bin_prior`` (whose histogram it contains
-            as the case of no band information).
+            as the case of no band information). With ``feature_linear`` the regression is
+            on bands and frozen features together (the joint linear probe).
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
@@ -170,23 +171,23 @@ class CanopyHeightTask(DenseTask):
             heights: their reference heights (N, H, W), NaN where unknown.
             max_pixels: pixels sampled (seeded) for the fit.
         """
-        x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])
         h = heights.reshape(-1)
         keep = torch.nonzero(torch.isfinite(h)).ravel()
         if not len(keep):
             return
         pick = torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:max_pixels]
         keep = keep[pick]
+        x, scaling = self.probe_inputs(images, keep)
         centres = self._centres().cpu()
         fitted = fit_softmax_regression(
-            x[keep].numpy(),
+            x.numpy(),
             bin_indices(h[keep], centres).numpy(),
             len(centres),
             l2=1e-3,
             max_iter=100,
             balanced=False,
         )
-        self.start_pixel_linear(fitted)
+        self.start_pixel_linear(fitted, scaling)
 
     def init_bin_prior(self, heights: np.ndarray) -> Tensor:
         """Set the bin-logit bias to the log of the bins' probabilities in ``heights``.

@@ -19,6 +19,8 @@ __all__ = ["LandCoverTask"]
 
 #: training chips read for the per-pixel start of the head
 PIXEL_INIT_CHIPS = 64
+#: labelled pixels (sampled, seeded) the joint linear probe of bands and features is fitted on
+PROBE_PIXELS = 32768
 
 #: class-weight modes computed from the training chips' class frequencies f: weight f ** -power
 FREQUENCY_WEIGHTS = {"auto": 0.5, "balanced": 1.0}
@@ -37,7 +39,10 @@ class LandCoverTask(DenseTask):
             the per-pixel softmax regression fitted on the training chips' labelled pixels
             (L-BFGS, balanced classes, up to ``PIXEL_INIT_CHIPS`` chips) and the rest of the
             head's output at 0: training starts from the per-pixel classifier and learns what
-            context adds, instead of rediscovering band ratios by gradient descent.
+            context adds, instead of rediscovering band ratios by gradient descent. With
+            ``feature_linear`` the fit is the joint linear probe of bands and frozen features
+            (up to ``PROBE_PIXELS`` labelled pixels), so the head starts at what a linear probe
+            of the backbone gets.
         **kwargs: the :class:`~dinogeo.trainers.base.DenseTask` arguments.
     """
 
@@ -103,15 +108,18 @@ class LandCoverTask(DenseTask):
             images: normalised training chips (N, C, H, W).
             masks: their class indices (N, H, W), ``IGNORE_INDEX`` where unlabelled.
         """
-        x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])
         y = masks.reshape(-1)
-        keep = y != IGNORE_INDEX
-        if not keep.any():
+        keep = torch.nonzero(y != IGNORE_INDEX).ravel()
+        if not len(keep):
             return
+        if self.model.feature_linear is not None and len(keep) > PROBE_PIXELS:
+            pick = torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))
+            keep = keep[pick[:PROBE_PIXELS]]
+        x, scaling = self.probe_inputs(images, keep)
         fitted = fit_softmax_regression(
-            x[keep].numpy(), y[keep].numpy(), self.task_card.num_outputs, l2=1e-3
+            x.numpy(), y[keep].numpy(), self.task_card.num_outputs, l2=1e-3
         )
-        self.start_pixel_linear(fitted)
+        self.start_pixel_linear(fitted, scaling)
 
     def _init_class_weights(self) -> None:
         if self._class_weights_arg not in FREQUENCY_WEIGHTS:
