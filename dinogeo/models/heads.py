@@ -275,9 +275,9 @@ class DenseModel(nn.Module):
         Returns:
             (len(index), F) features, F = width x decoder layers, in the order of ``index``.
         """
-        n, _, h, w = images.shape
+        _, _, h, w = images.shape
         chip = torch.div(index, h * w, rounding_mode="floor")
-        out: Tensor | None = None
+        out = torch.zeros(len(index), self.backbone.embed_dim * len(self.layers))
         for i in torch.unique(chip).tolist():
             rows = torch.nonzero(chip == i).ravel()
             padded, _, _ = self._pad(images[i : i + 1])
@@ -286,11 +286,7 @@ class DenseModel(nn.Module):
                 size = (int(padded.shape[-2]), int(padded.shape[-1]))
                 up = F.interpolate(tokens, size=size, mode="bilinear", align_corners=False)
             flat = up[0, :, :h, :w].reshape(up.shape[1], -1)
-            if out is None:
-                out = torch.zeros(len(index), up.shape[1], dtype=up.dtype)
-            out[rows] = flat[:, index[rows] - i * h * w].T
-        if out is None:
-            raise ConfigError("pixel_features: no pixel index given")
+            out[rows] = flat[:, index[rows] - i * h * w].T.float()
         return out
 
     def forward(self, x: Tensor, features: list[Tensor] | None = None) -> Tensor:

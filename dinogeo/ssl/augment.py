@@ -58,6 +58,10 @@ class Photometric:
         return out
 
 
+#: the recipe's photometric distortions: the defaults of :class:`MultiCropAugmentation`
+RECIPE = Photometric()
+
+
 def _rand(generator: torch.Generator | None) -> float:
     return float(torch.rand((), generator=generator).item())
 
@@ -193,17 +197,17 @@ class MultiCropAugmentation:
         flips: bool = True,
         *,
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        jitter_p: float = 0.8,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        saturation: float = 0.2,
-        grayscale_p: float = 0.2,
-        blur_kernel: int = 9,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        blur_p_global1: float = 0.0,
-        blur_p_global2: float = 0.9,
-        blur_p_local: float = 0.5,
-        solarize_p: float = 0.2,
+        jitter_p: float = RECIPE.jitter_p,
+        brightness: float = RECIPE.brightness,
+        contrast: float = RECIPE.contrast,
+        saturation: float = RECIPE.saturation,
+        grayscale_p: float = RECIPE.grayscale_p,
+        blur_kernel: int = RECIPE.blur_kernel,
+        blur_sigma: tuple[float, float] = RECIPE.blur_sigma,
+        blur_p_global1: float = RECIPE.blur_p_global1,
+        blur_p_global2: float = RECIPE.blur_p_global2,
+        blur_p_local: float = RECIPE.blur_p_local,
+        solarize_p: float = RECIPE.solarize_p,
         solarize_threshold: float | Sequence[float] = 0.0,
     ) -> None:
         sizes = [global_size, local_size] + ([gram_size] if gram_size is not None else [])

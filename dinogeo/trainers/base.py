@@ -203,7 +203,7 @@ class DenseTask(LightningModule):
         x = images.permute(0, 2, 3, 1).reshape(-1, images.shape[1])[index]
         if self.model.feature_linear is None:
             return x, None
-        feats = self.model.pixel_features(images, index).float()
+        feats = self.model.pixel_features(images, index)
         mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
         return torch.cat([x, (feats - mean) / std], dim=1), (mean, std)
 
