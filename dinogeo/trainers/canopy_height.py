@@ -90,10 +90,15 @@ class CanopyHeightTask(DenseTask):
         bins: number of log-spaced height bins.
         min_height: centre of the lowest bin (m).
         max_height: centre of the highest bin (m).
-        silog_weight: weight of the scale-invariant log loss added to the L1 loss.
+        silog_weight: weight of the scale-invariant log loss.
         bin_prior: start the bin logits at the training heights' histogram (read from up to 64
             training chips when fitting starts); False keeps the default initialisation.
         bin_ce_weight: weight of a cross-entropy term on the reference's nearest bin (0: off).
+            Alone (``l1_weight`` and ``silog_weight`` 0) it trains the bin probabilities as the
+            per-pixel start was fitted: a proper scoring rule keeps them calibrated, so their
+            soft-argmax estimates the conditional mean height, what MSE and R2 reward (L1 pulls
+            towards the median, 0 m on scenes that are mostly open ground; docs/heads.md).
+        l1_weight: weight of the L1 loss on the heights in metres.
         pixel_init: when the head has its per-pixel linear term (``pixel_linear``), start it at
             a per-pixel softmax regression of the reference's nearest bin on the bands (fitted
             on up to 32768 pixels of 64 training chips, unweighted so that its probabilities
@@ -115,6 +120,7 @@ class CanopyHeightTask(DenseTask):
         bin_prior: bool = True,
         bin_ce_weight: float = 5.0,
         pixel_init: bool = True,
+        l1_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
         self._pixel_init = bool(pixel_init)
@@ -122,9 +128,16 @@ class CanopyHeightTask(DenseTask):
         self._silog_weight = float(silog_weight)
         self._bin_prior = bool(bin_prior)
         self._ce_weight = float(bin_ce_weight)
-        if self._ce_weight < 0 or self._silog_weight < 0:
+        self._l1_weight = float(l1_weight)
+        weights = {
+            "l1_weight": l1_weight,
+            "silog_weight": silog_weight,
+            "bin_ce_weight": bin_ce_weight,
+        }
+        if min(weights.values()) < 0 or max(weights.values()) <= 0:
             raise ConfigError(
-                f"silog_weight and bin_ce_weight must be >= 0, got {silog_weight}, {bin_ce_weight}"
+                f"the canopy loss weights must be >= 0 with at least one > 0, got {weights}: "
+                "set e.g. bin_ce_weight: 5.0"
             )
         self._logits: Tensor | None = None
         kwargs.setdefault("task", "canopy_height")
@@ -223,14 +236,16 @@ class CanopyHeightTask(DenseTask):
         return self._height_model.heights(logits)
 
     def loss(self, output: Tensor, batch: LabeledSample) -> Tensor:
-        """L1 + SILog (+ bin cross-entropy) over pixels with a finite reference height."""
+        """L1 + SILog + bin cross-entropy (as weighted) over pixels with a finite reference height."""
         target = batch["mask"].to(output.dtype).reshape(output.shape[0], *output.shape[-2:])
         pred = output.reshape(target.shape)
         keep = torch.isfinite(target)
         if not keep.any():
             return output.sum() * 0.0
         p, t = pred[keep], target[keep]
-        loss = (p - t).abs().mean()
+        loss = output.sum() * 0.0
+        if self._l1_weight:
+            loss = loss + self._l1_weight * (p - t).abs().mean()
         if self._silog_weight:
             loss = loss + self._silog_weight * silog_loss(p, t)
         if self._ce_weight and self._logits is not None:

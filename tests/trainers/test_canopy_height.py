@@ -11,6 +11,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from dinogeo.errors import ConfigError
 from dinogeo.models.heads import height_bin_centres
 from dinogeo.trainers.canopy_height import (
     CanopyHeightTask,
@@ -77,3 +78,31 @@ def test_bin_cross_entropy_keeps_a_saturated_head_trainable():
         grads[weight] = logits.grad[0, :, 0, 0].abs().max().item()
     assert grads[0.0] < 1e-6  # the collapse: saturated softmax, vanishing gradient
     assert grads[5.0] > 1e-2
+
+
+def test_loss_weights_choose_the_terms():
+    """Each term is on only when weighted; the cross-entropy alone is the bin fit's own loss."""
+    task = CanopyHeightTask(imagery=RGB_IMAGERY, bins=32, l1_weight=0.0, silog_weight=0.0)
+    centres = task.model.bin_centres
+    logits = torch.randn(2, 32, 4, 4, generator=torch.Generator().manual_seed(0))
+    target = torch.rand(2, 4, 4) * 20
+    target[0, 0, 0] = float("nan")  # unknown reference: ignored by every term
+    task._logits = logits
+    heights = torch.einsum("bkhw,k->bhw", logits.softmax(1), centres).unsqueeze(1)
+    index = bin_indices(target.nan_to_num(), centres)
+    index[0, 0, 0] = -100
+    ce = torch.nn.functional.cross_entropy(logits, index, ignore_index=-100)
+    assert float(task.loss(heights, {"mask": target})) == pytest.approx(5.0 * float(ce), rel=1e-6)
+    task._l1_weight = 2.0
+    keep = torch.isfinite(target)
+    l1 = (heights[:, 0][keep] - target[keep]).abs().mean()
+    expected = 2.0 * float(l1) + 5.0 * float(ce)
+    assert float(task.loss(heights, {"mask": target})) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "weights", [{"l1_weight": -1.0}, {"l1_weight": 0.0, "silog_weight": 0.0, "bin_ce_weight": 0.0}]
+)
+def test_loss_weights_are_checked(weights):
+    with pytest.raises(ConfigError, match="bin_ce_weight: 5.0"):
+        CanopyHeightTask(imagery=RGB_IMAGERY, bins=32, **weights)
