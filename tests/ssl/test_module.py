@@ -22,8 +22,8 @@ from dinogeo.ssl.gram_teacher import GramTeacher
 from dinogeo.ssl.module import SSLTask
 from dinogeo.ssl.module_step import ssl_losses
 from dinogeo.ssl.monitor import embedding_health, knn_accuracy, plot_training_curves
-from dinogeo.ssl.pretrain import PretrainCLI
 from dinogeo.ssl.task_config import DINOHeadConfig, LossConfig
+from tests.ssl.test_pretrain_cli import parse_default
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "ssl"
@@ -331,26 +331,19 @@ def test_demo_curves_mark_the_uniform_target_losses(tmp_path):
 def test_distributed_configs_parse(shared_data, tmp_path, monkeypatch, name, strategy, ranks):
     """ddp.yaml / fsdp.yaml layered on the default config build their strategies (2 CPU ranks)."""
     monkeypatch.chdir(tmp_path)
-    cli = PretrainCLI(
-        SSLTask,
-        SSLDataModule,
-        run=False,
-        args=[
-            "--config",
-            str(CONFIGS / "default.yaml"),
-            "--config",
-            str(CONFIGS / name),
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "2",
-            "--data.sources",
-            f"[{shared_data / S2_10M}]",
-            "--data.sensor",
-            "sentinel2_l1c",
-            "--data.bands",
-            "[B02, B03, B04, B08]",
-        ],
+    cli = parse_default(
+        "--config",
+        str(CONFIGS / name),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--data.sources",
+        f"[{shared_data / S2_10M}]",
+        "--data.sensor",
+        "sentinel2_l1c",
+        "--data.bands",
+        "[B02, B03, B04, B08]",
     )
     assert isinstance(cli.trainer.strategy, strategy)
     assert cli.trainer.world_size == 2

@@ -18,9 +18,7 @@ from dinogeo.data.sensors import load_sensor
 from dinogeo.ssl import batch_augment as ba
 from dinogeo.ssl.augment import MultiCropAugmentation, Photometric
 from dinogeo.ssl.datamodule import SSLDataModule
-from dinogeo.ssl.module import SSLTask
-from dinogeo.ssl.pretrain import PretrainCLI
-from tests.ssl.test_pretrain_cli import ABER, CONFIGS, tiny
+from tests.ssl.test_pretrain_cli import ABER, parse_default, tiny
 from tests.ssl.test_ssl_augment import NO_DISTORTION
 
 BANDS = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
@@ -95,19 +93,12 @@ def test_photometric_from_the_command_line(shared_data, tmp_path, monkeypatch, v
     """``--data.photometric.*`` reaches both augmentation paths and the checkpoint's plain
     hyperparameters."""
     monkeypatch.chdir(tmp_path)
-    cli = PretrainCLI(
-        SSLTask,
-        SSLDataModule,
-        run=False,
-        args=[
-            "--config",
-            str(CONFIGS / "default.yaml"),
-            *tiny(shared_data, 1),
-            "--data.photometric.jitter_p",
-            value,
-            "--data.photometric.grayscale_p",
-            "0",
-        ],
+    cli = parse_default(
+        *tiny(shared_data, 1),
+        "--data.photometric.jitter_p",
+        value,
+        "--data.photometric.grayscale_p",
+        "0",
     )
     dm = cli.datamodule
     assert isinstance(dm, SSLDataModule)

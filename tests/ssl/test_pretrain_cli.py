@@ -12,11 +12,20 @@ import yaml
 from dinogeo.cli.main import main
 from dinogeo.models import load_backbone
 from dinogeo.ssl.crop_mix import CropMix
+from dinogeo.ssl.datamodule import SSLDataModule
+from dinogeo.ssl.module import SSLTask
+from dinogeo.ssl.pretrain import PretrainCLI
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ssl"
 S2_10M = "sentinel2-l1c-virginia-sattestdata/S2_18SVG_20160112_10m_B02-B03-B04-B08_crop.tif"
 ABER = "sentinel2-landcover-aberystwyth-rsgislib/sen2_20210527_aber_10band_crop.tif"
 ABER_BANDS = "[B02, B03, B04, B05, B06, B07, B08, B8A, B11, B12]"
+
+
+def parse_default(*args: str) -> PretrainCLI:
+    """``dinogeo pretrain --config configs/ssl/default.yaml ARGS`` parsed and set up, not run."""
+    default = ["--config", str(CONFIGS / "default.yaml")]
+    return PretrainCLI(SSLTask, SSLDataModule, run=False, args=[*default, *args])
 
 
 def tiny(shared: Path, steps: int, *, gram: bool = False) -> list[str]:
